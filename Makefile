@@ -1,0 +1,37 @@
+# spikelight: `make demo` then `make test`. Everything runs inside .venv.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+TORCH   ?= torch==2.14.1 torchvision==0.29.1
+PYTEST  := $(BIN)/python -m pytest
+
+.PHONY: install demo train test test-slow lint clean
+
+$(BIN)/activate:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install spikelight (+ dev tools)
+
+demo: install  ## train the single-layer LIF on the built-in digits (offline, ~1 min on 2 CPU cores)
+	$(BIN)/python train.py experiment=demo_digits
+
+train: install  ## python train.py with ARGS="model=... neuron=..."
+	$(BIN)/python train.py $(ARGS)
+
+test: install  ## fast tests (no network, CPU)
+	$(PYTEST) -m "not slow" -q
+
+test-slow: install  ## slow tests: train on real data to an accuracy bar
+	$(PYTEST) -m slow -q
+
+lint: install
+	$(BIN)/python -m ruff check src tests train.py eval.py experiments
+
+clean:
+	rm -rf $(VENV) logs .pytest_cache

@@ -1,0 +1,3 @@
+"""spikelight: Hydra + Lightning experiments for spiking neural networks."""
+
+__version__ = "0.1.0"

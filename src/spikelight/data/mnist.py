@@ -1,0 +1,128 @@
+"""MNIST and Fashion-MNIST through torchvision, from gzipped or plain IDX files."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import torch
+from torch.utils.data import TensorDataset
+from torchvision import datasets
+
+from spikelight.data.base import ClassificationDataModule, DatasetNotFoundError
+
+__all__ = ["MNISTDataModule", "FashionMNISTDataModule", "MNIST_FILES", "ensure_raw_files"]
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Copy ``src`` to plain file ``dst``, decompressing if ``src`` is gzipped."""
+    tmp = dst.with_suffix(".part")
+    opener = gzip.open if src.suffix == ".gz" else open
+    with opener(src, "rb") as fin, open(tmp, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+    tmp.replace(dst)
+
+
+def ensure_raw_files(raw_dir: Path, sources: tuple[Path, ...] = ()) -> list[str]:
+    """Make the four plain IDX files exist in ``raw_dir``.
+
+    Each may already be there plain or as ``.gz`` (decompressed here), or be
+    found in one of ``sources`` (copied). Returns the names still missing.
+    """
+    missing = []
+    for name in MNIST_FILES:
+        dst = raw_dir / name
+        if dst.exists():
+            continue
+        found = None
+        for folder in (raw_dir, *sources):
+            for cand in (folder / name, folder / f"{name}.gz"):
+                if cand.exists() and cand != dst:
+                    found = cand
+                    break
+            if found:
+                break
+        if found is None:
+            missing.append(name)
+            continue
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        _place(found, dst)
+    return missing
+
+
+class MNISTDataModule(ClassificationDataModule):
+    """MNIST (60k train / 10k test) via ``torchvision.datasets.MNIST``.
+
+    Files live in ``<root>/MNIST/raw/`` (gzipped or plain); if absent and
+    ``download`` is true, torchvision downloads them on first use.
+    """
+
+    name = "MNIST"
+    dataset_cls = datasets.MNIST
+    system_dirs: tuple[Path, ...] = ()
+    offline_hint = "offline, use data=fashion_mnist (Debian: apt-get install dataset-fashion-mnist) or data=digits"
+
+    def __init__(self, *args, download: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.download = download
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / self.dataset_cls.__name__ / "raw"
+
+    def prepare_data(self) -> None:
+        missing = ensure_raw_files(self.raw_dir, self.system_dirs)
+        if not missing:
+            return
+        where = f"put {', '.join(f + '.gz' for f in MNIST_FILES)} (gzipped or plain) in {self.raw_dir}/"
+        if not self.download:
+            raise DatasetNotFoundError(f"{self.name} not found: {where}, or set data.download=true; {self.offline_hint}")
+        try:
+            for train in (True, False):
+                self.dataset_cls(str(self.root), train=train, download=True)
+        except Exception as err:  # torchvision raises RuntimeError/URLError for every mirror
+            raise DatasetNotFoundError(
+                f"{self.name} download failed ({type(err).__name__}); {where}; {self.offline_hint}"
+            ) from None
+
+    def load(self) -> tuple[TensorDataset, TensorDataset]:
+        self.prepare_data()  # cheap when files exist; lets setup() work without a Trainer
+        out = []
+        for train in (True, False):
+            ds = self.dataset_cls(str(self.root), train=train, download=False)
+            # Same values as transforms.ToTensor(): uint8 / 255 → float [1, 28, 28].
+            x = ds.data.unsqueeze(1).float().div_(255.0)
+            out.append(TensorDataset(x, ds.targets.long()))
+        return out[0], out[1]
+
+
+class FashionMNISTDataModule(MNISTDataModule):
+    """Fashion-MNIST (60k / 10k, MNIST format). Uses ``/usr/share/datasets/fashion-mnist``
+    (Debian ``dataset-fashion-mnist``) when present, else downloads with torchvision."""
+
+    name = "Fashion-MNIST"
+    dataset_cls = datasets.FashionMNIST
+    system_dirs = (Path("/usr/share/datasets/fashion-mnist"),)
+    offline_hint = "offline, install Debian's dataset-fashion-mnist or use data=digits"
+
+
+def write_idx(path: Path, array: torch.Tensor, compress: bool = False) -> None:
+    """Write a uint8 tensor as an IDX file (the MNIST on-disk format), optionally gzipped."""
+    arr = array.to(torch.uint8).contiguous()
+    magic = bytes([0, 0, 0x08, arr.dim()])
+    dims = b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    payload = magic + dims + arr.numpy().tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if compress:
+        with gzip.open(path.with_name(path.name + ".gz"), "wb") as f:
+            f.write(payload)
+    else:
+        path.write_bytes(payload)

@@ -1,0 +1,126 @@
+"""SpikingClassifier: the one LightningModule (encoder → model → readout, loss)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from spikelight.encoding import Encoder
+from spikelight.losses import SpikeLoss
+from spikelight.models.output import SpikeOutput
+from spikelight.readout import Readout
+
+__all__ = ["SpikingClassifier", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class SpikingClassifier(L.LightningModule):
+    """Train / evaluate any spiking classifier.
+
+    Args:
+        model: ``nn.Module`` mapping x_seq [T, B, ...] → :class:`SpikeOutput`.
+        encoder: maps a batch [B, ...] → [T, B, ...] (sequence data that is
+            already time-major can use ``encoder=None``).
+        readout: :class:`SpikeOutput` → class scores [B, C]; argmax predicts.
+        loss: ``(SpikeOutput, y) -> scalar``.
+        optimizer: factory ``params -> torch.optim.Optimizer`` (Hydra ``_partial_``).
+        scheduler: optional factory ``optimizer -> LRScheduler``.
+        num_classes: for the accuracy metrics.
+        config: plain (resolved, JSON-like) run config stored in the checkpoint
+            so it reloads with ``torch.load(weights_only=True)`` and ``eval.py``
+            can rebuild the model.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        encoder: Encoder | None,
+        readout: Readout,
+        loss: SpikeLoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        num_classes: int = 10,
+        config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.encoder = encoder
+        self.readout = readout
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.save_hyperparameters({"config": config or {}, "num_classes": num_classes})
+        # micro = fraction of samples classified correctly (the number tutorials report).
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc_best = 0.0
+
+    # --- forward -----------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        return x if self.encoder is None else self.encoder(x)
+
+    def forward(self, x: Tensor) -> SpikeOutput:
+        """x: a data batch [B, ...] (or [T, B, ...] with no encoder) → SpikeOutput."""
+        return self.model(self.encode(x))
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy) -> Tensor:
+        x, y = batch
+        out = self(x)
+        loss = self.loss_fn(out, y)
+        if stage == "train" and not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                "lower optimizer.lr, set trainer.gradient_clip_val, or check the input scaling"
+            )
+        scores = self.readout(out)
+        metric(scores, y)
+        bs = y.shape[0]
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True)
+        for name, spikes in out.hidden.items():
+            self.log(f"{stage}/fr/{name}", spikes.detach().float().mean(), on_step=False, on_epoch=True, batch_size=bs)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train", self.train_acc)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val", self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        acc = self.trainer.callback_metrics.get("val/acc")
+        if acc is not None and math.isfinite(float(acc)):
+            self.val_acc_best = max(self.val_acc_best, float(acc))
+        self.log("val/acc_best", self.val_acc_best, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test", self.test_acc)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.readout(self(x)).argmax(-1)
+
+    # --- optimisation ------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["val_acc_best"] = self.val_acc_best
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.val_acc_best = float(checkpoint.get("val_acc_best", 0.0))

@@ -1,0 +1,69 @@
+"""Losses on a model's :class:`SpikeOutput` and integer labels ``y`` [B]."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spikelight.models.output import SpikeOutput
+
+__all__ = ["SpikeLoss", "MSERateLoss", "CERateLoss", "CEMembranePerStepLoss"]
+
+_REDUCTIONS = ("mean", "sum")
+
+
+class SpikeLoss(nn.Module):
+    """Base: ``forward(out, y) -> scalar``."""
+
+    def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class _PerStep(SpikeLoss):
+    """A loss evaluated at every step and reduced over time by ``sum`` or ``mean``."""
+
+    def __init__(self, time_reduction: str = "mean") -> None:
+        super().__init__()
+        if time_reduction not in _REDUCTIONS:
+            raise ValueError(f"time_reduction must be one of {_REDUCTIONS}, got {time_reduction!r}")
+        self.time_reduction = time_reduction
+
+    def _reduce(self, per_step: Tensor) -> Tensor:
+        return per_step.sum() if self.time_reduction == "sum" else per_step.mean()
+
+    def extra_repr(self) -> str:
+        return f"time_reduction={self.time_reduction!r}"
+
+
+class MSERateLoss(SpikeLoss):
+    """MSE between output firing rate [B, C] and a one-hot label (SpikingJelly tutorials).
+
+    ``rate_on`` / ``rate_off`` are the target rates for the label and the other classes.
+    """
+
+    def __init__(self, rate_on: float = 1.0, rate_off: float = 0.0) -> None:
+        super().__init__()
+        self.rate_on, self.rate_off = float(rate_on), float(rate_off)
+
+    def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
+        rate = out.spikes.mean(0)
+        target = F.one_hot(y, rate.shape[-1]).to(rate.dtype) * (self.rate_on - self.rate_off) + self.rate_off
+        return F.mse_loss(rate, target)
+
+
+class CERateLoss(_PerStep):
+    """Cross-entropy of the output spikes at each step (snnTorch ``ce_rate_loss``)."""
+
+    def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
+        T = out.spikes.shape[0]
+        ce = F.cross_entropy(out.spikes.flatten(0, 1), y.repeat(T), reduction="none")
+        return self._reduce(ce.view(T, -1).mean(1))
+
+
+class CEMembranePerStepLoss(_PerStep):
+    """Cross-entropy of the output membrane at each step (snnTorch tutorial 5 sums over steps)."""
+
+    def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
+        T = out.membrane.shape[0]
+        ce = F.cross_entropy(out.membrane.flatten(0, 1), y.repeat(T), reduction="none")
+        return self._reduce(ce.view(T, -1).mean(1))

@@ -1,0 +1,6 @@
+"""Model families. Each maps x_seq [T, B, ...] → SpikeOutput."""
+
+from spikelight.models.fc_lif import FCLIF
+from spikelight.models.output import SpikeOutput
+
+__all__ = ["FCLIF", "SpikeOutput"]

@@ -1,0 +1,34 @@
+"""Helpers shared by model families."""
+
+from __future__ import annotations
+
+from typing import Callable, Union
+
+from torch import Tensor
+
+from spikelight.neurons import BaseNode
+
+__all__ = ["NeuronFactory", "make_neuron", "check_features"]
+
+NeuronFactory = Union[Callable[[], BaseNode], BaseNode]
+
+
+def make_neuron(neuron: NeuronFactory) -> BaseNode:
+    """A fresh neuron from a factory (``functools.partial`` / Hydra ``_partial_``), or the instance itself."""
+    node = neuron if isinstance(neuron, BaseNode) else neuron()
+    if not isinstance(node, BaseNode):
+        raise TypeError(f"neuron must build a spikelight BaseNode, got {type(node).__name__}")
+    return node
+
+
+def check_features(x_seq: Tensor, expected: int, model: str) -> Tensor:
+    """Flatten [T, B, ...] to [T, B, F] and check F; raise one readable line if it is wrong."""
+    if x_seq.dim() < 3:
+        raise ValueError(f"{model} expects time-major input [T, B, ...], got shape {tuple(x_seq.shape)}")
+    flat = x_seq.flatten(2)
+    if flat.shape[-1] != expected:
+        raise ValueError(
+            f"{model} expects {expected} input features per step, got {flat.shape[-1]} "
+            f"(input shape {tuple(x_seq.shape)}); set model.in_features={flat.shape[-1]}"
+        )
+    return flat
