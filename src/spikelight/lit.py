@@ -119,8 +119,25 @@ class SpikingClassifier(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
+    # --- exact resume ------------------------------------------------------------
+    # Lightning does not checkpoint RNG state, but Poisson encoding and shuffling
+    # draw from it: without this a resumed run sees different spikes.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["val_acc_best"] = self.val_acc_best
+        checkpoint["rng_state"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.val_acc_best = float(checkpoint.get("val_acc_best", 0.0))
+        self._resume_rng = checkpoint.get("rng_state")
+
+    def on_train_start(self) -> None:
+        # after the sanity check (which draws random numbers too), before the first batch
+        rng = getattr(self, "_resume_rng", None)
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            self._resume_rng = None

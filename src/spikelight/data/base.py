@@ -7,9 +7,31 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset, random_split
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random_split
 
-__all__ = ["DatasetNotFoundError", "ClassificationDataModule", "data_root"]
+__all__ = ["DatasetNotFoundError", "ClassificationDataModule", "EpochShuffleSampler", "data_root"]
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Random order that depends only on ``(seed, epoch)``, not on the global RNG.
+
+    Lightning calls ``set_epoch`` at every epoch start (as for DistributedSampler),
+    so a run resumed from a checkpoint sees exactly the batches an uninterrupted
+    run would have seen.
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.n
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -100,7 +122,10 @@ class ClassificationDataModule(L.LightningDataModule):
         return DataLoader(
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=EpochShuffleSampler(len(ds), self.seed) if train else None,
+            # own generator: creating an iterator must not draw from the global RNG
+            # (the Poisson encoder's), or resumed runs would see different spikes
+            generator=torch.Generator().manual_seed(self.seed),
             drop_last=self.drop_last if train else False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -1,0 +1,121 @@
+"""Every option of every config group composes and instantiates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from spikelight.cli import build_callbacks, build_loggers, build_module
+from spikelight.data import ClassificationDataModule
+from spikelight.encoding import Encoder
+from spikelight.losses import SpikeLoss
+from spikelight.neurons import BaseNode
+from spikelight.readout import Readout
+from spikelight.surrogate import Surrogate
+
+from .conftest import CONF, compose_cfg
+
+BASE = ["data=digits", "trainer.max_epochs=1"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_groups_exist():
+    for group in ("model", "neuron", "surrogate", "encoder", "readout", "loss", "data", "optimizer", "scheduler",
+                  "accelerator", "trainer", "logger", "callbacks", "experiment"):
+        assert options(group), group
+
+
+@pytest.mark.parametrize("opt", options("surrogate"))
+def test_surrogates(opt, tmp_path):
+    cfg = compose_cfg("train", [*BASE, f"surrogate={opt}"], tmp_path)
+    s = instantiate(cfg.surrogate)
+    assert isinstance(s, Surrogate)
+    x = torch.linspace(-1, 1, 9, requires_grad=True)
+    s(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("opt", options("neuron"))
+def test_neurons(opt, tmp_path):
+    cfg = compose_cfg("train", [*BASE, f"neuron={opt}", "surrogate=sigmoid"], tmp_path)
+    node = instantiate(cfg.neuron)()
+    assert isinstance(node, BaseNode) and type(node.surrogate).__name__ == "Sigmoid"
+    assert node(torch.rand(4, 2, 3)).shape == (4, 2, 3)
+
+
+@pytest.mark.parametrize("group,cls", [("encoder", Encoder), ("readout", Readout), ("loss", SpikeLoss)])
+def test_encoders_readouts_losses(group, cls, tmp_path):
+    for opt in options(group):
+        cfg = compose_cfg("train", [*BASE, f"{group}={opt}"], tmp_path)
+        assert isinstance(instantiate(cfg[group]), cls), opt
+
+
+@pytest.mark.parametrize("group", ["model", "optimizer", "scheduler"])
+def test_model_optimizer_scheduler(group, tmp_path):
+    for opt in options(group):
+        cfg = compose_cfg("train", [*BASE, f"{group}={opt}"], tmp_path)
+        module = build_module(cfg)
+        opt_conf = module.configure_optimizers()
+        optimizer = opt_conf["optimizer"] if isinstance(opt_conf, dict) else opt_conf
+        assert isinstance(optimizer, torch.optim.Optimizer), opt
+        out = module(torch.rand(3, 1, 28, 28))
+        assert out.spikes.shape == (cfg.T, 3, 10)
+
+
+@pytest.mark.parametrize("opt", options("data"))
+def test_data(opt, tmp_path):
+    cfg = compose_cfg("train", [f"data={opt}"], tmp_path)
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, ClassificationDataModule) and dm.num_classes == 10
+
+
+@pytest.mark.parametrize("opt", options("accelerator"))
+def test_accelerators(opt, tmp_path):
+    cfg = compose_cfg("train", [*BASE, f"accelerator={opt}"], tmp_path)
+    assert cfg.trainer.accelerator in ("auto", "cpu", "gpu")
+    if opt in ("auto", "cpu"):  # gpu / ddp need a GPU to build a Trainer
+        trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+        assert trainer.max_epochs == 1
+    else:
+        assert cfg.trainer.accelerator == "gpu"
+        assert opt != "ddp" or cfg.trainer.strategy == "ddp"
+
+
+def test_loggers_and_callbacks(tmp_path):
+    for opt in options("logger"):
+        cfg = compose_cfg("train", [*BASE, f"logger={opt}"], tmp_path)
+        loggers = build_loggers(cfg)
+        assert len(loggers) == (0 if opt == "none" else 1), opt
+    for opt in options("callbacks"):
+        cfg = compose_cfg("train", [*BASE, f"callbacks={opt}"], tmp_path)
+        names = {type(c).__name__ for c in build_callbacks(cfg, has_logger=True)}
+        if opt == "default":
+            assert names == {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar"}
+
+
+@pytest.mark.parametrize("opt", options("experiment"))
+def test_experiments(opt, tmp_path):
+    cfg = compose_cfg("train", [f"experiment={opt}"], tmp_path)
+    module = build_module(cfg)
+    assert module(torch.rand(2, 1, 28, 28)).spikes.shape[0] == cfg.T
+
+
+def test_sj_experiment_is_the_tutorial(tmp_path):
+    cfg = compose_cfg("train", ["experiment=sj_lif_fc_mnist"], tmp_path)
+    m = build_module(cfg)
+    assert cfg.T == 100 and cfg.data.batch_size == 128 and cfg.trainer.max_epochs == 100
+    assert m.model.fc.bias is None and m.model.fc.in_features == 784
+    n = m.model.neuron
+    assert (n.tau, n.v_threshold, n.v_reset, n.decay_input) == (2.0, 1.0, 0.0, True)
+    assert type(n.surrogate).__name__ == "ATan" and type(m.encoder).__name__ == "PoissonEncoder"
+    assert type(m.loss_fn).__name__ == "MSERateLoss" and type(m.readout).__name__ == "RateReadout"
+    assert m.configure_optimizers().defaults["lr"] == 1e-3
+
+
+def test_eval_config_composes(tmp_path):
+    cfg = compose_cfg("eval", ["ckpt_path=x.ckpt"], tmp_path)
+    assert cfg.get("data") is None and cfg.ckpt_path == "x.ckpt"

@@ -1,0 +1,109 @@
+"""train.py / eval.py end to end through the real CLI (subprocesses, CPU, tiny data)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import make_mnist_files, run_cli
+
+FAST = ["print_config=false", "accelerator=cpu"]
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _error_line(proc) -> str:
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    return lines[-1]
+
+
+def test_fast_dev_run_digits(tmp_path):
+    proc = run_cli("train.py", *FAST, "data=digits", "T=8", "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test/acc" in proc.stdout
+    saved = (tmp_path / "config_resolved.yaml").read_text()
+    assert "DigitsDataModule" in saved and "T: 8" in saved
+
+
+def test_mnist_datamodule_from_idx_files_learns(tmp_path):
+    """The real torchvision MNIST path, on small gz + plain IDX files this test writes."""
+    make_mnist_files(tmp_path / "data" / "MNIST" / "raw")
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        "train.py", *FAST, "data=mnist", f"data.root={tmp_path / 'data'}", "data.download=false",
+        "data.val_size=50", "data.batch_size=25", "T=10", "trainer.max_epochs=3", "optimizer.lr=1e-2",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()  # decompressed
+    test_acc = [float(r["test/acc"]) for r in _metrics(run_dir) if r.get("test/acc")]
+    assert test_acc and test_acc[0] > 0.6, test_acc  # chance is 0.1
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+
+
+def test_missing_dataset_is_one_clear_line(tmp_path):
+    proc = run_cli("train.py", *FAST, "data=mnist", f"data.root={tmp_path}", "data.download=false",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    line = _error_line(proc)
+    assert line.startswith("error: MNIST not found") and "data=digits" in line and str(tmp_path) in line
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [("neuron.tau=0.5", "tau must be > 1"), ("T=0", "T must be a positive integer"),
+     ("loss.rate_on=nan", "training loss is nan"), ("neuron.v_reset=2.0", "v_reset")],
+)
+def test_bad_values_are_one_clear_line(tmp_path, override, needle):
+    proc = run_cli("train.py", *FAST, "data=digits", "T=4", "trainer.max_epochs=1", override,
+                   f"hydra.run.dir={tmp_path}")
+    line = _error_line(proc)
+    assert line.startswith("error:") and needle in line, line
+
+
+def test_unknown_surrogate_names_the_options(tmp_path):
+    proc = run_cli("train.py", "surrogate=nope", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "surrogate/nope" in proc.stderr and "atan" in proc.stderr
+
+
+def _weights(run_dir: Path) -> dict:
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return ckpt["state_dict"], ckpt["epoch"]
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    common = [*FAST, "data=digits", "T=6", "trainer.deterministic=true", "seed=3", "test=false", "logger=none"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert run_cli("train.py", *common, "trainer.max_epochs=2", f"hydra.run.dir={full}").returncode == 0
+    assert run_cli("train.py", *common, "trainer.max_epochs=1", f"hydra.run.dir={part}").returncode == 0
+    w_part, _ = _weights(part)
+    resumed = run_cli("train.py", *common, "trainer.max_epochs=2", f"ckpt_path={part / 'checkpoints' / 'last.ckpt'}",
+                      f"hydra.run.dir={tmp_path / 'resumed'}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    w_full, ep_full = _weights(full)
+    w_res, ep_res = _weights(tmp_path / "resumed")
+    assert ep_full == ep_res == 1
+    assert not torch.equal(w_part["model.fc.weight"], w_full["model.fc.weight"])  # epoch 2 changed them
+    for k in w_full:
+        assert torch.equal(w_full[k], w_res[k]), k
+
+
+def test_eval_reloads_checkpoint_with_weights_only(tmp_path):
+    run_dir = tmp_path / "train"
+    proc = run_cli("train.py", *FAST, "data=digits", "T=8", "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ev = run_cli("eval.py", *FAST, f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    acc = [float(r["test/acc"]) for r in _metrics(tmp_path / "eval") if r.get("test/acc")]
+    assert acc and acc[0] > 0.5
+    missing = run_cli("eval.py", *FAST, f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'e2'}")
+    assert "does not exist" in _error_line(missing)
