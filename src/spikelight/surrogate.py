@@ -33,7 +33,7 @@ def heaviside(x: Tensor) -> Tensor:
 
 class _SurrogateSpike(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, surrogate: "Surrogate") -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, surrogate: Surrogate) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x)
         ctx.surrogate = surrogate
         return heaviside(x)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 from torch import Tensor
 
@@ -10,7 +10,7 @@ from spikelight.neurons import BaseNode
 
 __all__ = ["NeuronFactory", "make_neuron", "check_features"]
 
-NeuronFactory = Union[Callable[[], BaseNode], BaseNode]
+NeuronFactory = Callable[[], BaseNode] | BaseNode
 
 
 def make_neuron(neuron: NeuronFactory) -> BaseNode:

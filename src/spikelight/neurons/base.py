@@ -13,7 +13,8 @@ Fire and reset are shared (SpikingJelly conventions):
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
