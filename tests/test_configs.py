@@ -44,7 +44,7 @@ def test_neurons(opt, tmp_path):
     cfg = compose_cfg("train", [*BASE, f"neuron={opt}", "surrogate=sigmoid"], tmp_path)
     node = instantiate(cfg.neuron)()
     assert isinstance(node, BaseNode) and type(node.surrogate).__name__ == "Sigmoid"
-    assert node(torch.rand(4, 2, 3)).shape == (4, 2, 3)
+    assert node(torch.rand(4, 2, 3)).spikes.shape == (4, 2, 3)
 
 
 @pytest.mark.parametrize("group,cls", [("encoder", Encoder), ("readout", Readout), ("loss", SpikeLoss)])

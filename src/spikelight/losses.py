@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from spikelight.models.output import SpikeOutput
 
-__all__ = ["SpikeLoss", "MSERateLoss", "CERateLoss", "CEMembranePerStepLoss"]
+__all__ = ["SpikeLoss", "MSERateLoss", "MSECountLoss", "CECountLoss", "CERateLoss", "CEMembranePerStepLoss"]
 
 _REDUCTIONS = ("mean", "sum")
 
@@ -67,3 +67,29 @@ class CEMembranePerStepLoss(_PerStep):
         T = out.membrane.shape[0]
         ce = F.cross_entropy(out.membrane.flatten(0, 1), y.repeat(T), reduction="none")
         return self._reduce(ce.view(T, -1).mean(1))
+
+
+class CECountLoss(SpikeLoss):
+    """Cross-entropy on output spike counts (snnTorch ``ce_count_loss``)."""
+
+    def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
+        return F.cross_entropy(out.spikes.sum(0), y)
+
+
+class MSECountLoss(SpikeLoss):
+    """MSE between spike counts and target counts (snnTorch ``mse_count_loss``).
+
+    Targets: ``correct_rate·T`` spikes for the label, ``incorrect_rate·T`` for
+    the others (snnTorch defaults 1 and 0; its tutorials use 0.8 / 0.2).
+    """
+
+    def __init__(self, correct_rate: float = 0.8, incorrect_rate: float = 0.2) -> None:
+        super().__init__()
+        self.correct_rate, self.incorrect_rate = float(correct_rate), float(incorrect_rate)
+
+    def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
+        count = out.spikes.sum(0)
+        T = out.spikes.shape[0]
+        on = F.one_hot(y, count.shape[-1]).to(count.dtype)
+        target = T * (on * self.correct_rate + (1 - on) * self.incorrect_rate)
+        return F.mse_loss(count, target)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from spikelight.models.output import SpikeOutput
 
-__all__ = ["Readout", "RateReadout", "CountReadout", "MembraneReadout"]
+__all__ = ["Readout", "RateReadout", "CountReadout", "MembraneReadout", "FirstSpikeReadout"]
 
 
 class Readout(nn.Module):
@@ -24,10 +25,43 @@ class RateReadout(Readout):
 
 
 class CountReadout(Readout):
-    """Spike count of each output neuron over all steps."""
+    """Spike count of each output neuron over all steps.
+
+    ``tie_break="membrane"`` adds the mean output membrane scaled into (0, 1)
+    below one spike, so equal counts are decided by the potential instead of
+    by class index; the count still dominates. ``"none"`` is snnTorch's
+    ``spk.sum(0).argmax()``.
+    """
+
+    def __init__(self, tie_break: str = "none") -> None:
+        super().__init__()
+        if tie_break not in ("none", "membrane"):
+            raise ValueError(f"count readout tie_break must be 'none' or 'membrane', got {tie_break!r}")
+        self.tie_break = tie_break
 
     def forward(self, out: SpikeOutput) -> Tensor:
-        return out.spikes.sum(0)
+        count = out.spikes.sum(0)
+        if self.tie_break == "membrane":
+            count = count + 0.5 * torch.sigmoid(out.membrane.mean(0))
+        return count
+
+    def extra_repr(self) -> str:
+        return f"tie_break={self.tie_break!r}"
+
+
+class FirstSpikeReadout(Readout):
+    """Latency code: the output neuron that fires first wins.
+
+    score = T − t_first (0 if it never fires); ties at the same step are
+    decided by the spike count.
+    """
+
+    def forward(self, out: SpikeOutput) -> Tensor:
+        s = out.spikes
+        T = s.shape[0]
+        steps = torch.arange(T, 0, -1, device=s.device, dtype=s.dtype).view(T, *([1] * (s.dim() - 1)))
+        first = (s * steps).max(0).values  # T - t_first for the earliest spike
+        return first + s.sum(0) / (T + 1)
 
 
 class MembraneReadout(Readout):

@@ -1,6 +1,7 @@
 """Model families. Each maps x_seq [T, B, ...] → SpikeOutput."""
 
 from spikelight.models.fc_lif import FCLIF
+from spikelight.models.mlp import MLP
 from spikelight.models.output import SpikeOutput
 
-__all__ = ["FCLIF", "SpikeOutput"]
+__all__ = ["FCLIF", "MLP", "SpikeOutput"]

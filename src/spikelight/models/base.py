@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from spikelight.neurons import BaseNode
 
-__all__ = ["NeuronFactory", "make_neuron", "check_features"]
+__all__ = ["NeuronFactory", "make_neuron", "check_features", "apply_over_time"]
 
 NeuronFactory = Callable[[], BaseNode] | BaseNode
 
@@ -32,3 +32,17 @@ def check_features(x_seq: Tensor, expected: int, model: str) -> Tensor:
             f"(input shape {tuple(x_seq.shape)}); set model.in_features={flat.shape[-1]}"
         )
     return flat
+
+
+def apply_over_time(layer: nn.Module, x_seq: Tensor) -> Tensor:
+    """Apply a stateless layer to every step of x_seq [T, B, ...] in one call.
+
+    If the input repeats over time as a stride-0 view (``DirectEncoder``), the
+    layer runs once and its output is expanded: identical values and gradients
+    (expand's backward sums over T), T times less work.
+    """
+    T = x_seq.shape[0]
+    if T > 1 and x_seq.stride(0) == 0:
+        y = layer(x_seq[0])
+        return y.unsqueeze(0).expand(T, *y.shape)
+    return layer(x_seq)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from spikelight.models.base import NeuronFactory, check_features, make_neuron
+from spikelight.models.base import NeuronFactory, apply_over_time, check_features, make_neuron
 from spikelight.models.output import SpikeOutput
 
 __all__ = ["FCLIF"]
@@ -32,5 +32,5 @@ class FCLIF(nn.Module):
 
     def forward(self, x_seq: Tensor) -> SpikeOutput:
         x = check_features(x_seq, self.in_features, type(self).__name__)
-        out = self.neuron.multi_step(self.fc(x))
+        out = self.neuron(apply_over_time(self.fc, x))
         return SpikeOutput(out.spikes, out.membrane, {"neuron": out.spikes})

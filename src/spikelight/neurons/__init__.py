@@ -1,6 +1,6 @@
 """Spiking neurons. Each is one pure charge function plus shared fire/reset."""
 
-from spikelight.neurons.base import BaseNode, NeuronOutput, fire_and_reset, neuron_step
+from spikelight.neurons.base import BaseNode, NeuronOutput, fire_and_reset, reset_state
 from spikelight.neurons.if_lif import (
     IFNode,
     LIFNode,
@@ -10,14 +10,16 @@ from spikelight.neurons.if_lif import (
     lif_step,
     tau_from_beta,
 )
+from spikelight.neurons.leaky import LeakyNode
 
 __all__ = [
     "BaseNode",
     "NeuronOutput",
     "IFNode",
     "LIFNode",
+    "LeakyNode",
     "fire_and_reset",
-    "neuron_step",
+    "reset_state",
     "if_charge",
     "lif_charge",
     "lif_step",

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from spikelight.surrogate import ATan, Surrogate
 
-__all__ = ["NeuronOutput", "BaseNode", "fire_and_reset", "neuron_step"]
+__all__ = ["NeuronOutput", "BaseNode", "fire_and_reset", "reset_state"]
 
 
 class NeuronOutput(NamedTuple):
@@ -37,6 +37,14 @@ class NeuronOutput(NamedTuple):
     v: Tensor
 
 
+def reset_state(h: Tensor, spike: Tensor, v_threshold: float, v_reset: float | None, detach_reset: bool) -> Tensor:
+    """State after firing: hard reset to ``v_reset``, or soft (subtract threshold) if None."""
+    s = spike.detach() if detach_reset else spike
+    if v_reset is None:
+        return h - v_threshold * s
+    return h * (1.0 - s) + v_reset * s
+
+
 def fire_and_reset(
     h: Tensor,
     v_threshold: float,
@@ -46,37 +54,17 @@ def fire_and_reset(
 ) -> tuple[Tensor, Tensor]:
     """Spike on ``h >= v_threshold`` and reset. Returns ``(spike, v_next)``."""
     spike = surrogate(h - v_threshold)
-    s = spike.detach() if detach_reset else spike
-    if v_reset is None:
-        v_next = h - v_threshold * s
-    else:
-        v_next = h * (1.0 - s) + v_reset * s
-    return spike, v_next
-
-
-def neuron_step(
-    charge: Callable[[Tensor, Tensor], Tensor],
-    x: Tensor,
-    v: Tensor,
-    v_threshold: float,
-    v_reset: float | None,
-    surrogate: Surrogate,
-    detach_reset: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One reference time step. Returns ``(spike, v_next, h)``, all shaped like x."""
-    h = charge(x, v)
-    spike, v_next = fire_and_reset(h, v_threshold, v_reset, surrogate, detach_reset)
-    return spike, v_next, h
+    return spike, reset_state(h, spike, v_threshold, v_reset, detach_reset)
 
 
 class BaseNode(nn.Module):
     """Base spiking neuron. Subclasses implement only :meth:`charge`.
 
     ``forward(x_seq)`` is multi-step: ``x_seq`` is ``[T, B, ...]`` and the state
-    starts fresh every call (no ``reset_net`` to forget); it returns spikes
-    ``[T, B, ...]`` so neurons stack in ``nn.Sequential``. :meth:`multi_step`
-    also returns membrane and final state; :meth:`single_step` takes and returns
-    explicit state.
+    starts fresh every call unless passed in (no ``reset_net`` to forget); it
+    returns :class:`NeuronOutput` (spikes, membrane, final state).
+    :meth:`single_step` takes and returns explicit state. Neurons whose reset
+    is not the standard one override :meth:`reset` as well.
 
     Args:
         v_threshold: firing threshold.
@@ -118,13 +106,21 @@ class BaseNode(nn.Module):
         """Resting state shaped like one step of input: ``v_reset`` (or 0 for soft reset)."""
         return torch.full_like(x, 0.0 if self.v_reset is None else self.v_reset)
 
+    def reset(self, h: Tensor, spike: Tensor) -> Tensor:
+        """State after firing (hard or soft reset, see module docstring)."""
+        return reset_state(h, spike, self.v_threshold, self.v_reset, self.detach_reset)
+
+    def step(self, x: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """charge → fire → reset for one step. Returns ``(spike, v_next, h)``."""
+        h = self.charge(x, v)
+        spike = self.surrogate(h - self.v_threshold)
+        return spike, self.reset(h, spike), h
+
     def single_step(self, x: Tensor, v: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """One step. x: [B, ...]; v: state or None (fresh). Returns ``(spike, v_next)``."""
         if v is None:
             v = self.initial_state(x)
-        spike, v_next, _ = neuron_step(
-            self.charge, x, v, self.v_threshold, self.v_reset, self.surrogate, self.detach_reset
-        )
+        spike, v_next, _ = self.step(x, v)
         return spike, v_next
 
     def multi_step(self, x_seq: Tensor, v: Tensor | None = None) -> NeuronOutput:
@@ -137,16 +133,17 @@ class BaseNode(nn.Module):
             v = self.initial_state(x_seq[0])
         spikes, membrane = [], []
         for x in x_seq:
-            spike, v, h = neuron_step(
-                self.charge, x, v, self.v_threshold, self.v_reset, self.surrogate, self.detach_reset
-            )
+            spike, v, h = self.step(x, v)
             spikes.append(spike)
             membrane.append(h)
         return NeuronOutput(torch.stack(spikes), torch.stack(membrane), v)
 
-    def forward(self, x_seq: Tensor) -> Tensor:
-        """Spikes [T, B, ...] for input [T, B, ...], from a fresh state."""
-        return self.multi_step(x_seq).spikes
+    def forward(self, x_seq: Tensor, v: Tensor | None = None) -> NeuronOutput:
+        """Multi-step call (what models use, so monitor hooks see spikes and membrane).
+
+        x_seq [T, B, ...] → NeuronOutput(spikes, membrane [T, B, ...], v [B, ...]).
+        """
+        return self.multi_step(x_seq, v)
 
     def extra_repr(self) -> str:
         reset = "soft" if self.v_reset is None else f"v_reset={self.v_reset}"

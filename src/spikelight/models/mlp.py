@@ -1,0 +1,50 @@
+"""Multi-layer fully connected spiking network (snnTorch tutorial 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from spikelight.models.base import NeuronFactory, apply_over_time, check_features, make_neuron
+from spikelight.models.output import SpikeOutput
+
+__all__ = ["MLP"]
+
+
+class MLP(nn.Module):
+    """Flatten → [Linear → neuron] per layer: in_features → *hidden → num_classes.
+
+    Every layer, the output one included, is Linear followed by its own neuron
+    (built from the ``neuron`` factory). Layers are ``fc.<i>`` and ``lif.<i>``;
+    each ``lif.<i>``'s spikes are in ``SpikeOutput.hidden``.
+
+    forward: x_seq [T, B, ...] → SpikeOutput with spikes / membrane [T, B, num_classes].
+    """
+
+    def __init__(
+        self,
+        neuron: NeuronFactory,
+        in_features: int = 784,
+        hidden: Sequence[int] = (1000,),
+        num_classes: int = 10,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if any(h <= 0 for h in hidden):
+            raise ValueError(f"model.hidden sizes must be positive, got {list(hidden)}")
+        self.in_features = in_features
+        sizes = [in_features, *hidden, num_classes]
+        self.fc = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.lif = nn.ModuleList(make_neuron(neuron) for _ in self.fc)
+        if len({id(n) for n in self.lif}) != len(self.lif):
+            raise TypeError("MLP needs a neuron factory (Hydra `_partial_: true`), not one shared instance")
+
+    def forward(self, x_seq: Tensor) -> SpikeOutput:
+        x = check_features(x_seq, self.in_features, type(self).__name__)
+        hidden: dict[str, Tensor] = {}
+        for i, (fc, lif) in enumerate(zip(self.fc, self.lif)):
+            out = lif(apply_over_time(fc, x))
+            hidden[f"lif.{i}"] = out.spikes
+            x = out.spikes
+        return SpikeOutput(out.spikes, out.membrane, hidden)

@@ -1,0 +1,65 @@
+"""snnTorch's ``Leaky`` neuron: reset one step late, from the previous spike."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from spikelight.neurons.base import BaseNode
+from spikelight.neurons.if_lif import beta_from_tau
+from spikelight.surrogate import Surrogate
+
+__all__ = ["LeakyNode"]
+
+_RESETS = ("subtract", "zero")
+
+
+class LeakyNode(BaseNode):
+    """snnTorch ``snn.Leaky`` (tutorial 5), membrane ``U`` as state:
+
+        subtract: U[t] = beta·U[t-1] + X[t] − S[t-1]·θ
+        zero:     U[t] = beta·(1 − S[t-1])·U[t-1] + X[t]
+        S[t] = Θ(U[t] − θ)
+
+    ``S[t-1] = Θ(U[t-1] − θ)`` is recomputed from the state and carries no
+    gradient (snnTorch detaches its reset). Unlike :class:`LIFNode` with a soft
+    reset (``v = h − θ·s``, then decayed), the threshold is subtracted *after*
+    the decay, one step late. ``membrane`` is ``U[t]`` (snnTorch's ``mem``).
+
+    Args:
+        beta: decay per step in (0, 1); or give ``tau`` (``beta = 1 − 1/tau``).
+        v_threshold: θ.
+        reset_mechanism: ``subtract`` or ``zero``.
+        surrogate: spike surrogate (snnTorch's default is ATan, alpha=2).
+    """
+
+    def __init__(
+        self,
+        beta: float | None = 0.95,
+        tau: float | None = None,
+        v_threshold: float = 1.0,
+        reset_mechanism: str = "subtract",
+        surrogate: Surrogate | None = None,
+    ) -> None:
+        super().__init__(v_threshold=v_threshold, v_reset=None, surrogate=surrogate, detach_reset=True)
+        if tau is not None:
+            if not tau > 1.0:
+                raise ValueError(f"Leaky tau must be > 1 (time steps), got {tau}")
+            beta = beta_from_tau(tau)
+        if beta is None or not 0.0 < beta < 1.0:
+            raise ValueError(f"Leaky beta must be in (0, 1), got {beta}")
+        if reset_mechanism not in _RESETS:
+            raise ValueError(f"reset_mechanism must be one of {_RESETS}, got {reset_mechanism!r}")
+        self.beta = float(beta)
+        self.reset_mechanism = reset_mechanism
+
+    def charge(self, x: Tensor, v: Tensor) -> Tensor:
+        prev_spike = (v >= self.v_threshold).to(v.dtype)  # a comparison: no gradient, as snnTorch's detach
+        if self.reset_mechanism == "subtract":
+            return self.beta * v + x - self.v_threshold * prev_spike
+        return self.beta * (1.0 - prev_spike) * v + x
+
+    def reset(self, h: Tensor, spike: Tensor) -> Tensor:
+        return h  # applied in the next charge, from this step's spike
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, v_threshold={self.v_threshold}, reset_mechanism={self.reset_mechanism!r}"
