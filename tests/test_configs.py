@@ -94,7 +94,7 @@ def test_loggers_and_callbacks(tmp_path):
         cfg = compose_cfg("train", [*BASE, f"callbacks={opt}"], tmp_path)
         names = {type(c).__name__ for c in build_callbacks(cfg, has_logger=True)}
         if opt == "default":
-            assert names == {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar"}
+            assert names == {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar", "SpikePlotCallback", "SynOpsCallback"}
 
 
 @pytest.mark.parametrize("opt", options("experiment"))

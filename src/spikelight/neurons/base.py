@@ -13,7 +13,6 @@ Fire and reset are shared (SpikingJelly conventions):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch

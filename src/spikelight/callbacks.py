@@ -1,0 +1,108 @@
+"""Lightning callbacks: spike plots and synaptic-operation / energy statistics,
+logged into whatever logger the run uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import matplotlib.pyplot as plt
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from matplotlib.figure import Figure
+
+from spikelight.synops import E_AC_PJ, E_MAC_PJ, SynOpCounter
+from spikelight.visualize import plot_curves, sample_figures
+
+__all__ = ["SpikePlotCallback", "SynOpsCallback", "log_figure"]
+
+
+def log_figure(trainer: L.Trainer, name: str, fig: Figure, out_dir: Path) -> Path:
+    """Save ``fig`` as ``out_dir/<name>.png`` and send it to every logger that
+    takes images (wandb image, TensorBoard figure; CSV keeps the file)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure(f"plots/{name}", fig, global_step=trainer.global_step, close=False)
+        elif isinstance(logger, WandbLogger):
+            logger.log_image(key=f"plots/{name}", images=[str(path)], step=trainer.global_step)
+    plt.close(fig)
+    return path
+
+
+class SpikePlotCallback(L.Callback):
+    """After testing, draw output membrane traces + spike rasters, the output
+    heatmap, the input encoding raster and per-layer firing-rate histograms for
+    the first test batch; after fitting, the loss / accuracy curves.
+
+    PNGs go to ``<run dir>/plots/`` and to the active loggers.
+    """
+
+    CURVE_KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc")
+
+    def __init__(self, num_samples: int = 3, dirname: str = "plots") -> None:
+        self.num_samples = num_samples
+        self.dirname = dirname
+        self.history: list[dict[str, float]] = []
+
+    def _dir(self, trainer: L.Trainer) -> Path:
+        return Path(trainer.default_root_dir) / self.dirname
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch}
+        row.update({k.replace("_epoch", ""): float(m[k]) for k in self.CURVE_KEYS if k in m})
+        self.history.append(row)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.history and trainer.is_global_zero:
+            log_figure(trainer, "curves", plot_curves(self.history), self._dir(trainer))
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        loaders = trainer.test_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        x, y = next(iter(loader))
+        for name, fig in sample_figures(pl_module, x.to(pl_module.device), y, self.num_samples).items():
+            log_figure(trainer, name, fig, self._dir(trainer))
+
+    def state_dict(self) -> dict:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict.get("history", []))
+
+
+class SynOpsCallback(L.Callback):
+    """At test time, count synaptic operations per sample and log
+    ``test/sops_per_sample``, ``test/energy_snn_nJ``, ``test/energy_ann_nJ``
+    (AC 0.9 pJ, MAC 4.6 pJ; see :mod:`spikelight.synops`)."""
+
+    def __init__(self) -> None:
+        self.counter: SynOpCounter | None = None
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.counter = SynOpCounter(pl_module.model)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.counter is None:
+            return
+        c = self.counter.count
+        self.counter.remove()
+        self.counter = None
+        pl_module.log_dict(
+            {
+                "test/sops_per_sample": c.sops_per_sample,
+                "test/energy_snn_nJ": c.snn_energy_nj,
+                "test/energy_ann_nJ": c.ann_energy_nj,
+            },
+            sync_dist=True,
+        )
+        pl_module.print(
+            f"[spikelight] per test sample: {c.sops_per_sample:,.0f} SOPs, SNN ≈ {c.snn_energy_nj:,.1f} nJ vs "
+            f"equivalent ANN {c.ann_energy_nj:,.1f} nJ (AC {E_AC_PJ} pJ, MAC {E_MAC_PJ} pJ)"
+        )

@@ -1,0 +1,107 @@
+"""Monitors, synaptic-operation counts, plot callback and plot CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from spikelight.encoding import DirectEncoder, PoissonEncoder
+from spikelight.models import MLP
+from spikelight.monitor import Monitor
+from spikelight.neurons import BaseNode, LeakyNode, LIFNode
+from spikelight.synops import E_AC_PJ, E_MAC_PJ, SynOpCounter
+
+from .conftest import run_cli
+
+
+def _model() -> MLP:
+    torch.manual_seed(0)
+    return MLP(lambda: LIFNode(tau=2.0), in_features=20, hidden=[16, 12], num_classes=5)
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+
+
+def test_monitor_records_T_steps_of_right_shape_and_removes_hooks():
+    model, T, B = _model(), 7, 3
+    x = (torch.rand(T, B, 20) * 3).requires_grad_()
+    before = _hooks(model)
+    with Monitor(model, names=["lif.1"], types=[nn.Linear],
+                 record=("input", "output", "spikes", "membrane", "grad_output", "grad_input")) as mon:
+        assert _hooks(model) == before + 4  # lif.1 + fc.0, fc.1, fc.2
+        out = model(x)
+        (out.membrane.sum() + (out.hidden["lif.1"] * torch.arange(12.0)).sum()).backward()
+    assert _hooks(model) == before
+    assert set(mon.layers) == {"lif.1", "fc.0", "fc.1", "fc.2"}
+    rec = mon["lif.1"]
+    assert len(mon.steps("lif.1", "spikes")) == T
+    assert all(s.shape == (B, 12) for s in mon.steps("lif.1", "membrane"))
+    torch.testing.assert_close(rec["spikes"][0], out.hidden["lif.1"])
+    assert rec["input"][0].shape == rec["grad_input"][0].shape == rec["grad_output"][0].shape == (T, B, 12)
+    torch.testing.assert_close(mon["fc.0"]["input"][0], x.detach())
+    assert mon["fc.2"]["output"][0].shape == (T, B, 5)
+    # after removal nothing more is recorded
+    model(x)
+    assert len(rec["spikes"]) == 1
+
+
+def test_monitor_default_is_every_neuron_and_bad_names_fail():
+    model = _model()
+    mon = Monitor(model)
+    assert list(mon.layers) == ["lif.0", "lif.1", "lif.2"]
+    assert all(isinstance(m, BaseNode) for m in mon.layers.values())
+    mon.remove()
+    with pytest.raises(ValueError, match="no layer named"):
+        Monitor(model, names=["lif.9"])
+    with Monitor(model, names=["lif.*"]) as m2:
+        assert len(m2.layers) == 3
+
+
+def test_synops_count_spikes_times_fanout():
+    torch.manual_seed(0)
+    model = MLP(lambda: LeakyNode(beta=0.9), in_features=30, hidden=[40], num_classes=10)
+    x = torch.rand(6, 30)
+    with SynOpCounter(model) as counter:
+        x_seq = PoissonEncoder(T=8)(x)
+        out = model(x_seq)
+    hidden_spikes = out.hidden["lif.0"].sum().item()
+    assert hidden_spikes > 0
+    expected = (x_seq.sum().item() * 40 + hidden_spikes * 10) / 6
+    c = counter.count
+    assert c.samples == 6 and c.sops_per_sample == pytest.approx(expected)
+    assert c.macs == 0
+    assert c.ann_macs / 6 == 30 * 40 + 40 * 10
+    assert c.snn_energy_nj == pytest.approx(expected * E_AC_PJ / 1e3)
+    assert c.ann_energy_nj == pytest.approx((30 * 40 + 40 * 10) * E_MAC_PJ / 1e3)
+    # analog (direct) input: MACs at every step, even through the one-step shortcut
+    with SynOpCounter(model) as counter:
+        out = model(DirectEncoder(T=8)(x))
+    assert counter.count.macs / 6 == 8 * 30 * 40
+    assert counter.count.sops_per_sample == pytest.approx(out.hidden["lif.0"].sum().item() * 10 / 6)
+    assert _hooks(model) == 0
+
+
+def test_plot_callback_writes_pngs_and_plot_cli(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli("train.py", "print_config=false", "accelerator=cpu", "data=digits", "model=mlp", "model.hidden=[32]",
+                   "neuron=leaky", "T=6", "trainer.fast_dev_run=true", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = {"output_traces", "output_heatmap", "input_raster", "firing_rates", "curves"}
+    pngs = {p.stem: p for p in (run_dir / "plots").glob("*.png")}
+    assert set(pngs) == names
+    assert all(p.stat().st_size > 5000 and p.read_bytes()[:4] == b"\x89PNG" for p in pngs.values())
+    assert "SOPs" in proc.stdout and "test/sops_per_sample" in proc.stdout
+    # fast_dev_run keeps no checkpoint; a 1-epoch run does, and the CLI redraws from it
+    run2 = tmp_path / "run2"
+    proc = run_cli("train.py", "print_config=false", "accelerator=cpu", "data=digits", "T=6", "trainer.max_epochs=1",
+                   "callbacks=none", "+callbacks.model_checkpoint._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+                   f"+callbacks.model_checkpoint.dirpath={run2 / 'checkpoints'}", "+callbacks.model_checkpoint.save_last=true",
+                   f"hydra.run.dir={run2}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cli = run_cli("-m", "spikelight.plot", str(run2), "--samples", "2")
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    assert {p.stem for p in (run2 / "plots").glob("*.png")} == names
+    missing = run_cli("-m", "spikelight.plot", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no checkpoint")
