@@ -38,8 +38,10 @@ def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> Dic
 
 
 def run_cli(script: str, *args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python train.py|eval.py args`` from the repo root, capture output."""
-    full_env = dict(os.environ, WANDB_MODE="disabled", PYTHONWARNINGS="ignore", **(env or {}))
+    """Run ``python train.py|eval.py args`` from the repo root, capture output.
+    ``env`` values of None unset that variable."""
+    full_env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}
     return subprocess.run(
         [sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env
     )

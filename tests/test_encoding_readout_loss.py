@@ -50,7 +50,8 @@ def _out():
 def test_readouts():
     out = _out()
     torch.testing.assert_close(RateReadout()(out), out.spikes.mean(0))
-    torch.testing.assert_close(CountReadout()(out), out.spikes.sum(0))
+    torch.testing.assert_close(CountReadout("none")(out), out.spikes.sum(0))
+    assert (CountReadout()(out) - out.spikes.sum(0)).abs().max() < 0.5  # tie-break stays below one spike
     torch.testing.assert_close(MembraneReadout("last")(out), out.membrane[-1])
     torch.testing.assert_close(MembraneReadout("max")(out), out.membrane.max(0).values)
     torch.testing.assert_close(MembraneReadout("mean")(out), out.membrane.mean(0))

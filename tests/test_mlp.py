@@ -116,7 +116,7 @@ def test_count_and_first_spike_readouts():
     assert FirstSpikeReadout()(out).argmax(-1).item() == 2
     tied = SpikeOutput(s[:, :, :2].clone(), mem[:, :, :2])
     tied.spikes[0, 0, 1] = 1  # both classes 2 spikes
-    assert CountReadout()(tied).argmax(-1).item() == 0  # lowest index wins a tie
+    assert CountReadout("none")(tied).argmax(-1).item() == 0  # lowest index wins a tie
     assert CountReadout("membrane")(tied).argmax(-1).item() == 1  # higher membrane wins
     s3 = s.clone()
     s3[:, 0, 1] = 1  # class 1 now has 4 spikes: count dominates the membrane tie-break

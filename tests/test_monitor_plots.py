@@ -105,3 +105,20 @@ def test_plot_callback_writes_pngs_and_plot_cli(tmp_path):
     assert {p.stem for p in (run2 / "plots").glob("*.png")} == names
     missing = run_cli("-m", "spikelight.plot", str(tmp_path / "nope"))
     assert missing.returncode == 2 and missing.stderr.startswith("error: no checkpoint")
+
+
+@pytest.mark.parametrize("logger", ["wandb", "tensorboard"])
+def test_plots_reach_image_loggers(tmp_path, logger):
+    """wandb with no account goes offline by itself; both loggers receive the figures."""
+    env = {"HOME": str(tmp_path / "home"), "WANDB_MODE": None, "WANDB_API_KEY": None}
+    proc = run_cli("train.py", "print_config=false", "accelerator=cpu", "data=digits", "T=4", f"logger={logger}",
+                   "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                   "trainer.limit_test_batches=1", f"hydra.run.dir={tmp_path}", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if logger == "wandb":
+        assert "logging offline" in proc.stdout
+        images = list(tmp_path.glob("wandb/offline-run-*/files/media/images/plots/*.png"))
+        assert {p.name.split("_")[0] for p in images} >= {"output", "input", "firing", "curves"}
+    else:
+        events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+        assert events and sum(e.stat().st_size for e in events) > 50_000  # figures are in the event file

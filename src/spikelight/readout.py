@@ -27,13 +27,15 @@ class RateReadout(Readout):
 class CountReadout(Readout):
     """Spike count of each output neuron over all steps.
 
-    ``tie_break="membrane"`` adds the mean output membrane scaled into (0, 1)
-    below one spike, so equal counts are decided by the potential instead of
-    by class index; the count still dominates. ``"none"`` is snnTorch's
-    ``spk.sum(0).argmax()``.
+    ``tie_break="membrane"`` (default) adds the mean output membrane squashed
+    into (0, 0.5), below one spike, so equal counts (often all-silent outputs)
+    are decided by the potential instead of by the lowest class index; the
+    count still dominates. ``"none"`` is snnTorch's ``spk.sum(0).argmax()``,
+    whose ties made its tutorial-5 network look collapsed
+    (experiments/snntorch_tutorial5).
     """
 
-    def __init__(self, tie_break: str = "none") -> None:
+    def __init__(self, tie_break: str = "membrane") -> None:
         super().__init__()
         if tie_break not in ("none", "membrane"):
             raise ValueError(f"count readout tie_break must be 'none' or 'membrane', got {tie_break!r}")
