@@ -9,6 +9,7 @@ from __future__ import annotations
 import netrc
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,10 @@ __all__ = [
     "run_task",
     "ConfigError",
 ]
+
+# noise on every run that a user cannot act on (in-memory tensor data needs no workers)
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 MODEL_KEYS = ("model", "encoder", "readout", "loss", "optimizer", "scheduler", "neuron", "surrogate")
 
