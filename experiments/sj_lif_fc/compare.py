@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import ROOT, prepare_fashion_mnist, run_spikelight  # noqa: E402
 
 
 def run_spikingjelly(epochs: int, data_root: str, threads: int, log: Path) -> list[dict]:
@@ -74,25 +73,6 @@ def run_spikingjelly(epochs: int, data_root: str, threads: int, log: Path) -> li
     return rows
 
 
-def run_spikelight(epochs: int, data_root: str, threads: int, log: Path) -> list[dict]:
-    run_dir = ROOT / "logs" / "compare_sj_lif_fc" / time.strftime("%Y%m%d-%H%M%S")
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), SPIKELIGHT_DATA=data_root)
-    cmd = [
-        sys.executable, "train.py", "experiment=sj_lif_fc_mnist", "data=fashion_mnist",
-        f"trainer.max_epochs={epochs}", "callbacks=none",
-        "print_config=false", "test=false", f"hydra.run.dir={run_dir}",
-    ]
-    with open(log, "a") as f:
-        f.write("spikelight: " + " ".join(cmd) + "\n")
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-    rows = []
-    with open(run_dir / "csv" / "metrics.csv") as f:
-        for r in csv.DictReader(f):
-            if r.get("val/acc"):
-                rows.append({"epoch": int(r["epoch"]), "test_acc": float(r["val/acc"])})
-    return rows
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=10)
@@ -103,15 +83,13 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "progress.log"
-    # our DataModule places Debian's files where torchvision (and so SJ) reads them
-    sys.path.insert(0, str(ROOT / "src"))
-    from spikelight.data import FashionMNISTDataModule
-
-    FashionMNISTDataModule(root=args.data).prepare_data()
+    prepare_fashion_mnist(args.data)
+    overrides = ["experiment=sj_lif_fc_mnist", "data=fashion_mnist", f"trainer.max_epochs={args.epochs}", "callbacks=none"]
+    run_dir = ROOT / "logs" / "compare_sj_lif_fc" / time.strftime("%Y%m%d-%H%M%S")
     t0 = time.perf_counter()
     with ProcessPoolExecutor(2) as pool:
         sj = pool.submit(run_spikingjelly, args.epochs, args.data, args.threads, log)
-        ours = pool.submit(run_spikelight, args.epochs, args.data, args.threads, log)
+        ours = pool.submit(run_spikelight, overrides, run_dir, args.threads, args.data, log)
         sj_rows, our_rows = sj.result(), ours.result()
     wall = time.perf_counter() - t0
     with open(out / "accuracy.csv", "w", newline="") as f:
