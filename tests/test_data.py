@@ -1,0 +1,72 @@
+"""DataModules: MNIST-format readers (gz / plain, system copy), digits split, seeded validation split."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from spikelight.data import DatasetNotFoundError, DigitsDataModule, FashionMNISTDataModule, MNISTDataModule, data_root
+
+from .conftest import make_mnist_files
+
+
+def test_fashion_mnist_uses_system_copy(tmp_path, monkeypatch):
+    system = tmp_path / "usr-share"
+    make_mnist_files(system, n_train=300, n_test=100)
+    monkeypatch.setattr(FashionMNISTDataModule, "system_dirs", (system,))
+    dm = FashionMNISTDataModule(root=str(tmp_path / "data"), download=False, val_size=50, batch_size=32)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (250, 50, 100)
+    assert (tmp_path / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists()
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (32, 1, 28, 28) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert y.dtype == torch.int64 and set(y.tolist()) <= set(range(10))
+
+
+def test_validation_split_is_seeded(tmp_path):
+    make_mnist_files(tmp_path / "MNIST" / "raw")
+
+    def val_indices(seed):
+        dm = MNISTDataModule(root=str(tmp_path), download=False, val_size=40, seed=seed)
+        dm.setup()
+        return sorted(dm.val_set.indices)
+
+    assert val_indices(0) == val_indices(0)
+    assert val_indices(0) != val_indices(1)
+
+
+def test_val_size_zero_validates_on_test(tmp_path, capsys):
+    make_mnist_files(tmp_path / "MNIST" / "raw")
+    dm = MNISTDataModule(root=str(tmp_path), download=False, val_size=0)
+    dm.setup()
+    assert dm.val_set is dm.test_set and len(dm.train_set) == 300
+    assert "validating on the MNIST test set" in capsys.readouterr().out
+
+
+def test_missing_files_without_download(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="MNIST not found"):
+        MNISTDataModule(root=str(tmp_path), download=False).prepare_data()
+
+
+def test_digits_split_fixed_and_stratified():
+    a, b = DigitsDataModule(), DigitsDataModule()
+    a.setup()
+    b.setup()
+    sizes = (len(a.train_set), len(a.val_set), len(a.test_set))
+    assert sum(sizes) == 1797 and sizes[2] == 360 and sizes[1] == 180
+    assert torch.equal(a.test_set.tensors[1], b.test_set.tensors[1])
+    counts = Counter(a.test_set.tensors[1].tolist())
+    totals = Counter(DigitsDataModule.images()[1].tolist())
+    assert all(abs(counts[c] - 0.2 * totals[c]) <= 1 for c in range(10))  # 20% of every class
+    x = a.train_set.tensors[0]
+    assert x.shape[1:] == (1, 28, 28) and 0 <= x.min() and x.max() <= 1
+
+
+def test_data_root_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPIKELIGHT_DATA", str(tmp_path))
+    assert data_root() == tmp_path and data_root("x") == data_root("x")
+    monkeypatch.delenv("SPIKELIGHT_DATA")
+    assert str(data_root()) == "data"
