@@ -107,3 +107,15 @@ def test_eval_reloads_checkpoint_with_weights_only(tmp_path):
     assert acc and acc[0] > 0.5
     missing = run_cli("eval.py", *FAST, f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'e2'}")
     assert "does not exist" in _error_line(missing)
+
+
+def test_default_train_downloads_mnist_or_says_where_to_put_it(tmp_path):
+    """`python train.py` with defaults: torchvision download; offline, one clear line."""
+    proc = run_cli("train.py", *FAST, f"data.root={tmp_path}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                   "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", f"hydra.run.dir={tmp_path / 'run'}")
+    if proc.returncode == 0:  # a machine with network: the real download worked
+        assert (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
+    else:
+        line = _error_line(proc)
+        assert line.startswith("error: MNIST download failed")
+        assert f"in {tmp_path}/MNIST/raw/" in line and "data=fashion_mnist" in line and "data=digits" in line
