@@ -119,3 +119,13 @@ def test_default_train_downloads_mnist_or_says_where_to_put_it(tmp_path):
         line = _error_line(proc)
         assert line.startswith("error: MNIST download failed")
         assert f"in {tmp_path}/MNIST/raw/" in line and "data=fashion_mnist" in line and "data=digits" in line
+
+
+def test_multirun_sweep_writes_one_dir_per_job(tmp_path):
+    proc = run_cli("train.py", "-m", "neuron.tau=2.0,5.0", *FAST, "data=digits", "T=4", "trainer.max_epochs=1",
+                   "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+                   "callbacks=none", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job, tau in (("0", "2.0"), ("1", "5.0")):
+        assert f"tau: {tau}" in (tmp_path / job / "config_resolved.yaml").read_text()
+        assert any(r.get("test/acc") for r in _metrics(tmp_path / job))
