@@ -1,6 +1,7 @@
 """Training-step time, spikelight vs the library each seed tutorial comes from, same process, same inputs.
 
-Cases (forward + backward + Adam step, fp32, median of --reps after warm-up):
+Cases (forward + backward + Adam step, fp32, median of --reps after warm-up, the two
+libraries' steps alternating):
   fc_lif:    784→10 LIF, Poisson T=100, B=128, MSE(rate)   — vs SpikingJelly 2.0 (multi-step, torch backend)
   tutorial5: 784-1000-10 Leaky, direct T=25, B=128, Σ_t CE(mem) — vs snnTorch 1.0 (tutorial loop)
 
@@ -18,15 +19,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def bench(step, reps: int) -> float:
+def bench(ours, theirs, reps: int) -> tuple[float, float]:
+    """Median ms per step of each; the two alternate step by step so that drift
+    of a shared machine hits both alike."""
     for _ in range(3):
-        step()
-    times = []
+        ours()
+        theirs()
+    t_ours, t_theirs = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+        for step, times in ((ours, t_ours), (theirs, t_theirs)):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(t_ours) * 1e3, statistics.median(t_theirs) * 1e3
 
 
 def fc_lif_steps(x, y):
@@ -108,7 +113,7 @@ def main() -> None:
     for case, make, anchor in (("fc_lif T=100 B=128", fc_lif_steps, "SpikingJelly"),
                                ("tutorial5 T=25 B=128", tutorial5_steps, "snnTorch")):
         ours, theirs = make(x, y)
-        t_ours, t_theirs = bench(ours, args.reps), bench(theirs, args.reps)
+        t_ours, t_theirs = bench(ours, theirs, args.reps)
         print(f"{case:22s} spikelight {t_ours:8.1f} ms   {anchor:12s} {t_theirs:8.1f} ms   ratio {t_theirs / t_ours:5.2f}x")
 
 

@@ -28,7 +28,8 @@ class PoissonEncoder(Encoder):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        return (torch.rand((self.T, *x.shape), device=x.device, dtype=x.dtype) < x).to(x.dtype)
+        # compare in place: no bool tensor and no float copy of T·B·F elements
+        return torch.rand((self.T, *x.shape), device=x.device, dtype=x.dtype).lt_(x)
 
 
 class DirectEncoder(Encoder):
