@@ -13,17 +13,13 @@ from __future__ import annotations
 import sys
 
 import torch
-from omegaconf import OmegaConf
 
-from spikelight.cli import _checkpoint_config, build_datamodule, build_module
+from spikelight.cli import build_datamodule, load_trained
 
 
 @torch.no_grad()
 def main(path: str) -> None:
-    cfg = OmegaConf.create(_checkpoint_config(path))
-    module = build_module(cfg)
-    module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
-    module.eval()
+    module, cfg = load_trained(path)
     dm = build_datamodule(cfg)
     dm.setup("test")
     n = plain = tiebreak = by_mem = silent = tied_nonzero = 0

@@ -28,6 +28,8 @@ from spikelight.lit import NonFiniteLossError, SpikingClassifier
 
 __all__ = [
     "build_module",
+    "load_checkpoint_config",
+    "load_trained",
     "build_datamodule",
     "build_callbacks",
     "build_loggers",
@@ -53,7 +55,7 @@ def _plain(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
 
 
-def _build(node: Any, what: str) -> Any:
+def _build(node: Any) -> Any:
     """``instantiate`` with plain containers; None stays None."""
     if node is None:
         return None
@@ -64,19 +66,19 @@ def build_module(cfg: DictConfig) -> SpikingClassifier:
     """The LightningModule described by ``cfg`` (model, encoder, readout, loss, optimizer, scheduler)."""
     plain = _plain(cfg)
     return SpikingClassifier(
-        model=_build(cfg.model, "model"),
-        encoder=_build(cfg.get("encoder"), "encoder"),
-        readout=_build(cfg.readout, "readout"),
-        loss=_build(cfg.loss, "loss"),
-        optimizer=_build(cfg.optimizer, "optimizer"),
-        scheduler=_build(cfg.get("scheduler"), "scheduler"),
+        model=_build(cfg.model),
+        encoder=_build(cfg.get("encoder")),
+        readout=_build(cfg.readout),
+        loss=_build(cfg.loss),
+        optimizer=_build(cfg.optimizer),
+        scheduler=_build(cfg.get("scheduler")),
         num_classes=int(cfg.get("num_classes", 10)),
         config={k: plain[k] for k in (*MODEL_KEYS, "data", "T", "num_classes", "seed") if k in plain},
     )
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    return _build(cfg.data, "data")
+    return _build(cfg.data)
 
 
 def _has_wandb_credentials() -> bool:
@@ -92,23 +94,23 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
     """Loggers from the ``logger`` group (a dict of name → config). wandb goes
     offline when no API key is configured, so it works without an account."""
     loggers: list[Logger] = []
-    for name, conf in (cfg.get("logger") or {}).items():
+    for conf in (cfg.get("logger") or {}).values():
         if not isinstance(conf, DictConfig) or "_target_" not in conf:
             continue
         if conf._target_.endswith("WandbLogger"):
             if not conf.get("offline") and not os.environ.get("WANDB_MODE") and not _has_wandb_credentials():
                 print("[spikelight] wandb: no API key configured, logging offline (upload later with `wandb sync`)")
                 conf = OmegaConf.merge(conf, {"offline": True})
-        loggers.append(_build(conf, f"logger.{name}"))
+        loggers.append(_build(conf))
     return loggers
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
     callbacks: list[Callback] = []
-    for name, conf in (cfg.get("callbacks") or {}).items():
+    for conf in (cfg.get("callbacks") or {}).values():
         if not isinstance(conf, DictConfig) or "_target_" not in conf:
             continue
-        cb = _build(conf, f"callbacks.{name}")
+        cb = _build(conf)
         if isinstance(cb, LearningRateMonitor) and not has_logger:
             continue  # Lightning refuses an LR monitor without a logger
         callbacks.append(cb)
@@ -176,7 +178,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def _checkpoint_config(path: str) -> dict:
+def load_checkpoint_config(path: str) -> dict:
+    """The plain run config stored in a spikelight checkpoint (``weights_only`` load)."""
     if not Path(path).exists():
         raise ConfigError(f"ckpt_path={path} does not exist")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -186,18 +189,28 @@ def _checkpoint_config(path: str) -> dict:
     return config
 
 
+def load_trained(path: str) -> tuple[SpikingClassifier, DictConfig]:
+    """Rebuild a trained SpikingClassifier from a checkpoint; returns (module in eval mode, its config)."""
+    cfg = OmegaConf.create(load_checkpoint_config(path))
+    module = build_module(cfg)
+    module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+    return module.eval(), cfg
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint. The model is rebuilt from the config stored in the
     checkpoint; ``data`` defaults to the training data unless given."""
     L.seed_everything(cfg.seed, workers=True)
-    saved = OmegaConf.create(_checkpoint_config(cfg.ckpt_path))
+    saved = OmegaConf.create(load_checkpoint_config(cfg.ckpt_path))
     if cfg.get("data") is not None:
         saved.data = cfg.data
     _save_config(cfg, _output_dir(cfg))
     datamodule = build_datamodule(saved)
     module = build_module(saved)
     loggers = build_loggers(cfg)
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, _convert_="all")
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False, _convert_="all"
+    )
     try:
         trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     finally:

@@ -14,10 +14,7 @@ import csv
 import sys
 from pathlib import Path
 
-import torch
-from omegaconf import OmegaConf
-
-from spikelight.cli import ConfigError, _checkpoint_config, build_datamodule, build_module
+from spikelight.cli import ConfigError, build_datamodule, load_trained
 from spikelight.data.base import DatasetNotFoundError
 from spikelight.visualize import plot_curves, sample_figures
 
@@ -53,10 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         ckpt = _resolve_ckpt(args.run_dir, args.ckpt)
-        cfg = OmegaConf.create(_checkpoint_config(str(ckpt)))
-        module = build_module(cfg)
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
+        module, cfg = load_trained(str(ckpt))
         dm = build_datamodule(cfg)
         dm.setup("test")
         x, y = next(iter(dm.test_dataloader()))
