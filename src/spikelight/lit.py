@@ -85,10 +85,14 @@ class SpikingClassifier(L.LightningModule):
         scores = self.readout(out)
         metric(scores, y)
         bs = y.shape[0]
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=bs)
+        train = stage == "train"
+        # plain tensors averaged over an epoch must be synced across DDP ranks (metrics sync themselves);
+        # the per-step training loss stays rank-local to avoid a collective every step
+        self.log(f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=not train)
         self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True)
         for name, spikes in out.hidden.items():
-            self.log(f"{stage}/fr/{name}", spikes.detach().float().mean(), on_step=False, on_epoch=True, batch_size=bs)
+            rate = spikes.detach().float().mean()
+            self.log(f"{stage}/fr/{name}", rate, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
