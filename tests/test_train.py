@@ -59,7 +59,8 @@ def test_missing_dataset_is_one_clear_line(tmp_path):
 @pytest.mark.parametrize(
     "override,needle",
     [("neuron.tau=0.5", "tau must be > 1"), ("T=0", "T must be a positive integer"),
-     ("loss.rate_on=nan", "training loss is nan"), ("neuron.v_reset=2.0", "v_reset")],
+     ("loss.rate_on=nan", "training loss is nan"), ("neuron.v_reset=2.0", "v_reset"),
+     ("model.in_features=100", "set model.in_features=784")],
 )
 def test_bad_values_are_one_clear_line(tmp_path, override, needle):
     proc = run_cli("train.py", *FAST, "data=digits", "T=4", "trainer.max_epochs=1", override,

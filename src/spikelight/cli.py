@@ -23,8 +23,8 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from spikelight.data.base import DatasetNotFoundError
-from spikelight.lit import NonFiniteLossError, SpikingClassifier
+from spikelight.errors import ConfigError, SpikelightError
+from spikelight.lit import SpikingClassifier
 
 __all__ = [
     "build_module",
@@ -44,10 +44,6 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 MODEL_KEYS = ("model", "encoder", "readout", "loss", "optimizer", "scheduler", "neuron", "surrogate")
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid."""
 
 
 def _plain(cfg: DictConfig) -> dict:
@@ -232,11 +228,12 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
     """
     try:
         metrics = task(cfg)
-    except (InstantiationException, ConfigError, DatasetNotFoundError, NonFiniteLossError, OmegaConfBaseException) as err:
+    except (InstantiationException, SpikelightError, OmegaConfBaseException) as err:
         cause = _root_cause(err)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        if not isinstance(cause, (ValueError, TypeError, FileNotFoundError, RuntimeError, OmegaConfBaseException)):
+        # a bad constructor argument surfaces as ValueError/TypeError inside InstantiationException
+        if not isinstance(cause, (SpikelightError, ValueError, TypeError, OmegaConfBaseException)):
             raise
         msg = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         print(f"error: {msg}", file=sys.stderr)

@@ -12,15 +12,12 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from spikelight.encoding import Encoder
+from spikelight.errors import NonFiniteLossError
 from spikelight.losses import SpikeLoss
 from spikelight.models.output import SpikeOutput
 from spikelight.readout import Readout
 
 __all__ = ["SpikingClassifier", "NonFiniteLossError"]
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 class SpikingClassifier(L.LightningModule):

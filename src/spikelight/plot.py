@@ -14,8 +14,8 @@ import csv
 import sys
 from pathlib import Path
 
-from spikelight.cli import ConfigError, build_datamodule, load_trained
-from spikelight.data.base import DatasetNotFoundError
+from spikelight.cli import build_datamodule, load_trained
+from spikelight.errors import ConfigError, SpikelightError
 from spikelight.visualize import plot_curves, sample_figures
 
 __all__ = ["main", "read_history"]
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         dm = build_datamodule(cfg)
         dm.setup("test")
         x, y = next(iter(dm.test_dataloader()))
-    except (ConfigError, DatasetNotFoundError) as err:
+    except SpikelightError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = args.out or args.run_dir / "plots"

@@ -165,20 +165,19 @@ def sample_figures(module, x: Tensor, y: Tensor, num_samples: int = 3) -> dict[s
     finally:
         module.train(was_training)
     S = min(num_samples, y.shape[0])
-    names = list(mon.layers)
-    out_neuron = mon.layers[names[-1]]
+    names = list(mon.layers)  # spiking layers, in order; the last is the output layer
+    threshold = getattr(mon.layers[names[-1]], "v_threshold", None) if names else None
     figs = {
-        "output_traces": plot_output_traces(
-            out.membrane[:, :S], out.spikes[:, :S], y[:S], preds[:S], getattr(out_neuron, "v_threshold", None)
-        ),
+        "output_traces": plot_output_traces(out.membrane[:, :S], out.spikes[:, :S], y[:S], preds[:S], threshold),
         "output_heatmap": plot_membrane_heatmap(
             out.membrane[:, 0],
             f"output membrane, sample 0 (label {int(y[0])}, predicted {int(preds[0])})",
             "output neuron (class)",
         ),
         "input_raster": plot_input_raster(x_seq[:, :S].flatten(2), y[:S]),
-        "firing_rates": plot_firing_rate_hist(
-            {n: mon[n]["spikes"][-1].float().mean((0, 1)).flatten() for n in names}
-        ),
     }
+    rates = {n: mon[n]["spikes"][-1].float().mean((0, 1)).flatten() for n in names}
+    rates = rates or {name: s.float().mean((0, 1)).flatten() for name, s in out.hidden.items()}
+    if rates:
+        figs["firing_rates"] = plot_firing_rate_hist(rates)
     return figs

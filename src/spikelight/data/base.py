@@ -9,6 +9,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random_split
 
+from spikelight.errors import DatasetNotFoundError
+
 __all__ = ["DatasetNotFoundError", "ClassificationDataModule", "EpochShuffleSampler", "data_root"]
 
 
@@ -32,10 +34,6 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset is missing and could not be downloaded."""
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from spikelight.errors import ShapeError
 from spikelight.neurons import BaseNode
 
 __all__ = ["NeuronFactory", "make_neuron", "check_features", "apply_over_time"]
@@ -24,10 +25,10 @@ def make_neuron(neuron: NeuronFactory) -> BaseNode:
 def check_features(x_seq: Tensor, expected: int, model: str) -> Tensor:
     """Flatten [T, B, ...] to [T, B, F] and check F; raise one readable line if it is wrong."""
     if x_seq.dim() < 3:
-        raise ValueError(f"{model} expects time-major input [T, B, ...], got shape {tuple(x_seq.shape)}")
+        raise ShapeError(f"{model} expects time-major input [T, B, ...], got shape {tuple(x_seq.shape)}")
     flat = x_seq.flatten(2)
     if flat.shape[-1] != expected:
-        raise ValueError(
+        raise ShapeError(
             f"{model} expects {expected} input features per step, got {flat.shape[-1]} "
             f"(input shape {tuple(x_seq.shape)}); set model.in_features={flat.shape[-1]}"
         )

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from spikelight.errors import ShapeError
 from spikelight.surrogate import ATan, Surrogate
 
 __all__ = ["NeuronOutput", "BaseNode", "fire_and_reset", "reset_state"]
@@ -125,7 +126,7 @@ class BaseNode(nn.Module):
     def multi_step(self, x_seq: Tensor, v: Tensor | None = None) -> NeuronOutput:
         """Run all steps. x_seq: [T, B, ...]; v: initial state [B, ...] or None."""
         if x_seq.dim() < 2:
-            raise ValueError(
+            raise ShapeError(
                 f"{type(self).__name__} expects time-major input [T, B, ...], got shape {tuple(x_seq.shape)}"
             )
         if v is None:

@@ -1,0 +1,26 @@
+"""User-facing errors. Their message is one line that names the fix; ``train.py``
+prints it as ``error: ...`` and exits with code 2 instead of a traceback."""
+
+from __future__ import annotations
+
+__all__ = ["SpikelightError", "ConfigError", "ShapeError", "DatasetNotFoundError", "NonFiniteLossError"]
+
+
+class SpikelightError(Exception):
+    """Base of every error a user can fix from the command line."""
+
+
+class ConfigError(SpikelightError, ValueError):
+    """A configuration value is missing or invalid."""
+
+
+class ShapeError(SpikelightError, ValueError):
+    """A tensor has the wrong shape for the layer it is fed to."""
+
+
+class DatasetNotFoundError(SpikelightError, FileNotFoundError):
+    """A dataset is missing and could not be downloaded."""
+
+
+class NonFiniteLossError(SpikelightError, RuntimeError):
+    """The training loss became NaN or infinite."""
