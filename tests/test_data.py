@@ -70,3 +70,12 @@ def test_data_root_env(monkeypatch, tmp_path):
     assert data_root() == tmp_path and data_root("x") == data_root("x")
     monkeypatch.delenv("SPIKELIGHT_DATA")
     assert str(data_root()) == "data"
+
+
+def test_digits_accepts_val_size_like_other_datasets():
+    dm = DigitsDataModule(val_size=0)
+    dm.setup()
+    assert dm.val_set is dm.test_set and len(dm.train_set) == 1797 - 360
+    dm = DigitsDataModule(val_size=100)
+    dm.setup()
+    assert len(dm.val_set) == 100 and len(dm.train_set) == 1797 - 360 - 100

@@ -130,3 +130,14 @@ def test_multirun_sweep_writes_one_dir_per_job(tmp_path):
     for job, tau in (("0", "2.0"), ("1", "5.0")):
         assert f"tau: {tau}" in (tmp_path / job / "config_resolved.yaml").read_text()
         assert any(r.get("test/acc") for r in _metrics(tmp_path / job))
+
+
+def test_every_experiment_runs_end_to_end_on_digits(tmp_path):
+    """Smoke test of every experiment file through the CLI (offline data, one batch each)."""
+    from .conftest import CONF
+
+    names = ",".join(sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+    proc = run_cli("train.py", "-m", f"experiment={names}", *FAST, "data=digits", "T=4", "trainer.fast_dev_run=true",
+                   f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("test/acc") == len(names.split(","))
