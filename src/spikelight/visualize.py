@@ -88,11 +88,18 @@ def plot_membrane_heatmap(membrane: Tensor, title: str = "membrane potential", y
 
 
 def plot_input_raster(x_seq: Tensor, labels: Tensor) -> Figure:
-    """Encoded input per sample: spikes as a raster (input index vs time), or
-    analog intensity as an image if the encoding is not binary. x_seq: [T, S, F]."""
+    """Encoded input per sample (columns): spikes as a raster (input index vs
+    time), or analog intensity as an image if not binary; below it, for square
+    inputs (28×28), the total input per pixel as an image. x_seq: [T, S, F]."""
     T, S, F = x_seq.shape
     binary = bool(((x_seq == 0) | (x_seq == 1)).all())
-    fig, axes = plt.subplots(1, S, figsize=(4.2 * S, 3.6), squeeze=False, constrained_layout=True)
+    side = int(round(F**0.5))
+    square = side * side == F
+    rows = 2 if square else 1
+    fig, axes = plt.subplots(
+        rows, S, figsize=(4.2 * S, 3.6 * rows), squeeze=False, layout="constrained",
+        height_ratios=[1, 1.1] if square else None,
+    )
     for i in range(S):
         ax = axes[0, i]
         if binary:
@@ -108,6 +115,12 @@ def plot_input_raster(x_seq: Tensor, labels: Tensor) -> Figure:
         _int_x(ax)
         ax.set_xlabel("time step")
         ax.set_ylabel("input index (pixel)")
+        if square:
+            img = axes[1, i].imshow(_np(x_seq[:, i].sum(0)).reshape(side, side), cmap="gray_r")
+            fig.colorbar(img, ax=axes[1, i], label="spikes per pixel" if binary else "summed input")
+            axes[1, i].set_title(f"input summed over {T} steps", fontsize=9)
+            axes[1, i].set_xticks([])
+            axes[1, i].set_yticks([])
     return fig
 
 
