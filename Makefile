@@ -24,7 +24,7 @@ demo: install  ## train the single-layer LIF on the built-in digits (offline, ~1
 train: install  ## python train.py with ARGS="model=... neuron=..."
 	$(BIN)/python train.py $(ARGS)
 
-test: install  ## fast tests (no network, CPU)
+test: install  ## fast tests (need no network or GPU)
 	$(PYTEST) -m "not slow" -q
 
 test-slow: install  ## slow tests: train on real data to an accuracy bar

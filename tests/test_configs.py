@@ -93,8 +93,17 @@ def test_loggers_and_callbacks(tmp_path):
     for opt in options("callbacks"):
         cfg = compose_cfg("train", [*BASE, f"callbacks={opt}"], tmp_path)
         names = {type(c).__name__ for c in build_callbacks(cfg, has_logger=True)}
-        if opt == "default":
-            assert names == {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar", "SpikePlotCallback", "SynOpsCallback"}
+        expected = {
+            "default": {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar", "SpikePlotCallback", "SynOpsCallback"},
+            "eval": {"RichProgressBar", "SpikePlotCallback", "SynOpsCallback"},
+            "none": set(),
+        }
+        if opt in expected:
+            assert names == expected[opt], opt
+        else:  # one file = one callback
+            assert len(names) == 1, opt
+    cfg = compose_cfg("train", [*BASE, "callbacks=default"], tmp_path)
+    assert "LearningRateMonitor" not in {type(c).__name__ for c in build_callbacks(cfg, has_logger=False)}
 
 
 @pytest.mark.parametrize("opt", options("experiment"))

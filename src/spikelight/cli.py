@@ -22,6 +22,8 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from rich.console import Console
+from rich.syntax import Syntax
 
 from spikelight.errors import ConfigError, SpikelightError
 from spikelight.lit import SpikingClassifier
@@ -116,20 +118,14 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
 def _save_config(cfg: DictConfig, output_dir: Path | None) -> None:
     yaml = OmegaConf.to_yaml(cfg, resolve=True)
     if cfg.get("print_config", True):
-        try:
-            from rich.console import Console
-            from rich.syntax import Syntax
-
-            Console().print(Syntax(yaml, "yaml"))
-        except ImportError:  # rich is a dependency, but printing must never stop a run
-            print(yaml)
+        Console().print(Syntax(yaml, "yaml"))
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config_resolved.yaml").write_text(yaml)
 
 
 def _output_dir(cfg: DictConfig) -> Path | None:
-    out = cfg.get("paths", {}).get("output_dir") if cfg.get("paths") else None
+    out = OmegaConf.select(cfg, "paths.output_dir")
     return Path(out) if out else None
 
 
