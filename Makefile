@@ -18,7 +18,7 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv and install spikelight (+ dev tools)
 
-demo: install  ## train the single-layer LIF on the built-in digits (offline, ~1 min on 2 CPU cores)
+demo: install  ## train the single-layer LIF on the built-in digits (offline, ~30 s on 2 CPU cores)
 	$(BIN)/python train.py experiment=demo_digits
 
 train: install  ## python train.py with ARGS="model=... neuron=..."

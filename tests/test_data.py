@@ -79,3 +79,26 @@ def test_digits_accepts_val_size_like_other_datasets():
     dm = DigitsDataModule(val_size=100)
     dm.setup()
     assert len(dm.val_set) == 100 and len(dm.train_set) == 1797 - 360 - 100
+
+
+def test_epoch_shuffle_sampler_depends_on_seed_and_epoch_only():
+    from spikelight.data.base import EpochShuffleSampler
+
+    def order(seed: int, epoch: int) -> list[int]:
+        s = EpochShuffleSampler(50, seed=seed)
+        torch.manual_seed(epoch + 100)  # the global RNG must not matter
+        s.set_epoch(epoch)
+        return list(s)
+
+    assert sorted(order(0, 0)) == list(range(50))
+    assert order(0, 3) == order(0, 3)
+    assert order(0, 0) != order(0, 1)  # a new order every epoch
+    assert order(0, 1) != order(1, 1)  # and every seed
+
+
+def test_data_seed_follows_the_run_seed(tmp_path):
+    from .conftest import compose_cfg
+
+    for name in ("mnist", "fashion_mnist", "digits"):
+        cfg = compose_cfg("train", [f"data={name}", "seed=7"], tmp_path)
+        assert cfg.data.seed == 7, name

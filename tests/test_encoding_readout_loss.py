@@ -66,3 +66,10 @@ def test_losses_match_manual():
     torch.testing.assert_close(CEMembranePerStepLoss("sum")(out, y), manual)
     torch.testing.assert_close(CEMembranePerStepLoss("mean")(out, y), manual / 6)
     torch.testing.assert_close(CERateLoss("mean")(out, y), sum(F.cross_entropy(out.spikes[t], y) for t in range(6)) / 6)
+
+
+def test_count_tie_break_uses_the_mean_membrane_over_time():
+    # equal counts; class 0 leads at t=0, class 1 has the higher mean membrane
+    spikes = torch.zeros(3, 1, 2)
+    membrane = torch.tensor([[[2.0, 0.0]], [[-1.0, 1.0]], [[-1.0, 1.0]]])
+    assert CountReadout("membrane")(SpikeOutput(spikes, membrane)).argmax(-1).item() == 1

@@ -16,8 +16,8 @@ from spikelight.surrogate import ATan
 def _mlp() -> MLP:
     m = MLP(lambda: LeakyNode(beta=0.5), in_features=2, hidden=[2], num_classes=1, bias=False)
     with torch.no_grad():
-        m.fc[0].weight.copy_(torch.tensor([[1.0, 0.5], [0.0, 2.0]]))
-        m.fc[1].weight.copy_(torch.tensor([[1.0, -1.0]]))
+        m.layers[0].fc.weight.copy_(torch.tensor([[1.0, 0.5], [0.0, 2.0]]))
+        m.layers[1].fc.weight.copy_(torch.tensor([[1.0, -1.0]]))
     return m
 
 
@@ -25,12 +25,13 @@ def test_mlp_three_steps_by_hand():
     # layer 0 currents: a = 1.2 + 0.5*0.3 = 1.35, b = 2*0.3 = 0.6 (every step)
     #  a: U = 1.35 (fire) | 0.5*1.35 + 1.35 - 1 = 1.025 (fire) | 0.5125 + 1.35 - 1 = 0.8625
     #  b: U = 0.6 | 0.9 | 1.05 (fire)
-    # layer 1 current = Sa - Sb = 1, 1, -1:  U = 1 (fire) | 0.5 + 1 - 1 = 0.5 | 0.25 - 1 = -0.75
+    # layer 1 current = Sa - Sb = 1, 1, -1. snnTorch fires on U > 1, so U = 1 is silent:
+    #  U = 1 | 0.5 + 1 = 1.5 (fire) | 0.75 - 1 - 1 = -1.25
     out = _mlp()(DirectEncoder(T=3)(torch.tensor([[1.2, 0.3]])))
-    assert out.hidden["lif.0"].squeeze(1).tolist() == [[1, 0], [1, 0], [0, 1]]
-    assert out.spikes.flatten().tolist() == [1, 0, 0]
-    assert out.membrane.flatten().tolist() == pytest.approx([1.0, 0.5, -0.75])
-    assert list(out.hidden) == ["lif.0", "lif.1"]
+    assert out.hidden["layers.0.neuron"].squeeze(1).tolist() == [[1, 0], [1, 0], [0, 1]]
+    assert out.spikes.flatten().tolist() == [0, 1, 0]
+    assert out.membrane.flatten().tolist() == pytest.approx([1.0, 1.5, -1.25])
+    assert list(out.hidden) == ["layers.0.neuron", "layers.1.neuron"]
 
 
 def test_leaky_zero_reset_by_hand():
@@ -75,11 +76,11 @@ def test_mlp_equals_snntorch_tutorial5_net():
     ref_loss = sum(nn.functional.cross_entropy(m, y) for m in mem_rec)
     ref_grads = torch.autograd.grad(ref_loss, [fc1.weight, fc2.weight])
     model = MLP(lambda: LeakyNode(beta=0.95), hidden=[100])
-    model.load_state_dict({"fc.0.weight": fc1.weight, "fc.0.bias": fc1.bias, "fc.1.weight": fc2.weight,
-                           "fc.1.bias": fc2.bias})
+    model.load_state_dict({"layers.0.fc.weight": fc1.weight, "layers.0.fc.bias": fc1.bias,
+                           "layers.1.fc.weight": fc2.weight, "layers.1.fc.bias": fc2.bias})
     out = model(DirectEncoder(25)(x))
     loss = CEMembranePerStepLoss("sum")(out, y)
-    grads = torch.autograd.grad(loss, [model.fc[0].weight, model.fc[1].weight])
+    grads = torch.autograd.grad(loss, [model.layers[0].fc.weight, model.layers[1].fc.weight])
     assert torch.equal(out.spikes, torch.stack(spk_rec))
     torch.testing.assert_close(loss, ref_loss)
     for g, r in zip(grads, ref_grads):  # summation order differs (we sum over T before the product)
@@ -94,8 +95,8 @@ def test_direct_input_shortcut_is_exact():
     assert seq.stride(0) == 0
     a, b = model(seq), model(seq.contiguous())
     assert torch.equal(a.spikes, b.spikes)
-    ga = torch.autograd.grad(CEMembranePerStepLoss()(a, y), model.fc[0].weight)[0]
-    gb = torch.autograd.grad(CEMembranePerStepLoss()(b, y), model.fc[0].weight)[0]
+    ga = torch.autograd.grad(CEMembranePerStepLoss()(a, y), model.layers[0].fc.weight)[0]
+    gb = torch.autograd.grad(CEMembranePerStepLoss()(b, y), model.layers[0].fc.weight)[0]
     assert ga.norm() > 0 and ((ga - gb).norm() / gb.norm()).item() < 1e-5
 
 
@@ -129,6 +130,6 @@ def test_count_losses():
     s[:2, 0, [0, 2]] = 1
     y = torch.tensor([1, 0])
     out = SpikeOutput(s, torch.zeros_like(s))
-    # sample 0 hits the 0.8/0.2 targets exactly; sample 1 has 0 spikes vs targets 8, 2, 2
-    assert MSECountLoss()(out, y).item() == pytest.approx((64 + 4 + 4) / 6)
+    # sample 0 hits the 0.8/0.2 targets exactly; sample 1 has 0 spikes vs targets 8, 2, 2; snnTorch divides by T
+    assert MSECountLoss(0.8, 0.2)(out, y).item() == pytest.approx((64 + 4 + 4) / 6 / 10)
     torch.testing.assert_close(CECountLoss()(out, y), nn.functional.cross_entropy(s.sum(0), y))

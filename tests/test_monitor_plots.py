@@ -28,20 +28,20 @@ def test_monitor_records_T_steps_of_right_shape_and_removes_hooks():
     model, T, B = _model(), 7, 3
     x = (torch.rand(T, B, 20) * 3).requires_grad_()
     before = _hooks(model)
-    with Monitor(model, names=["lif.1"], types=[nn.Linear],
+    with Monitor(model, names=["layers.1.neuron"], types=[nn.Linear],
                  record=("input", "output", "spikes", "membrane", "grad_output", "grad_input")) as mon:
-        assert _hooks(model) == before + 4  # lif.1 + fc.0, fc.1, fc.2
+        assert _hooks(model) == before + 4  # layers.1.neuron + three fc
         out = model(x)
-        (out.membrane.sum() + (out.hidden["lif.1"] * torch.arange(12.0)).sum()).backward()
+        (out.membrane.sum() + (out.hidden["layers.1.neuron"] * torch.arange(12.0)).sum()).backward()
     assert _hooks(model) == before
-    assert set(mon.layers) == {"lif.1", "fc.0", "fc.1", "fc.2"}
-    rec = mon["lif.1"]
-    assert len(mon.steps("lif.1", "spikes")) == T
-    assert all(s.shape == (B, 12) for s in mon.steps("lif.1", "membrane"))
-    torch.testing.assert_close(rec["spikes"][0], out.hidden["lif.1"])
+    assert set(mon.layers) == {"layers.1.neuron", "layers.0.fc", "layers.1.fc", "layers.2.fc"}
+    rec = mon["layers.1.neuron"]
+    assert len(mon.steps("layers.1.neuron", "spikes")) == T
+    assert all(s.shape == (B, 12) for s in mon.steps("layers.1.neuron", "membrane"))
+    torch.testing.assert_close(rec["spikes"][0], out.hidden["layers.1.neuron"])
     assert rec["input"][0].shape == rec["grad_input"][0].shape == rec["grad_output"][0].shape == (T, B, 12)
-    torch.testing.assert_close(mon["fc.0"]["input"][0], x.detach())
-    assert mon["fc.2"]["output"][0].shape == (T, B, 5)
+    torch.testing.assert_close(mon["layers.0.fc"]["input"][0], x.detach())
+    assert mon["layers.2.fc"]["output"][0].shape == (T, B, 5)
     # after removal nothing more is recorded
     model(x)
     assert len(rec["spikes"]) == 1
@@ -50,12 +50,12 @@ def test_monitor_records_T_steps_of_right_shape_and_removes_hooks():
 def test_monitor_default_is_every_neuron_and_bad_names_fail():
     model = _model()
     mon = Monitor(model)
-    assert list(mon.layers) == ["lif.0", "lif.1", "lif.2"]
+    assert list(mon.layers) == ["layers.0.neuron", "layers.1.neuron", "layers.2.neuron"]
     assert all(isinstance(m, BaseNode) for m in mon.layers.values())
     mon.remove()
     with pytest.raises(ValueError, match="no layer named"):
-        Monitor(model, names=["lif.9"])
-    with Monitor(model, names=["lif.*"]) as m2:
+        Monitor(model, names=["layers.9.neuron"])
+    with Monitor(model, names=["layers.*.neuron"]) as m2:
         assert len(m2.layers) == 3
 
 
@@ -66,7 +66,7 @@ def test_synops_count_spikes_times_fanout():
     with SynOpCounter(model) as counter:
         x_seq = PoissonEncoder(T=8)(x)
         out = model(x_seq)
-    hidden_spikes = out.hidden["lif.0"].sum().item()
+    hidden_spikes = out.hidden["layers.0.neuron"].sum().item()
     assert hidden_spikes > 0
     expected = (x_seq.sum().item() * 40 + hidden_spikes * 10) / 6
     c = counter.count
@@ -79,7 +79,7 @@ def test_synops_count_spikes_times_fanout():
     with SynOpCounter(model) as counter:
         out = model(DirectEncoder(T=8)(x))
     assert counter.count.macs / 6 == 8 * 30 * 40
-    assert counter.count.sops_per_sample == pytest.approx(out.hidden["lif.0"].sum().item() * 10 / 6)
+    assert counter.count.sops_per_sample == pytest.approx(out.hidden["layers.0.neuron"].sum().item() * 10 / 6)
     assert _hooks(model) == 0
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from spikelight.neurons import BaseNode, IFNode, LIFNode, lif_step
+from spikelight.neurons import BaseNode, IFNode, LIFNode, VState
 from spikelight.surrogate import ATan
 
 X = torch.tensor([0.8, 0.8, 0.8, 2.5, 0.0]).view(5, 1, 1)
@@ -69,7 +69,7 @@ def test_single_step_chain_equals_multi_step_and_state_continues():
         s, v = node.single_step(x[t], v)
         spikes.append(s)
     assert torch.equal(torch.stack(spikes), full.spikes)
-    assert torch.equal(v, full.v)
+    assert torch.equal(v.v, full.v) and torch.equal(v.v, full.state.v)
     first = node.multi_step(x[:5])
     second = node.multi_step(x[5:], first.v)
     assert torch.equal(torch.cat([first.spikes, second.spikes]), full.spikes)
@@ -85,8 +85,8 @@ def test_detach_reset_cuts_reset_gradient():
     # one step: h = x/2 = 1.6 fires; hard reset v = h(1 - s)
     for detach, expected in [(True, 0.0), (False, -1.6 * (1 / (1 + (math.pi * 0.6) ** 2)) * 0.5)]:
         x = torch.tensor([3.2], requires_grad=True)
-        _, v, _ = lif_step(x, torch.zeros(1), tau=2.0, surrogate=ATan(2.0), detach_reset=detach)
-        v.sum().backward()
+        _, state, _ = LIFNode(tau=2.0, surrogate=ATan(2.0), detach_reset=detach).step(x, VState(torch.zeros(1)))
+        state.v.sum().backward()
         assert x.grad.item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -104,7 +104,8 @@ def test_custom_neuron_needs_only_charge():
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("kwargs", [{"tau": 1.0}, {"tau": 0.5}, {"beta": 1.2}, {"beta": 0.0}])
+@pytest.mark.parametrize("kwargs", [{"tau": 1.0}, {"tau": 0.5}, {"beta": 1.2}, {"beta": 0.0}, {"tau": "abc"},
+                                    {"tau": 2.0, "beta": 0.9}])
 def test_bad_lif_parameters_raise_clear_error(kwargs):
     with pytest.raises(ValueError, match="tau|beta"):
         LIFNode(**kwargs)
@@ -118,3 +119,19 @@ def test_reset_above_threshold_raises():
 def test_wrong_shape_raises():
     with pytest.raises(ValueError, match=r"\[T, B"):
         LIFNode().multi_step(torch.ones(5))
+
+
+@pytest.mark.parametrize("node", [LIFNode(tau=2.0), IFNode(v_reset=None)], ids=["lif", "if"])
+def test_half_precision_input_keeps_fp32_state(node):
+    """bf16 currents (autocast Linear outputs): the membrane accumulates in fp32, so spikes equal
+    an fp32 run on the same (bf16-rounded) currents; spikes come back in bf16."""
+    torch.manual_seed(0)
+    x = (torch.rand(50, 8, 64) * 1.2).to(torch.bfloat16)
+    half, full = node(x), node(x.float())
+    assert half.spikes.dtype == torch.bfloat16 and half.membrane.dtype == torch.float32
+    assert full.spikes.sum() > 100 and torch.equal(half.spikes.float(), full.spikes)
+    assert torch.equal(half.membrane, full.membrane)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fc = torch.nn.Linear(64, 64)
+        out = node(fc(torch.rand(10, 8, 64)))
+    assert out.membrane.dtype == torch.float32

@@ -40,9 +40,11 @@ class DirectEncoder(Encoder):
 
 
 class LatencyEncoder(Encoder):
-    """One spike per input; brighter fires earlier (snnTorch ``spikegen.latency``, linear).
+    """One spike per input; brighter fires earlier.
 
-    Spike time ``t = round((1 - x)·(T - 1))``; inputs below ``threshold`` never fire.
+    Spike time ``t = round((1 - x)·(T - 1))``; inputs below ``threshold`` never
+    fire. Identical to snnTorch's ``spikegen.latency(x, num_steps=T, threshold=...,
+    linear=True, normalize=True, clip=True)``. x: [B, ...] in [0, 1] → [T, B, ...].
     """
 
     def __init__(self, T: int, threshold: float = 0.01) -> None:
@@ -50,7 +52,7 @@ class LatencyEncoder(Encoder):
         self.threshold = float(threshold)
 
     def forward(self, x: Tensor) -> Tensor:
-        t_spike = torch.round((1.0 - x.clamp(0, 1)) * (self.T - 1)).long()
+        t_spike = torch.round((self.T - 1) * (1.0 - x.clamp(0, 1))).long()
         steps = torch.arange(self.T, device=x.device).view(self.T, *([1] * x.dim()))
         spikes = (steps == t_spike.unsqueeze(0)) & (x >= self.threshold).unsqueeze(0)
         return spikes.to(x.dtype)

@@ -52,7 +52,8 @@ class MSERateLoss(SpikeLoss):
 
 
 class CERateLoss(_PerStep):
-    """Cross-entropy of the output spikes at each step (snnTorch ``ce_rate_loss``)."""
+    """Cross-entropy of the output spikes at each step; ``mean`` over steps is
+    snnTorch's ``ce_rate_loss``."""
 
     def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
         T = out.spikes.shape[0]
@@ -61,7 +62,8 @@ class CERateLoss(_PerStep):
 
 
 class CEMembranePerStepLoss(_PerStep):
-    """Cross-entropy of the output membrane at each step (snnTorch tutorial 5 sums over steps)."""
+    """Cross-entropy of the output membrane at each step (snnTorch tutorial 5 sums over
+    steps: ``time_reduction=sum``)."""
 
     def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
         T = out.membrane.shape[0]
@@ -77,13 +79,14 @@ class CECountLoss(SpikeLoss):
 
 
 class MSECountLoss(SpikeLoss):
-    """MSE between spike counts and target counts (snnTorch ``mse_count_loss``).
+    """snnTorch ``mse_count_loss``: MSE between spike counts [B, C] and target counts, divided by T.
 
-    Targets: ``correct_rate·T`` spikes for the label, ``incorrect_rate·T`` for
-    the others (snnTorch defaults 1 and 0; its tutorials use 0.8 / 0.2).
+    Targets are whole spikes, as snnTorch: ``int(T·correct_rate)`` for the label,
+    ``int(T·incorrect_rate)`` for the other classes (snnTorch's defaults 1 and 0;
+    its tutorials use 0.8 / 0.2). Value and gradient equal snnTorch's.
     """
 
-    def __init__(self, correct_rate: float = 0.8, incorrect_rate: float = 0.2) -> None:
+    def __init__(self, correct_rate: float = 1.0, incorrect_rate: float = 0.0) -> None:
         super().__init__()
         self.correct_rate, self.incorrect_rate = float(correct_rate), float(incorrect_rate)
 
@@ -91,5 +94,5 @@ class MSECountLoss(SpikeLoss):
         count = out.spikes.sum(0)
         T = out.spikes.shape[0]
         on = F.one_hot(y, count.shape[-1]).to(count.dtype)
-        target = T * (on * self.correct_rate + (1 - on) * self.incorrect_rate)
-        return F.mse_loss(count, target)
+        target = on * int(T * self.correct_rate) + (1 - on) * int(T * self.incorrect_rate)
+        return F.mse_loss(count, target) / T

@@ -16,7 +16,7 @@ from spikelight.neurons import BaseNode, NeuronOutput
 
 __all__ = ["Monitor", "select_layers"]
 
-KEYS = ("input", "output", "spikes", "membrane", "grad_output", "grad_input")
+KEYS = ("input", "output", "spikes", "membrane", "states", "grad_output", "grad_input")
 
 
 def _glob(pattern: str) -> re.Pattern:
@@ -29,7 +29,7 @@ def select_layers(
     model: nn.Module, names: Iterable[str] | None = None, types: Iterable[type | str] | None = None
 ) -> dict[str, nn.Module]:
     """Sub-modules of ``model`` whose name matches one of ``names`` (exact or glob:
-    ``"lif.*"`` = every ``lif.<i>``, ``"**.surrogate"`` crosses levels) or whose class is / is named one of ``types``. Both None:
+    ``"layers.*.neuron"`` = every ``layers.<i>.neuron``, ``"**.surrogate"`` crosses levels) or whose class is / is named one of ``types``. Both None:
     every spiking neuron (:class:`BaseNode`)."""
     names, types = list(names or []), list(types or [])
     patterns = [_glob(n) for n in names]
@@ -57,6 +57,8 @@ class Monitor:
         model: the network.
         names / types: which layers (see :func:`select_layers`).
         record: any of ``input``, ``output``, ``spikes``, ``membrane``,
+            ``states`` (every state variable of a neuron after each step, stored
+            under its name: ``v``, ``a`` for the adaptation of ALIF, ...),
             ``grad_output`` (dL/d output, for neurons dL/d spikes) and
             ``grad_input`` (dL/d input; only if the input requires grad).
         to_cpu: store detached CPU copies (default) rather than device tensors.
@@ -82,6 +84,10 @@ class Monitor:
         self.layers = select_layers(model, names, types)
         self.records: dict[str, dict[str, list[Tensor]]] = defaultdict(lambda: defaultdict(list))
         self._handles = [mod.register_forward_hook(self._hook(name)) for name, mod in self.layers.items()]
+        # neurons stack their per-step state only while someone records it
+        self._state_neurons = [m for m in self.layers.values() if isinstance(m, BaseNode)] if "states" in record else []
+        for m in self._state_neurons:
+            m.record_states = True
 
     def _store(self, name: str, key: str, t: Tensor) -> None:
         t = t.detach()
@@ -103,6 +109,9 @@ class Monitor:
                 self._store(name, "spikes", out)
             if "membrane" in rec and membrane is not None:
                 self._store(name, "membrane", membrane)
+            if "states" in rec and isinstance(output, NeuronOutput) and output.states is not None:
+                for key, value in output.states._asdict().items():
+                    self._store(name, key, value)
             if "grad_output" in rec and isinstance(out, Tensor) and out.requires_grad:
                 out.register_hook(lambda g: self._store(name, "grad_output", g))
             if "grad_input" in rec and isinstance(x, Tensor) and x.requires_grad:
@@ -128,6 +137,9 @@ class Monitor:
         for h in self._handles:
             h.remove()
         self._handles = []
+        for m in self._state_neurons:
+            m.record_states = False
+        self._state_neurons = []
 
     def __enter__(self) -> Monitor:
         return self

@@ -1,10 +1,18 @@
 """Surrogate spike functions: exact Heaviside forward, analytic backward.
 
 Every surrogate is an ``nn.Module`` called on ``x = h - v_threshold`` (any shape)
-and returns spikes ``Θ(x)`` in the input dtype (``Θ(0) = 1``, as SpikingJelly).
-The backward pass multiplies the incoming gradient by ``derivative(x)``, the
-derivative of a smooth primitive whose sharpness is set by ``alpha`` (the
-SpikingJelly name). A new surrogate only writes ``derivative``.
+and returns spikes ``Θ(x)`` in the input dtype. The backward pass multiplies the
+incoming gradient by ``derivative(x)``, the derivative of a smooth primitive.
+
+Where the spike is emitted is the *neuron's* convention, not the surrogate's:
+SpikingJelly fires on ``x >= 0`` (``Θ(0) = 1``, the default), snnTorch on
+``x > 0``; a neuron passes ``strict=True`` for the latter
+(:class:`~spikelight.neurons.LeakyNode` does).
+
+``alpha`` means what it means in the library the surrogate is named after
+(SpikingJelly unless the docstring says snnTorch), with the same default, so a
+value copied from either library's code gives the same gradient here. A new
+surrogate only writes ``derivative`` (and ``primitive`` for tests and plots).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -20,35 +29,38 @@ __all__ = [
     "ATan",
     "FastSigmoid",
     "Triangle",
+    "PiecewiseQuadratic",
+    "SoftSign",
+    "LeakyKReLU",
     "Rectangle",
     "SpikeOperator",
     "heaviside",
 ]
 
 
-def heaviside(x: Tensor) -> Tensor:
-    """Θ(x) = 1 where x >= 0, else 0, in x's dtype."""
-    return (x >= 0).to(x.dtype)
+def heaviside(x: Tensor, strict: bool = False) -> Tensor:
+    """Θ(x) in x's dtype: 1 where ``x >= 0`` (``x > 0`` if ``strict``), else 0."""
+    return ((x > 0) if strict else (x >= 0)).to(x.dtype)
 
 
 class _SurrogateSpike(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, surrogate: Surrogate) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, surrogate: Surrogate, strict: bool) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x)
         ctx.surrogate = surrogate
-        return heaviside(x)
+        return heaviside(x, strict)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return grad_out * ctx.surrogate.derivative(x), None
+        return grad_out * ctx.surrogate.derivative(x), None, None
 
 
 class Surrogate(nn.Module):
     """Base class: forward Θ(x), backward ``grad * derivative(x)``.
 
     Args:
-        alpha: sharpness of the smooth primitive (larger = closer to Θ).
+        alpha: shape parameter (for most: larger = sharper, closer to Θ).
     """
 
     def __init__(self, alpha: float = 1.0) -> None:
@@ -65,15 +77,19 @@ class Surrogate(nn.Module):
         """The smooth function whose derivative is used (for tests and plots)."""
         raise NotImplementedError
 
-    def forward(self, x: Tensor) -> Tensor:
-        return _SurrogateSpike.apply(x, self)
+    def forward(self, x: Tensor, strict: bool = False) -> Tensor:
+        """Spikes Θ(x) (``x > 0`` if ``strict``) with this surrogate's backward."""
+        return _SurrogateSpike.apply(x, self, strict)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
 
 
 class Sigmoid(Surrogate):
-    """σ(αx); SpikingJelly's default surrogate (alpha=4)."""
+    """SpikingJelly ``Sigmoid`` (its default surrogate): g = σ(αx), g' = α·σ(αx)(1−σ(αx)); alpha=4.
+
+    snnTorch's ``sigmoid(slope)`` is the same function with ``alpha = slope`` (its default 25).
+    """
 
     def __init__(self, alpha: float = 4.0) -> None:
         super().__init__(alpha)
@@ -87,7 +103,8 @@ class Sigmoid(Surrogate):
 
 
 class ATan(Surrogate):
-    """arctan(π/2·αx)/π + 1/2 (SpikingJelly ATan, snnTorch atan; alpha=2)."""
+    """SpikingJelly ``ATan`` = snnTorch ``atan``: g = arctan(π/2·αx)/π + 1/2,
+    g' = α/2 / (1 + (π/2·αx)²); alpha=2 (snnTorch's default neuron surrogate)."""
 
     def __init__(self, alpha: float = 2.0) -> None:
         super().__init__(alpha)
@@ -100,9 +117,10 @@ class ATan(Surrogate):
 
 
 class FastSigmoid(Surrogate):
-    """SuperSpike / snnTorch fast_sigmoid: x/(1+α|x|), derivative 1/(1+α|x|)².
+    """snnTorch ``fast_sigmoid`` (SuperSpike, Zenke & Ganguli 2018): g' = 1/(1+α|x|)²;
+    ``alpha`` is snnTorch's ``slope`` (default 25). Peak gradient 1 at x=0.
 
-    ``alpha`` is snnTorch's ``slope`` (default 25).
+    (SpikingJelly's ``SuperSpike(alpha)`` is a different parametrisation, α/(1+|x|)².)
     """
 
     def __init__(self, alpha: float = 25.0) -> None:
@@ -116,10 +134,12 @@ class FastSigmoid(Surrogate):
 
 
 class Triangle(Surrogate):
-    """Piecewise-linear: ``dampening · max(0, 1 - α|x|)``.
+    """Piecewise-linear (triangle): g' = ``dampening · max(0, 1 − α|x|)``.
 
-    LSNN / e-prop use ``dampening=0.3`` with ``alpha=1`` on the normalised
-    potential. The primitive is the integral of that triangle.
+    Half-width ``1/alpha``, peak ``dampening``. LSNN / e-prop's pseudo-derivative
+    is ``Triangle(alpha=1, dampening=0.3)`` on the normalised potential.
+    SpikingJelly's ``PiecewiseQuadratic(a)`` (g' = max(0, a − a²|x|)) is
+    ``Triangle(alpha=a, dampening=a)`` — see :class:`PiecewiseQuadratic`.
     """
 
     def __init__(self, alpha: float = 1.0, dampening: float = 1.0) -> None:
@@ -141,8 +161,58 @@ class Triangle(Surrogate):
         return f"alpha={self.alpha}, dampening={self.dampening}"
 
 
+class PiecewiseQuadratic(Triangle):
+    """SpikingJelly ``PiecewiseQuadratic``: g' = max(0, α − α²|x|) (a triangle of
+    half-width 1/α and peak α; the primitive is piecewise quadratic); alpha=1.
+
+    Identical to ``Triangle(alpha=alpha, dampening=alpha)``.
+    """
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__(alpha=alpha, dampening=alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class SoftSign(Surrogate):
+    """SpikingJelly ``SoftSign``: g = (αx/(1+|αx|) + 1)/2, g' = α / (2(1+α|x|)²); alpha=2."""
+
+    def __init__(self, alpha: float = 2.0) -> None:
+        super().__init__(alpha)
+
+    def primitive(self, x: Tensor) -> Tensor:
+        return (F.softsign(self.alpha * x) + 1.0) / 2.0
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return self.alpha / (2 * (1 + self.alpha * x.abs()) ** 2)
+
+
+class LeakyKReLU(Surrogate):
+    """SpikingJelly ``LeakyKReLU(leak, k)``: g' = ``k`` for x >= 0, ``leak`` for x < 0
+    (defaults 0 and 1, a straight-through estimator on the firing side).
+    It has no ``alpha``; ``k`` plays its role.
+    """
+
+    def __init__(self, leak: float = 0.0, k: float = 1.0) -> None:
+        super().__init__(alpha=1.0)
+        if leak < 0 or not k > 0:
+            raise ValueError(f"leaky_k_relu needs leak >= 0 and k > 0, got leak={leak}, k={k}")
+        self.leak, self.k = float(leak), float(k)
+
+    def primitive(self, x: Tensor) -> Tensor:
+        return torch.where(x >= 0, self.k * x, self.leak * x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        pos = (x >= 0).to(x.dtype)
+        return pos * self.k + (1.0 - pos) * self.leak
+
+    def extra_repr(self) -> str:
+        return f"leak={self.leak}, k={self.k}"
+
+
 class Rectangle(Surrogate):
-    """Boxcar: derivative ``α`` on ``|x| < 1/(2α)``, else 0 (SpikingJelly Rect)."""
+    """SpikingJelly ``Rect``: boxcar, g' = α on |x| < 1/(2α), else 0; alpha=1."""
 
     def primitive(self, x: Tensor) -> Tensor:
         return torch.clamp(self.alpha * x + 0.5, 0.0, 1.0)
@@ -152,14 +222,15 @@ class Rectangle(Surrogate):
 
 
 class SpikeOperator(Surrogate):
-    """snnTorch tutorial's spike operator: backward passes ``grad · S`` (S = Θ(x)).
+    """snnTorch tutorial 3/5's ``SpikeOperator``: backward passes ``grad · Θ(x)``
+    where the neuron fired (``x > 0``, snnTorch's comparison).
 
-    Treats the spike as ``S = U·Θ(U - θ)/U`` so dS/dU ≈ Θ: gradient flows only
-    where the neuron fired. ``alpha`` scales it (1 in the tutorial).
+    It treats the spike as ``S = U·Θ(U − θ)/U`` so dS/dU ≈ Θ. ``alpha`` scales the
+    gradient (the tutorial has no parameter: alpha=1 reproduces it).
     """
 
     def derivative(self, x: Tensor) -> Tensor:
-        return self.alpha * heaviside(x)
+        return self.alpha * (x > 0).to(x.dtype)
 
     def primitive(self, x: Tensor) -> Tensor:
         return self.alpha * torch.relu(x)

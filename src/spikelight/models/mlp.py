@@ -16,8 +16,9 @@ class MLP(nn.Module):
     """Flatten → [Linear → neuron] per layer: in_features → *hidden → num_classes.
 
     Every layer, the output one included, is Linear followed by its own neuron
-    (built from the ``neuron`` factory). Layers are ``fc.<i>`` and ``lif.<i>``;
-    each ``lif.<i>``'s spikes are in ``SpikeOutput.hidden``.
+    (built from the ``neuron`` factory): modules ``layers.<i>.fc`` and
+    ``layers.<i>.neuron``; each neuron's spikes are in ``SpikeOutput.hidden``
+    under its path (``layers.<i>.neuron``).
 
     forward: x_seq [T, B, ...] → SpikeOutput with spikes / membrane [T, B, num_classes].
     """
@@ -35,16 +36,18 @@ class MLP(nn.Module):
             raise ValueError(f"model.hidden sizes must be positive, got {list(hidden)}")
         self.in_features = in_features
         sizes = [in_features, *hidden, num_classes]
-        self.fc = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.lif = nn.ModuleList(make_neuron(neuron) for _ in self.fc)
-        if len({id(n) for n in self.lif}) != len(self.lif):
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({"fc": nn.Linear(a, b, bias=bias), "neuron": make_neuron(neuron)})
+            for a, b in zip(sizes[:-1], sizes[1:])
+        )
+        if len({id(layer.neuron) for layer in self.layers}) != len(self.layers):
             raise TypeError("MLP needs a neuron factory (Hydra `_partial_: true`), not one shared instance")
 
     def forward(self, x_seq: Tensor) -> SpikeOutput:
         x = check_features(x_seq, self.in_features, type(self).__name__)
         hidden: dict[str, Tensor] = {}
-        for i, (fc, lif) in enumerate(zip(self.fc, self.lif)):
-            out = lif(apply_over_time(fc, x))
-            hidden[f"lif.{i}"] = out.spikes
+        for i, layer in enumerate(self.layers):
+            out = layer.neuron(apply_over_time(layer.fc, x))
+            hidden[f"layers.{i}.neuron"] = out.spikes
             x = out.spikes
         return SpikeOutput(out.spikes, out.membrane, hidden)

@@ -1,13 +1,13 @@
 """Spiking neurons. Each is one pure charge function plus shared fire/reset."""
 
-from spikelight.neurons.base import BaseNode, NeuronOutput, fire_and_reset, reset_state
+from spikelight.neurons.base import BaseNode, NeuronOutput, VState, reset_state
 from spikelight.neurons.if_lif import (
     IFNode,
     LIFNode,
     beta_from_tau,
     if_charge,
     lif_charge,
-    lif_step,
+    resolve_tau_beta,
     tau_from_beta,
 )
 from spikelight.neurons.leaky import LeakyNode
@@ -15,14 +15,14 @@ from spikelight.neurons.leaky import LeakyNode
 __all__ = [
     "BaseNode",
     "NeuronOutput",
+    "VState",
     "IFNode",
     "LIFNode",
     "LeakyNode",
-    "fire_and_reset",
     "reset_state",
     "if_charge",
     "lif_charge",
-    "lif_step",
     "beta_from_tau",
     "tau_from_beta",
+    "resolve_tau_beta",
 ]

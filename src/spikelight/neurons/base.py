@@ -1,7 +1,7 @@
 """Spiking neuron base: charge → fire → reset, single- and multi-step.
 
-A neuron is defined by its charge equation alone, ``h_t = charge(x_t, v_{t-1})``.
-Fire and reset are shared (SpikingJelly conventions):
+A single-state neuron is defined by its charge equation alone,
+``h_t = charge(x_t, v_{t-1})``. Fire and reset are shared (SpikingJelly conventions):
 
     s_t = Θ(h_t - v_threshold)                               (surrogate backward)
     v_t = h_t·(1 - s_t) + v_reset·s_t        if v_reset is a number (hard reset)
@@ -9,11 +9,18 @@ Fire and reset are shared (SpikingJelly conventions):
 
 ``detach_reset`` cuts the gradient through the ``s_t`` used in the reset.
 ``h`` is the membrane potential before reset ("membrane" in every output).
+
+State is a NamedTuple: ``VState(v)`` here; neurons with more variables (ALIF:
+``(v, a, ...)``) define their own and override :meth:`BaseNode.initial_state`
+and :meth:`BaseNode.step`. Neuron arithmetic runs in at least fp32 whatever
+the input dtype (under bf16/fp16 autocast the Linear/conv outputs are half,
+and half-precision membranes flip spikes near the threshold); spikes come back
+in the input dtype, membranes in the compute dtype.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -21,20 +28,36 @@ from torch import Tensor, nn
 from spikelight.errors import ShapeError
 from spikelight.surrogate import ATan, Surrogate
 
-__all__ = ["NeuronOutput", "BaseNode", "fire_and_reset", "reset_state"]
+__all__ = ["NeuronOutput", "VState", "BaseNode", "reset_state"]
+
+
+class VState(NamedTuple):
+    """State of a single-variable neuron: membrane after reset, [B, ...]."""
+
+    v: Tensor
 
 
 class NeuronOutput(NamedTuple):
     """Result of a multi-step call.
 
     spikes:   [T, B, ...] 0/1 in the input dtype.
-    membrane: [T, B, ...] potential before reset (h).
-    v:        [B, ...]    state after the last step (pass back in to continue).
+    membrane: [T, B, ...] potential before reset (h), fp32 or wider.
+    state:    the neuron's state NamedTuple after the last step (each field
+              [B, ...]); pass it back in to continue the sequence.
+    states:   the same NamedTuple with every field stacked over time
+              ([T, B, ...]) when the neuron's ``record_states`` is set (a
+              :class:`~spikelight.monitor.Monitor` asking for ``states``), else None.
     """
 
     spikes: Tensor
     membrane: Tensor
-    v: Tensor
+    state: Any
+    states: Any = None
+
+    @property
+    def v(self) -> Tensor:
+        """The membrane state after the last step (``state.v``)."""
+        return self.state.v
 
 
 def reset_state(h: Tensor, spike: Tensor, v_threshold: float, v_reset: float | None, detach_reset: bool) -> Tensor:
@@ -45,26 +68,19 @@ def reset_state(h: Tensor, spike: Tensor, v_threshold: float, v_reset: float | N
     return h * (1.0 - s) + v_reset * s
 
 
-def fire_and_reset(
-    h: Tensor,
-    v_threshold: float,
-    v_reset: float | None,
-    surrogate: Surrogate,
-    detach_reset: bool,
-) -> tuple[Tensor, Tensor]:
-    """Spike on ``h >= v_threshold`` and reset. Returns ``(spike, v_next)``."""
-    spike = surrogate(h - v_threshold)
-    return spike, reset_state(h, spike, v_threshold, v_reset, detach_reset)
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
 
 
 class BaseNode(nn.Module):
-    """Base spiking neuron. Subclasses implement only :meth:`charge`.
+    """Base spiking neuron. Single-state subclasses implement only :meth:`charge`.
 
-    ``forward(x_seq)`` is multi-step: ``x_seq`` is ``[T, B, ...]`` and the state
-    starts fresh every call unless passed in (no ``reset_net`` to forget); it
-    returns :class:`NeuronOutput` (spikes, membrane, final state).
-    :meth:`single_step` takes and returns explicit state. Neurons whose reset
-    is not the standard one override :meth:`reset` as well.
+    ``forward(x_seq, state=None)`` is multi-step: ``x_seq`` is ``[T, B, ...]`` and
+    the state starts fresh every call unless passed in (no ``reset_net`` to
+    forget); it returns :class:`NeuronOutput`. :meth:`single_step` takes and
+    returns explicit state. Neurons whose reset is not the standard one
+    override :meth:`reset`; neurons with several state variables override
+    :meth:`initial_state` and :meth:`step`.
 
     Args:
         v_threshold: firing threshold.
@@ -73,6 +89,10 @@ class BaseNode(nn.Module):
         surrogate: surrogate spike function (default ``ATan(alpha=2)``).
         detach_reset: detach the spike used in the reset from the graph.
     """
+
+    #: fire on ``h > v_threshold`` (snnTorch) instead of ``h >= v_threshold`` (SpikingJelly)
+    strict_threshold: bool = False
+    State = VState
 
     def __init__(
         self,
@@ -95,55 +115,75 @@ class BaseNode(nn.Module):
                 f"surrogate must be a spikelight.surrogate.Surrogate, got {type(self.surrogate).__name__}"
             )
         self.detach_reset = bool(detach_reset)
+        self.record_states = False
 
-    # --- the one method a new neuron writes -------------------------------------
+    # --- the one method a new single-state neuron writes --------------------------
     def charge(self, x: Tensor, v: Tensor) -> Tensor:
         """Membrane update before firing: ``h_t = f(x_t, v_{t-1})``."""
         raise NotImplementedError
 
     # --- shared machinery --------------------------------------------------------
-    def initial_state(self, x: Tensor) -> Tensor:
+    def initial_state(self, x: Tensor) -> Any:
         """Resting state shaped like one step of input: ``v_reset`` (or 0 for soft reset)."""
-        return torch.full_like(x, 0.0 if self.v_reset is None else self.v_reset)
+        return VState(torch.full_like(x, 0.0 if self.v_reset is None else self.v_reset))
+
+    def fire(self, h: Tensor) -> Tensor:
+        """Spikes Θ(h − v_threshold) with the surrogate's gradient."""
+        return self.surrogate(h - self.v_threshold, strict=self.strict_threshold)
 
     def reset(self, h: Tensor, spike: Tensor) -> Tensor:
         """State after firing (hard or soft reset, see module docstring)."""
         return reset_state(h, spike, self.v_threshold, self.v_reset, self.detach_reset)
 
-    def step(self, x: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """charge → fire → reset for one step. Returns ``(spike, v_next, h)``."""
-        h = self.charge(x, v)
-        spike = self.surrogate(h - self.v_threshold)
-        return spike, self.reset(h, spike), h
+    def step(self, x: Tensor, state: Any) -> tuple[Tensor, Any, Tensor]:
+        """charge → fire → reset for one step. Returns ``(spike, next_state, h)``."""
+        h = self.charge(x, state.v)
+        spike = self.fire(h)
+        return spike, VState(self.reset(h, spike)), h
 
-    def single_step(self, x: Tensor, v: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """One step. x: [B, ...]; v: state or None (fresh). Returns ``(spike, v_next)``."""
-        if v is None:
-            v = self.initial_state(x)
-        spike, v_next, _ = self.step(x, v)
-        return spike, v_next
+    def _as_state(self, state: Any, x: Tensor) -> Any:
+        if state is None:
+            return self.initial_state(x)
+        if isinstance(state, Tensor):  # a bare membrane for single-state neurons
+            if self.State is not VState:
+                raise TypeError(f"{type(self).__name__} state is a {self.State.__name__}, not a tensor")
+            state = VState(state)
+        dtype = _compute_dtype(x.dtype)
+        return type(state)(*(s.to(dtype) if s.is_floating_point() else s for s in state))
 
-    def multi_step(self, x_seq: Tensor, v: Tensor | None = None) -> NeuronOutput:
-        """Run all steps. x_seq: [T, B, ...]; v: initial state [B, ...] or None."""
+    def single_step(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """One step. x: [B, ...]; state: NamedTuple (or a membrane tensor), None = fresh.
+
+        Returns ``(spike [B, ...] in x's dtype, next_state)``.
+        """
+        xc = x.to(_compute_dtype(x.dtype))
+        spike, state, _ = self.step(xc, self._as_state(state, xc))
+        return spike.to(x.dtype), state
+
+    def multi_step(self, x_seq: Tensor, state: Any = None) -> NeuronOutput:
+        """Run all steps. x_seq: [T, B, ...]; state: initial state or None (fresh)."""
         if x_seq.dim() < 2:
             raise ShapeError(
                 f"{type(self).__name__} expects time-major input [T, B, ...], got shape {tuple(x_seq.shape)}"
             )
-        if v is None:
-            v = self.initial_state(x_seq[0])
-        spikes, membrane = [], []
-        for x in x_seq:
-            spike, v, h = self.step(x, v)
+        xc = x_seq.to(_compute_dtype(x_seq.dtype))
+        state = self._as_state(state, xc[0])
+        spikes, membrane, history = [], [], []
+        for x in xc:
+            spike, state, h = self.step(x, state)
             spikes.append(spike)
             membrane.append(h)
-        return NeuronOutput(torch.stack(spikes), torch.stack(membrane), v)
+            if self.record_states:
+                history.append(state)
+        states = type(state)(*(torch.stack(v) for v in zip(*history))) if history else None
+        return NeuronOutput(torch.stack(spikes).to(x_seq.dtype), torch.stack(membrane), state, states)
 
-    def forward(self, x_seq: Tensor, v: Tensor | None = None) -> NeuronOutput:
+    def forward(self, x_seq: Tensor, state: Any = None) -> NeuronOutput:
         """Multi-step call (what models use, so monitor hooks see spikes and membrane).
 
-        x_seq [T, B, ...] → NeuronOutput(spikes, membrane [T, B, ...], v [B, ...]).
+        x_seq [T, B, ...] → NeuronOutput(spikes, membrane [T, B, ...], state).
         """
-        return self.multi_step(x_seq, v)
+        return self.multi_step(x_seq, state)
 
     def extra_repr(self) -> str:
         reset = "soft" if self.v_reset is None else f"v_reset={self.v_reset}"

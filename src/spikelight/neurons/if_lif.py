@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from spikelight.neurons.base import BaseNode, fire_and_reset
+from spikelight.neurons.base import BaseNode
 from spikelight.surrogate import Surrogate
 
-__all__ = ["IFNode", "LIFNode", "if_charge", "lif_charge", "lif_step", "tau_from_beta", "beta_from_tau"]
+__all__ = ["IFNode", "LIFNode", "if_charge", "lif_charge", "tau_from_beta", "beta_from_tau", "resolve_tau_beta"]
 
 
 def if_charge(x: Tensor, v: Tensor) -> Tensor:
@@ -27,23 +27,6 @@ def lif_charge(x: Tensor, v: Tensor, tau: float, decay_input: bool, v_reset: flo
     return v - (v - v_rest) / tau + x
 
 
-def lif_step(
-    x: Tensor,
-    v: Tensor,
-    *,
-    tau: float,
-    decay_input: bool = True,
-    v_threshold: float = 1.0,
-    v_reset: float | None = 0.0,
-    surrogate: Surrogate,
-    detach_reset: bool = False,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Reference LIF step. Returns ``(spike, v_next, h)``, shaped like x."""
-    h = lif_charge(x, v, tau, decay_input, v_reset)
-    spike, v_next = fire_and_reset(h, v_threshold, v_reset, surrogate, detach_reset)
-    return spike, v_next, h
-
-
 def beta_from_tau(tau: float) -> float:
     """snnTorch decay ``beta = 1 - 1/tau`` (exact for ``decay_input=False``)."""
     return 1.0 - 1.0 / tau
@@ -52,6 +35,29 @@ def beta_from_tau(tau: float) -> float:
 def tau_from_beta(beta: float) -> float:
     """SpikingJelly ``tau = 1 / (1 - beta)``."""
     return 1.0 / (1.0 - beta)
+
+
+def resolve_tau_beta(kind: str, tau: float | None, beta: float | None, default_tau: float) -> float:
+    """The membrane time constant from ``tau`` or ``beta`` (exactly one, or neither = default).
+
+    Both given is refused: which one should win is a guess a sweep would hide.
+    """
+    for name, val in (("tau", tau), ("beta", beta)):
+        if val is not None and (isinstance(val, bool) or not isinstance(val, (int, float))):
+            raise ValueError(f"{kind} {name} must be a number, got {val!r}")
+    if tau is not None and beta is not None:
+        raise ValueError(
+            f"{kind} neuron got both tau={tau} and beta={beta}; give one (beta = 1 - 1/tau), "
+            "e.g. neuron.tau=null neuron.beta=0.95"
+        )
+    if beta is not None:
+        if not 0.0 < beta < 1.0:
+            raise ValueError(f"{kind} beta (decay per step) must be in (0, 1), got {beta}")
+        return tau_from_beta(beta)
+    tau = default_tau if tau is None else tau
+    if not tau > 1.0:
+        raise ValueError(f"{kind} tau must be > 1 (time steps), got {tau}; for no leak use neuron=if")
+    return float(tau)
 
 
 class IFNode(BaseNode):
@@ -64,22 +70,25 @@ class IFNode(BaseNode):
 class LIFNode(BaseNode):
     """Leaky integrate-and-fire with membrane time constant ``tau`` (steps).
 
-    Give either ``tau`` (SpikingJelly, > 1) or ``beta`` (snnTorch decay per step,
-    in (0, 1)); they are related by ``beta = 1 - 1/tau``. With
-    ``decay_input=False`` and ``v_reset=0`` the charge is exactly snnTorch's
-    ``h = beta·v + x``.
+    Give ``tau`` (SpikingJelly, > 1) or ``beta`` (snnTorch's decay per step, in
+    (0, 1)), not both; ``beta = 1 - 1/tau``; neither = ``tau=2``.
+
+    ``decay_input`` (default: follows the form you chose):
+        ``tau`` given → True, SpikingJelly's ``h = v + (x - (v - v_reset))/tau``;
+        ``beta`` given → False, snnTorch's ``h = beta·v + x`` (for ``v_reset=0``).
+    Pass it explicitly to mix the forms.
 
     Args:
-        tau: membrane time constant in time steps (default 2).
+        tau: membrane time constant in time steps.
         beta: alternative to tau.
-        decay_input: scale the input by 1/tau as well as the leak.
+        decay_input: scale the input by 1/tau as well as the leak (see above).
         Others as :class:`BaseNode`.
     """
 
     def __init__(
         self,
-        tau: float | None = 2.0,
-        decay_input: bool = True,
+        tau: float | None = None,
+        decay_input: bool | None = None,
         v_threshold: float = 1.0,
         v_reset: float | None = 0.0,
         surrogate: Surrogate | None = None,
@@ -87,14 +96,8 @@ class LIFNode(BaseNode):
         beta: float | None = None,
     ) -> None:
         super().__init__(v_threshold, v_reset, surrogate, detach_reset)
-        if beta is not None:
-            if not 0.0 < beta < 1.0:
-                raise ValueError(f"LIF beta must be in (0, 1), got {beta}")
-            tau = tau_from_beta(beta)
-        if tau is None or not tau > 1.0:
-            raise ValueError(f"LIF tau must be > 1 (time steps), got {tau}; for no leak use neuron=if")
-        self.tau = float(tau)
-        self.decay_input = bool(decay_input)
+        self.tau = resolve_tau_beta("LIF", tau, beta, default_tau=2.0)
+        self.decay_input = (beta is None) if decay_input is None else bool(decay_input)
 
     @property
     def beta(self) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from spikelight.neurons.base import BaseNode
-from spikelight.neurons.if_lif import beta_from_tau
+from spikelight.neurons.if_lif import beta_from_tau, resolve_tau_beta
 from spikelight.surrogate import Surrogate
 
 __all__ = ["LeakyNode"]
@@ -18,7 +18,7 @@ class LeakyNode(BaseNode):
 
         subtract: U[t] = beta·U[t-1] + X[t] − S[t-1]·θ
         zero:     U[t] = beta·(1 − S[t-1])·U[t-1] + X[t]
-        S[t] = Θ(U[t] − θ)
+        S[t] = Θ(U[t] − θ), firing on U > θ (snnTorch's strict comparison)
 
     ``S[t-1] = Θ(U[t-1] − θ)`` is recomputed from the state and carries no
     gradient (snnTorch detaches its reset). Unlike :class:`LIFNode` with a soft
@@ -26,34 +26,35 @@ class LeakyNode(BaseNode):
     the decay, one step late. ``membrane`` is ``U[t]`` (snnTorch's ``mem``).
 
     Args:
-        beta: decay per step in (0, 1); or give ``tau`` (``beta = 1 − 1/tau``).
+        beta: decay per step in (0, 1); or give ``tau`` (``beta = 1 − 1/tau``),
+            not both; neither = ``beta=0.95`` (tutorial 5).
         v_threshold: θ.
         reset_mechanism: ``subtract`` or ``zero``.
         surrogate: spike surrogate (snnTorch's default is ATan, alpha=2).
     """
 
+    strict_threshold = True
+
     def __init__(
         self,
-        beta: float | None = 0.95,
+        beta: float | None = None,
         tau: float | None = None,
         v_threshold: float = 1.0,
         reset_mechanism: str = "subtract",
         surrogate: Surrogate | None = None,
     ) -> None:
         super().__init__(v_threshold=v_threshold, v_reset=None, surrogate=surrogate, detach_reset=True)
-        if tau is not None:
-            if not tau > 1.0:
-                raise ValueError(f"Leaky tau must be > 1 (time steps), got {tau}")
-            beta = beta_from_tau(tau)
-        if beta is None or not 0.0 < beta < 1.0:
-            raise ValueError(f"Leaky beta must be in (0, 1), got {beta}")
+        if tau is None and beta is None:
+            beta = 0.95
+        tau = resolve_tau_beta("Leaky", tau, beta, default_tau=20.0)  # validates either form
+        # exactly the beta given, not a round trip through tau
+        self.beta = float(beta) if beta is not None else beta_from_tau(tau)
         if reset_mechanism not in _RESETS:
             raise ValueError(f"reset_mechanism must be one of {_RESETS}, got {reset_mechanism!r}")
-        self.beta = float(beta)
         self.reset_mechanism = reset_mechanism
 
     def charge(self, x: Tensor, v: Tensor) -> Tensor:
-        prev_spike = (v >= self.v_threshold).to(v.dtype)  # a comparison: no gradient, as snnTorch's detach
+        prev_spike = (v > self.v_threshold).to(v.dtype)  # a comparison: no gradient, as snnTorch's detach
         if self.reset_mechanism == "subtract":
             return self.beta * v + x - self.v_threshold * prev_spike
         return self.beta * (1.0 - prev_spike) * v + x
