@@ -6,9 +6,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from spikelight.cli import build_callbacks, build_loggers, build_module
+from spikelight.cli import build_callbacks, build_datamodule, build_loggers, build_module, fill_in_features
 from spikelight.data import ClassificationDataModule
-from spikelight.encoding import Encoder
+from spikelight.encoding import Encoder, SequenceEncoder, ThresholdCrossingEncoder
 from spikelight.losses import SpikeLoss
 from spikelight.neurons import BaseNode
 from spikelight.readout import Readout
@@ -47,23 +47,36 @@ def test_neurons(opt, tmp_path):
     assert node(torch.rand(4, 2, 3)).spikes.shape == (4, 2, 3)
 
 
-@pytest.mark.parametrize("group,cls", [("encoder", Encoder), ("readout", Readout), ("loss", SpikeLoss)])
+@pytest.mark.parametrize("group,cls", [("encoder", (Encoder, SequenceEncoder, ThresholdCrossingEncoder)),
+                                       ("readout", Readout), ("loss", SpikeLoss)])
 def test_encoders_readouts_losses(group, cls, tmp_path):
     for opt in options(group):
         cfg = compose_cfg("train", [*BASE, f"{group}={opt}"], tmp_path)
         assert isinstance(instantiate(cfg[group]), cls), opt
 
 
+def _build_and_run(cfg, batch: int = 3):
+    """Build the module as train.py does and run it on a random batch of the data's shape."""
+    dm = build_datamodule(cfg)
+    fill_in_features(cfg, dm)
+    module = build_module(cfg)
+    steps = getattr(dm, "seq_len", None)
+    x = torch.rand(batch, steps, dm.num_features) if steps else torch.rand(batch, *getattr(dm, "in_shape", (1, 28, 28)))
+    out = module(x)
+    T = steps + getattr(module.encoder, "cue_steps", 0) if steps else cfg.T
+    return module, out, T
+
+
 @pytest.mark.parametrize("group", ["model", "optimizer", "scheduler"])
 def test_model_optimizer_scheduler(group, tmp_path):
     for opt in options(group):
-        cfg = compose_cfg("train", [*BASE, f"{group}={opt}"], tmp_path)
-        module = build_module(cfg)
+        cfg = compose_cfg("train", [*BASE, f"{group}={opt}"] if group != "model" else [f"model={opt}"], tmp_path)
+        module, out, T = _build_and_run(cfg)
         opt_conf = module.configure_optimizers()
         optimizer = opt_conf["optimizer"] if isinstance(opt_conf, dict) else opt_conf
         assert isinstance(optimizer, torch.optim.Optimizer), opt
-        out = module(torch.rand(3, 1, 28, 28))
-        assert out.spikes.shape == (cfg.T, 3, 10)
+        assert out.membrane.shape == (T, 3, 10), opt
+        assert out.spikes is None or out.spikes.shape == (T, 3, 10), opt
 
 
 @pytest.mark.parametrize("opt", options("data"))
@@ -109,8 +122,8 @@ def test_loggers_and_callbacks(tmp_path):
 @pytest.mark.parametrize("opt", options("experiment"))
 def test_experiments(opt, tmp_path):
     cfg = compose_cfg("train", [f"experiment={opt}"], tmp_path)
-    module = build_module(cfg)
-    assert module(torch.rand(2, 1, 28, 28)).spikes.shape[0] == cfg.T
+    _, out, T = _build_and_run(cfg, batch=2)
+    assert out.membrane.shape[:2] == (T, 2)
 
 
 def test_sj_experiment_is_the_tutorial(tmp_path):

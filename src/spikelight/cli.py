@@ -20,7 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.syntax import Syntax
@@ -45,7 +45,10 @@ __all__ = [
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
-MODEL_KEYS = ("model", "encoder", "readout", "loss", "optimizer", "scheduler", "neuron", "surrogate")
+MODEL_KEYS = (
+    "model", "encoder", "readout", "loss", "optimizer", "scheduler", "neuron", "surrogate", "regularizer",
+    "scheduler_interval",
+)
 
 
 def _plain(cfg: DictConfig) -> dict:
@@ -72,11 +75,29 @@ def build_module(cfg: DictConfig) -> SpikingClassifier:
         scheduler=_build(cfg.get("scheduler")),
         num_classes=int(cfg.get("num_classes", 10)),
         config={k: plain[k] for k in (*MODEL_KEYS, "data", "T", "num_classes", "seed") if k in plain},
+        regularizer=_build(cfg.get("regularizer")),
+        scheduler_interval=cfg.get("scheduler_interval") or "epoch",
     )
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return _build(cfg.data)
+
+
+def fill_in_features(cfg: DictConfig, datamodule: L.LightningDataModule) -> None:
+    """``model.in_features: null`` follows the data: the DataModule's inputs per step
+    (``num_features``), through the encoder's ``out_features`` (e.g. 80 for threshold
+    crossing). Written into ``cfg`` so the checkpoint stores the number."""
+    if OmegaConf.select(cfg, "model.in_features", default=0) is not None:
+        return
+    feats = getattr(datamodule, "num_features", None)
+    if feats is None:
+        raise ConfigError("model.in_features=null needs a sequence dataset (data=smnist|sfmnist|psmnist|sdigits); set it")
+    encoder = _build(cfg.get("encoder"))
+    if encoder is not None and hasattr(encoder, "out_features"):
+        feats = encoder.out_features(feats)
+    with open_dict(cfg):
+        cfg.model.in_features = int(feats)
 
 
 def _has_wandb_credentials() -> bool:
@@ -143,8 +164,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Returns the final metrics (``val/acc_best``, ``test/acc``, ...) as floats.
     """
     L.seed_everything(cfg.seed, workers=True)
-    _save_config(cfg, _output_dir(cfg))
     datamodule = build_datamodule(cfg)
+    fill_in_features(cfg, datamodule)
+    _save_config(cfg, _output_dir(cfg))
     module = build_module(cfg)
     loggers = build_loggers(cfg)
     trainer: L.Trainer = instantiate(

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from spikelight.encoding import Encoder
-from spikelight.errors import NonFiniteLossError
-from spikelight.losses import SpikeLoss
+from spikelight.errors import ConfigError, NonFiniteLossError
+from spikelight.losses import FiringRateRegularizer, ReadoutCrossEntropyLoss, SpikeLoss
 from spikelight.models.output import SpikeOutput
 from spikelight.readout import Readout
 
@@ -32,6 +32,9 @@ class SpikingClassifier(L.LightningModule):
         optimizer: factory ``params -> torch.optim.Optimizer`` (Hydra ``_partial_``).
         scheduler: optional factory ``optimizer -> LRScheduler``.
         num_classes: for the accuracy metrics.
+        regularizer: optional ``SpikeOutput -> scalar`` added to the training loss
+            (e.g. :class:`~spikelight.losses.FiringRateRegularizer`), logged as ``train/loss_reg``.
+        scheduler_interval: step the scheduler every ``epoch`` or every optimizer ``step``.
         config: plain (resolved, JSON-like) run config stored in the checkpoint
             so it reloads with ``torch.load(weights_only=True)`` and ``eval.py``
             can rebuild the model.
@@ -40,27 +43,48 @@ class SpikingClassifier(L.LightningModule):
     def __init__(
         self,
         model: nn.Module,
-        encoder: Encoder | None,
+        encoder: Encoder | nn.Module | None,
         readout: Readout,
         loss: SpikeLoss,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         num_classes: int = 10,
         config: dict | None = None,
+        regularizer: FiringRateRegularizer | nn.Module | None = None,
+        scheduler_interval: str = "epoch",
     ) -> None:
         super().__init__()
+        if scheduler_interval not in ("epoch", "step"):
+            raise ConfigError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        if not getattr(model, "output_spikes", True):
+            for what, part in (("readout", readout), ("loss", loss)):
+                if getattr(part, "needs_spikes", False):
+                    raise ConfigError(
+                        f"{what}={type(part).__name__} needs output spikes, but {type(model).__name__}'s readout "
+                        "neurons do not spike; use readout=rate|last|membrane and loss=ce"
+                    )
+        if isinstance(loss, ReadoutCrossEntropyLoss):
+            loss.bind(readout)
         self.model = model
         self.encoder = encoder
         self.readout = readout
         self.loss_fn = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.regularizer = regularizer
+        self.scheduler_interval = scheduler_interval
         self.save_hyperparameters({"config": config or {}, "num_classes": num_classes})
         # micro = fraction of samples classified correctly (the number tutorials report).
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc_best = 0.0
+
+    def setup(self, stage: str) -> None:
+        # a sequence encoder guards the [B, T, F] layout with the data's sequence length
+        steps = getattr(getattr(self.trainer, "datamodule", None), "seq_len", None)
+        if steps is not None and getattr(self.encoder, "steps", 0) is None:
+            self.encoder.steps = int(steps)
 
     # --- forward -----------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
@@ -74,6 +98,10 @@ class SpikingClassifier(L.LightningModule):
         x, y = batch
         out = self(x)
         loss = self.loss_fn(out, y)
+        if self.regularizer is not None:
+            reg = self.regularizer(out)
+            self.log(f"{stage}/loss_reg", reg, on_step=False, on_epoch=True, batch_size=y.shape[0], sync_dist=True)
+            loss = loss + reg
         if stage == "train" and not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
@@ -119,7 +147,7 @@ class SpikingClassifier(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
 
     # --- exact resume ------------------------------------------------------------
     # Lightning does not checkpoint RNG state, but Poisson encoding and shuffling

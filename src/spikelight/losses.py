@@ -7,13 +7,25 @@ from torch import Tensor, nn
 
 from spikelight.models.output import SpikeOutput
 
-__all__ = ["SpikeLoss", "MSERateLoss", "MSECountLoss", "CECountLoss", "CERateLoss", "CEMembranePerStepLoss"]
+__all__ = [
+    "SpikeLoss",
+    "MSERateLoss",
+    "MSECountLoss",
+    "CECountLoss",
+    "CERateLoss",
+    "CEMembranePerStepLoss",
+    "ReadoutCrossEntropyLoss",
+    "FiringRateRegularizer",
+]
 
 _REDUCTIONS = ("mean", "sum")
 
 
 class SpikeLoss(nn.Module):
-    """Base: ``forward(out, y) -> scalar``."""
+    """Base: ``forward(out, y) -> scalar``. ``needs_spikes``: the loss reads output spikes
+    (refused at build time for models whose output layer does not spike)."""
+
+    needs_spikes: bool = False
 
     def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
         raise NotImplementedError
@@ -41,6 +53,8 @@ class MSERateLoss(SpikeLoss):
     ``rate_on`` / ``rate_off`` are the target rates for the label and the other classes.
     """
 
+    needs_spikes = True
+
     def __init__(self, rate_on: float = 1.0, rate_off: float = 0.0) -> None:
         super().__init__()
         self.rate_on, self.rate_off = float(rate_on), float(rate_off)
@@ -54,6 +68,8 @@ class MSERateLoss(SpikeLoss):
 class CERateLoss(_PerStep):
     """Cross-entropy of the output spikes at each step; ``mean`` over steps is
     snnTorch's ``ce_rate_loss``."""
+
+    needs_spikes = True
 
     def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
         T = out.spikes.shape[0]
@@ -74,6 +90,8 @@ class CEMembranePerStepLoss(_PerStep):
 class CECountLoss(SpikeLoss):
     """Cross-entropy on output spike counts (snnTorch ``ce_count_loss``)."""
 
+    needs_spikes = True
+
     def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
         return F.cross_entropy(out.spikes.sum(0), y)
 
@@ -86,6 +104,8 @@ class MSECountLoss(SpikeLoss):
     its tutorials use 0.8 / 0.2). Value and gradient equal snnTorch's.
     """
 
+    needs_spikes = True
+
     def __init__(self, correct_rate: float = 1.0, incorrect_rate: float = 0.0) -> None:
         super().__init__()
         self.correct_rate, self.incorrect_rate = float(correct_rate), float(incorrect_rate)
@@ -96,3 +116,55 @@ class MSECountLoss(SpikeLoss):
         on = F.one_hot(y, count.shape[-1]).to(count.dtype)
         target = on * int(T * self.correct_rate) + (1 - on) * int(T * self.incorrect_rate)
         return F.mse_loss(count, target) / T
+
+
+class ReadoutCrossEntropyLoss(SpikeLoss):
+    """Cross-entropy of the run's readout scores [B, C] (``loss=ce``): whatever the readout
+    predicts from is what is trained, e.g. the mean (``readout=rate``) or last
+    (``readout=last``) readout potential of an LSNN, or the mean of its last 28 steps.
+
+    The :class:`~spikelight.lit.SpikingClassifier` binds its readout (``bind``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._readout: nn.Module | None = None
+
+    def bind(self, readout: nn.Module) -> ReadoutCrossEntropyLoss:
+        self._readout = readout
+        return self
+
+    def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
+        if self._readout is None:
+            raise RuntimeError("loss=ce needs a readout: SpikingClassifier binds it (or call .bind(readout))")
+        return F.cross_entropy(self._readout(out), y)
+
+
+class FiringRateRegularizer(nn.Module):
+    """Firing-rate regulariser (LSNN): ``weight · Σ_j (f_j − target)²`` over the neurons j of
+    the chosen hidden layers, f_j = mean over batch and time of neuron j's spikes (spikes per
+    step: 0.01 at 1 ms per step is 10 Hz).
+
+    Args:
+        weight: coefficient (LSNN sMNIST: 0.1).
+        target: target spikes per step.
+        layers: which ``SpikeOutput.hidden`` layers (exact names; None = all).
+    """
+
+    def __init__(self, weight: float = 0.1, target: float = 0.01, layers: list[str] | None = None) -> None:
+        super().__init__()
+        if weight < 0 or not 0.0 <= target <= 1.0:
+            raise ValueError(f"regularizer needs weight >= 0 and target in [0, 1], got {weight}, {target}")
+        self.weight, self.target = float(weight), float(target)
+        self.layers = None if layers is None else list(layers)
+
+    def forward(self, out: SpikeOutput) -> Tensor:
+        names = list(out.hidden) if self.layers is None else self.layers
+        missing = [n for n in names if n not in out.hidden]
+        if missing:
+            raise ValueError(f"regularizer.layers {missing} not in the model's spiking layers {list(out.hidden)}")
+        total = sum((s.flatten(2).mean((0, 1)) - self.target).pow(2).sum() for s in (out.hidden[n] for n in names))
+        return self.weight * total
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}, target={self.target}, layers={self.layers}"

@@ -11,17 +11,22 @@ __all__ = ["Readout", "RateReadout", "CountReadout", "MembraneReadout", "FirstSp
 
 
 class Readout(nn.Module):
-    """Base readout."""
+    """Base readout. ``needs_spikes``: it reads output spikes (models whose output layer
+    does not spike, e.g. the LSNN, are refused when the run is built)."""
+
+    needs_spikes: bool = False
 
     def forward(self, out: SpikeOutput) -> Tensor:
         raise NotImplementedError
 
 
 class RateReadout(Readout):
-    """Firing rate of each output neuron: mean spikes over time, in [0, 1]."""
+    """Mean over time of the output layer: the firing rate of each output neuron (in [0, 1]);
+    for a non-spiking readout layer (LSNN) the time-averaged readout potential, which is
+    a linear readout of the hidden firing rates (the LSNN seed's ``--readout-type rate``)."""
 
     def forward(self, out: SpikeOutput) -> Tensor:
-        return out.spikes.mean(0)
+        return (out.membrane if out.spikes is None else out.spikes).mean(0)
 
 
 class CountReadout(Readout):
@@ -34,6 +39,8 @@ class CountReadout(Readout):
     whose ties made its tutorial-5 network look collapsed
     (experiments/snntorch_tutorial5).
     """
+
+    needs_spikes = True
 
     def __init__(self, tie_break: str = "membrane") -> None:
         super().__init__()
@@ -58,6 +65,8 @@ class FirstSpikeReadout(Readout):
     decided by the spike count.
     """
 
+    needs_spikes = True
+
     def forward(self, out: SpikeOutput) -> Tensor:
         s = out.spikes
         T = s.shape[0]
@@ -67,18 +76,25 @@ class FirstSpikeReadout(Readout):
 
 
 class MembraneReadout(Readout):
-    """Output membrane potential reduced over time: ``mean``, ``last`` or ``max``."""
+    """Output membrane potential (for LSNN: the readout neurons' potential) reduced over
+    time: ``mean``, ``last`` or ``max``, over the whole sequence or its last ``window`` steps.
+
+    ``mode=mean window=28`` is the LSNN paper's sMNIST readout (mean of the last 28 ms);
+    ``mode=last`` the LSNN seed's ``--readout-type last``.
+    """
 
     MODES = ("mean", "last", "max")
 
-    def __init__(self, mode: str = "mean") -> None:
+    def __init__(self, mode: str = "mean", window: int | None = None) -> None:
         super().__init__()
         if mode not in self.MODES:
             raise ValueError(f"membrane readout mode must be one of {self.MODES}, got {mode!r}")
-        self.mode = mode
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
+            raise ValueError(f"readout.window must be a positive number of steps or null, got {window!r}")
+        self.mode, self.window = mode, window
 
     def forward(self, out: SpikeOutput) -> Tensor:
-        m = out.membrane
+        m = out.membrane if self.window is None else out.membrane[-self.window :]
         if self.mode == "mean":
             return m.mean(0)
         if self.mode == "last":
@@ -86,4 +102,4 @@ class MembraneReadout(Readout):
         return m.max(0).values
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}"
+        return f"mode={self.mode!r}, window={self.window}"

@@ -53,15 +53,32 @@ class SynOpCounter:
 
     The model's input must be time-major ``[T, B, ...]``; a layer called on a
     single step (the direct-input shortcut) counts as T identical steps.
+
+    Layers that compute with their weights outside ``forward`` of an ``nn.Linear``
+    (recurrent weights, a readout applied before a filter) report their own
+    counts through ``count_ops(args, output) -> (sops, macs, ann_macs)`` (totals
+    for the call), e.g. :class:`~spikelight.models.RecurrentSpikingLayer`.
+    A model whose equivalent ANN must also run at every step (a sequence model,
+    an RNN) sets ``ann_every_step = True``.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.count = OpCount()
         self._T = self._B = 1
+        self._ann_every_step = bool(getattr(model, "ann_every_step", False))
         self._handles = [model.register_forward_pre_hook(self._model_pre_hook)]
         for mod in model.modules():
             if isinstance(mod, (nn.Linear, nn.Conv2d)):
                 self._handles.append(mod.register_forward_hook(self._layer_hook))
+            elif hasattr(mod, "count_ops"):
+                self._handles.append(mod.register_forward_hook(self._custom_hook))
+
+    @torch.no_grad()
+    def _custom_hook(self, module: nn.Module, args: tuple, out) -> None:
+        sops, macs, ann_macs = module.count_ops(args, out)
+        self.count.sops += float(sops)
+        self.count.macs += float(macs)
+        self.count.ann_macs += float(ann_macs)
 
     def _model_pre_hook(self, module: nn.Module, args: tuple) -> None:
         x = args[0]
@@ -82,7 +99,7 @@ class SynOpCounter:
             macs_per_call = out[0].numel() * (module.in_channels // module.groups) * k
         # one step for the whole batch = the direct-input shortcut: it stands for T steps
         repeat = self._T if n_calls == self._B else 1
-        self.count.ann_macs += macs_per_call * self._B
+        self.count.ann_macs += macs_per_call * (n_calls * repeat if self._ann_every_step else self._B)
         if _is_binary(x):
             self.count.sops += float(x.sum()) * fan_out * repeat
         else:

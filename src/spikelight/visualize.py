@@ -39,10 +39,13 @@ def _int_x(ax) -> None:
 
 
 def plot_output_traces(
-    membrane: Tensor, spikes: Tensor, labels: Tensor, preds: Tensor, v_threshold: float | None = None
+    membrane: Tensor, spikes: Tensor | None, labels: Tensor, preds: Tensor, v_threshold: float | None = None
 ) -> Figure:
     """Per sample (rows): output membrane of every class over time, and the
-    output spike raster. membrane / spikes: [T, S, C]; labels / preds: [S]."""
+    output spike raster. membrane / spikes: [T, S, C]; labels / preds: [S].
+    ``spikes=None``: a non-spiking readout layer (LSNN); its potential is drawn, no raster."""
+    if spikes is None:
+        spikes = torch.zeros_like(membrane)
     T, S, C = membrane.shape
     fig, axes = plt.subplots(S, 2, figsize=(11, 2.6 * S + 0.8), squeeze=False, layout="constrained")
     colors = plt.cm.tab10(np.arange(C) % 10)
@@ -179,9 +182,11 @@ def sample_figures(module, x: Tensor, y: Tensor, num_samples: int = 3) -> dict[s
         module.train(was_training)
     S = min(num_samples, y.shape[0])
     names = list(mon.layers)  # spiking layers, in order; the last is the output layer
-    threshold = getattr(mon.layers[names[-1]], "v_threshold", None) if names else None
+    threshold = getattr(mon.layers[names[-1]], "v_threshold", None) if names and out.spikes is not None else None
     figs = {
-        "output_traces": plot_output_traces(out.membrane[:, :S], out.spikes[:, :S], y[:S], preds[:S], threshold),
+        "output_traces": plot_output_traces(
+            out.membrane[:, :S], None if out.spikes is None else out.spikes[:, :S], y[:S], preds[:S], threshold
+        ),
         "output_heatmap": plot_membrane_heatmap(
             out.membrane[:, 0],
             f"output membrane, sample 0 (label {int(y[0])}, predicted {int(preds[0])})",

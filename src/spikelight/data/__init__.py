@@ -3,6 +3,11 @@
 from spikelight.data.base import ClassificationDataModule, DatasetNotFoundError, data_root
 from spikelight.data.digits import DigitsDataModule
 from spikelight.data.mnist import FashionMNISTDataModule, MNISTDataModule, write_idx
+from spikelight.data.sequence import (
+    SequentialDigitsDataModule,
+    SequentialFashionMNISTDataModule,
+    SequentialMNISTDataModule,
+)
 
 __all__ = [
     "ClassificationDataModule",
@@ -10,6 +15,9 @@ __all__ = [
     "DigitsDataModule",
     "FashionMNISTDataModule",
     "MNISTDataModule",
+    "SequentialDigitsDataModule",
+    "SequentialFashionMNISTDataModule",
+    "SequentialMNISTDataModule",
     "data_root",
     "write_idx",
 ]

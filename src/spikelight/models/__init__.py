@@ -1,7 +1,8 @@
 """Model families. Each maps x_seq [T, B, ...] → SpikeOutput."""
 
 from spikelight.models.fc_lif import FCLIF
+from spikelight.models.lsnn import LSNN, LeakyReadout, RecurrentSpikingLayer
 from spikelight.models.mlp import MLP
 from spikelight.models.output import SpikeOutput
 
-__all__ = ["FCLIF", "MLP", "SpikeOutput"]
+__all__ = ["FCLIF", "MLP", "LSNN", "LeakyReadout", "RecurrentSpikingLayer", "SpikeOutput"]

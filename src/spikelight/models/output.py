@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor
 
@@ -13,12 +14,17 @@ __all__ = ["SpikeOutput"]
 class SpikeOutput:
     """What every model returns.
 
-    spikes:   [T, B, C] output-layer spikes.
-    membrane: [T, B, C] output-layer potential before reset.
-    hidden:   layer name → spikes [T, B, ...] for every spiking layer (output
-              included), used for firing-rate statistics and monitors.
+    spikes:   [T, B, C] output-layer spikes, or None when the output layer does not
+              spike (LSNN's leaky readout neurons).
+    membrane: [T, B, C] output-layer potential before reset; for a non-spiking
+              readout layer its potential, i.e. the per-step class scores (logits).
+    hidden:   neuron module path → spikes [T, B, ...] for every spiking layer
+              (output included), used for firing-rate statistics and monitors.
+    state:    the model's final recurrent state (pass it back to continue a
+              sequence), or None for feed-forward models.
     """
 
-    spikes: Tensor
+    spikes: Tensor | None
     membrane: Tensor
     hidden: dict[str, Tensor] = field(default_factory=dict)
+    state: Any = None

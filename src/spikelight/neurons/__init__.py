@@ -1,5 +1,6 @@
 """Spiking neurons. Each is one pure charge function plus shared fire/reset."""
 
+from spikelight.neurons.alif import ALIFNode, ALIFState
 from spikelight.neurons.base import BaseNode, NeuronOutput, VState, reset_state
 from spikelight.neurons.if_lif import (
     IFNode,
@@ -13,6 +14,8 @@ from spikelight.neurons.if_lif import (
 from spikelight.neurons.leaky import LeakyNode
 
 __all__ = [
+    "ALIFNode",
+    "ALIFState",
     "BaseNode",
     "NeuronOutput",
     "VState",

@@ -178,11 +178,16 @@ class BaseNode(nn.Module):
         states = type(state)(*(torch.stack(v) for v in zip(*history))) if history else None
         return NeuronOutput(torch.stack(spikes).to(x_seq.dtype), torch.stack(membrane), state, states)
 
-    def forward(self, x_seq: Tensor, state: Any = None) -> NeuronOutput:
+    def forward(self, x_seq: Tensor, state: Any = None, result: NeuronOutput | None = None) -> NeuronOutput:
         """Multi-step call (what models use, so monitor hooks see spikes and membrane).
 
         x_seq [T, B, ...] → NeuronOutput(spikes, membrane [T, B, ...], state).
+        ``result``: a NeuronOutput already computed for ``x_seq`` by a layer that steps
+        the neuron itself (a recurrent layer); it is returned as is, so forward hooks and
+        monitors see every neuron's whole sequence the same way.
         """
+        if result is not None:
+            return result
         return self.multi_step(x_seq, state)
 
     def extra_repr(self) -> str:

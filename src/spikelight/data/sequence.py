@@ -1,0 +1,115 @@
+"""Sequential image data: each image becomes a sequence (sequential / permuted MNIST).
+
+Samples are batch-first sequences ``x`` [T, F] (a batch is [B, T, F]); an
+encoder (``encoder=sequence`` or ``threshold_crossing``) makes them time-major.
+
+    order=pixel     T = 784, F = 1   (pixel by pixel, row-major, 1 step per pixel)
+    order=row       T = 28,  F = 28  (row by row)
+    order=permuted  T = 784, F = 1   (pixels in a fixed random order, ``permute_seed``)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from spikelight.data.digits import DigitsDataModule
+from spikelight.data.mnist import FashionMNISTDataModule, MNISTDataModule
+
+__all__ = [
+    "ORDERS",
+    "image_to_sequence",
+    "SequenceDataset",
+    "SequentialMNISTDataModule",
+    "SequentialFashionMNISTDataModule",
+    "SequentialDigitsDataModule",
+]
+
+ORDERS = ("pixel", "row", "permuted")
+
+
+def image_to_sequence(x: Tensor, order: str, permutation: Tensor | None = None) -> Tensor:
+    """One image [1, H, W] → sequence [T, F] (see module docstring)."""
+    img = x.reshape(x.shape[-2], x.shape[-1])
+    if order == "row":
+        return img
+    pixels = img.reshape(-1)
+    if order == "permuted":
+        pixels = pixels[permutation]
+    return pixels.unsqueeze(-1)
+
+
+class SequenceDataset(Dataset):
+    """Wraps an image dataset: item ``key`` → (sequence [T, F], label)."""
+
+    def __init__(self, images: Dataset, order: str, permutation: Tensor | None) -> None:
+        self.images, self.order, self.permutation = images, order, permutation
+
+    def __len__(self) -> int:
+        return len(self.images)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Any) -> tuple[Tensor, Tensor]:
+        x, y = self.images[key]
+        return image_to_sequence(x, self.order, self.permutation), y
+
+
+class _SequenceMixin:
+    """Turns an image DataModule's splits into sequences after its own setup."""
+
+    offline_hint = "offline, use data=sfmnist (sequential Fashion-MNIST; Debian: apt-get install dataset-fashion-mnist)"
+
+    def __init__(self, *args: Any, order: str = "pixel", permute_seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if order not in ORDERS:
+            raise ValueError(f"data.order must be one of {ORDERS}, got {order!r}")
+        self.order = order
+        self.permute_seed = int(permute_seed)
+        n = self.image_size[0] * self.image_size[1]
+        gen = torch.Generator().manual_seed(self.permute_seed)
+        self.permutation = torch.randperm(n, generator=gen) if order == "permuted" else None
+
+    image_size: tuple[int, int] = (28, 28)
+
+    @property
+    def seq_len(self) -> int:
+        """Time steps per sample."""
+        h, w = self.image_size
+        return h if self.order == "row" else h * w
+
+    @property
+    def num_features(self) -> int:
+        """Inputs per time step."""
+        return self.image_size[1] if self.order == "row" else 1
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)  # type: ignore[misc]
+        wrapped: dict[int, SequenceDataset] = {}
+        for split in ("train_set", "val_set", "test_set"):
+            ds = getattr(self, split)
+            if ds is None or isinstance(ds, SequenceDataset):
+                continue
+            if id(ds) not in wrapped:  # val may be the test set (val_size=0): wrap it once
+                wrapped[id(ds)] = SequenceDataset(ds, self.order, self.permutation)
+            setattr(self, split, wrapped[id(ds)])
+
+
+class SequentialMNISTDataModule(_SequenceMixin, MNISTDataModule):
+    """Sequential MNIST (``data=smnist``; ``data=psmnist`` is ``order=permuted``)."""
+
+    name = "MNIST"
+
+
+class SequentialFashionMNISTDataModule(_SequenceMixin, FashionMNISTDataModule):
+    """Sequential Fashion-MNIST (``data=sfmnist``), offline from Debian's package."""
+
+    name = "Fashion-MNIST"
+    offline_hint = "offline, install Debian's dataset-fashion-mnist or use data=sdigits"
+
+
+class SequentialDigitsDataModule(_SequenceMixin, DigitsDataModule):
+    """scikit-learn's digits (upsampled to 28×28) as sequences (``data=sdigits``; tiny, offline)."""
+
+    name = "digits"

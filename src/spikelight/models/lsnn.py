@@ -1,0 +1,249 @@
+"""Recurrent spiking networks: the LSNN of Bellec et al. (LIF + adaptive neurons) trained with BPTT.
+
+    x_seq [T, B, F] → RecurrentSpikingLayer (W_in, W_rec without self-connections, neuron)
+                    → spikes z [T, B, H] → (dropout) → LeakyReadout → logits [T, B, C]
+
+The readout neurons do not spike: ``SpikeOutput.spikes`` is None and
+``SpikeOutput.membrane`` holds their potential, the per-step class scores.
+Readouts reduce it over time (``readout=rate``: mean over all steps, ``last``:
+the last step, ``membrane`` with ``mode``/``window``: e.g. the mean of the last 28
+steps as in the LSNN paper).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spikelight.models.base import NeuronFactory, apply_over_time, check_features, make_neuron
+from spikelight.models.output import SpikeOutput
+from spikelight.neurons import NeuronOutput
+
+__all__ = ["RecurrentState", "RecurrentSpikingLayer", "LeakyReadout", "LSNNState", "LSNN"]
+
+
+class RecurrentState(NamedTuple):
+    """State of a recurrent layer: the neuron's state and the last spikes z_{t-1} [B, H]."""
+
+    neuron: Any
+    spikes: Tensor
+
+
+def _detach(state: Any) -> Any:
+    """Detach every tensor of a (nested) NamedTuple state."""
+    if isinstance(state, Tensor):
+        return state.detach()
+    return type(state)(*(_detach(s) for s in state))
+
+
+class RecurrentSpikingLayer(nn.Module):
+    """Spiking layer with all-to-all recurrence and no self-connections.
+
+    ``I_t = W_in x_t + W_rec z_{t-1}``; ``z_t`` from the neuron. The feed-forward
+    part ``W_in x`` is computed for all T in one call; only the recurrent part is
+    stepped. Initialisation as LSNN-official: W_in ~ N(0, 1)/√F, W_rec ~ N(0, 1)/√H,
+    diagonal of W_rec zero (and kept zero: it is masked in every step).
+
+    Args:
+        in_features: F.  hidden: H.  neuron: neuron factory (or instance).
+        bias: bias on the input projection.
+        tbptt_steps: truncated BPTT: detach the state (neuron state and z) every
+            this many steps, so gradients reach back at most that far through the
+            recurrence; None = full BPTT.
+
+    forward(x_seq [T, B, F], state=None) → NeuronOutput(spikes [T, B, H],
+    membrane [T, B, H], RecurrentState, states).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int,
+        neuron: NeuronFactory,
+        bias: bool = False,
+        tbptt_steps: int | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden <= 0:
+            raise ValueError(f"model.hidden must be a positive integer (neurons in the recurrent layer), got {hidden!r}")
+        if tbptt_steps is not None and (not isinstance(tbptt_steps, int) or tbptt_steps <= 0):
+            raise ValueError(f"model.tbptt_steps must be a positive integer or null, got {tbptt_steps!r}")
+        self.in_features, self.hidden, self.tbptt_steps = in_features, hidden, tbptt_steps
+        self.fc = nn.Linear(in_features, hidden, bias=bias)
+        self.rec = nn.Linear(hidden, hidden, bias=False)
+        self.register_buffer("rec_mask", 1.0 - torch.eye(hidden), persistent=False)
+        self.neuron = make_neuron(neuron)
+        with torch.no_grad():
+            self.fc.weight.normal_().div_(math.sqrt(in_features))
+            if self.fc.bias is not None:
+                self.fc.bias.zero_()
+            self.rec.weight.normal_().div_(math.sqrt(hidden)).mul_(self.rec_mask)
+
+    def recurrent_weight(self) -> Tensor:
+        """W_rec with its diagonal forced to zero, [H, H]."""
+        return self.rec.weight * self.rec_mask
+
+    def initial_state(self, x: Tensor) -> RecurrentState:
+        """Fresh state for one step of hidden input x [B, H]."""
+        return RecurrentState(self.neuron.initial_state(x), torch.zeros_like(x))
+
+    def forward(self, x_seq: Tensor, state: RecurrentState | None = None) -> NeuronOutput:
+        ff = apply_over_time(self.fc, x_seq)
+        ff = ff.to(torch.promote_types(ff.dtype, torch.float32))  # neuron state in fp32 under autocast
+        if state is None:
+            state = self.initial_state(ff[0])
+        neuron_state, z = state
+        w_rec = self.recurrent_weight().to(ff.dtype)
+        record = self.neuron.record_states
+        spikes, membrane, history = [], [], []
+        k = self.tbptt_steps
+        # unbind once: indexing ff[t] in the loop would give T full-size gradient buffers in backward
+        for t, ff_t in enumerate(ff.unbind(0)):
+            if k is not None and t > 0 and t % k == 0:
+                neuron_state, z = _detach(neuron_state), z.detach()
+            current = ff_t + F.linear(z, w_rec)
+            z, neuron_state, h = self.neuron.step(current, neuron_state)
+            spikes.append(z)
+            membrane.append(h)
+            if record:
+                history.append(neuron_state)
+        states = type(neuron_state)(*(torch.stack(v) for v in zip(*history))) if history else None
+        out = NeuronOutput(torch.stack(spikes), torch.stack(membrane), RecurrentState(neuron_state, z), states)
+        return self.neuron(ff, result=out)  # through forward, so hooks and monitors see the sequence
+
+    def count_ops(self, args: tuple, out: NeuronOutput) -> tuple[float, float, float]:
+        """Recurrent synaptic operations of one call (for SynOpCounter): each spike reaches
+        the H − 1 other neurons at the next step; the equivalent RNN does H² MACs per step."""
+        z = out.spikes
+        T, B = z.shape[0], z.shape[1]
+        return float(z[:-1].sum()) * (self.hidden - 1), 0.0, float(T * B * self.hidden * self.hidden)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, hidden={self.hidden}, tbptt_steps={self.tbptt_steps}"
+
+
+class LeakyReadout(nn.Module):
+    """Non-spiking leaky readout neurons (LSNN): ``ȳ_t = κ·ȳ_{t-1} + (1 − κ)·z_t``,
+    ``logits_t = W ȳ_t + b``, κ = exp(−1/tau) (tau in steps; None = no filter, logits_t = W z_t + b).
+
+    The filter is linear, so it runs on W z (C channels) instead of z (H): the same
+    numbers, H/C times less work. forward(z [T, B, H], state [B, C] or None) →
+    (logits [T, B, C], filter state [B, C]). W: Glorot-uniform, b: zero (as LSNN-official).
+    """
+
+    def __init__(self, hidden: int, num_classes: int, tau: float | None = 20.0) -> None:
+        super().__init__()
+        if tau is not None and not tau > 0:
+            raise ValueError(f"model.readout_tau must be > 0 (steps) or null for no filter, got {tau}")
+        self.tau = None if tau is None else float(tau)
+        self.fc = nn.Linear(hidden, num_classes)
+        nn.init.xavier_uniform_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, z: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        wz = F.linear(z, self.fc.weight)
+        if self.tau is None:
+            return wz + self.fc.bias, wz[-1]
+        kappa = math.exp(-1.0 / self.tau)
+        y = torch.zeros_like(wz[0]) if state is None else state
+        out = []
+        for wz_t in wz.unbind(0):
+            y = kappa * y + (1.0 - kappa) * wz_t
+            out.append(y)
+        return torch.stack(out) + self.fc.bias, y
+
+    def count_ops(self, args: tuple, out: tuple[Tensor, Tensor]) -> tuple[float, float, float]:
+        """The readout projects spikes (W z, accumulates) before filtering: spikes × C SOPs."""
+        z = args[0]
+        C = self.fc.out_features
+        binary = bool(((z == 0) | (z == 1)).all())
+        dense = z[..., 0].numel() * z.shape[-1] * C
+        return (float(z.sum()) * C, 0.0, dense) if binary else (0.0, dense, dense)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}"
+
+
+class LSNNState(NamedTuple):
+    """State of an :class:`LSNN`: the recurrent layer's and the readout filter's."""
+
+    rec: RecurrentState
+    readout: Tensor
+
+
+class LSNN(nn.Module):
+    """Long short-term memory spiking network (Bellec et al. 2018): one recurrent spiking
+    layer (LIF, or adaptive neurons with ``neuron=sfa``) and leaky non-spiking readout neurons.
+
+    Args:
+        neuron: neuron factory for the recurrent layer.
+        in_features: inputs per step (1 for pixel-by-pixel, 28 row-by-row, 80 threshold crossing).
+        hidden: recurrent neurons.
+        num_classes: readout neurons.
+        readout_tau: readout membrane time constant in steps (None = plain linear readout per step).
+        dropout: dropout probability on the spikes read out (not on the recurrence).
+        dropout_shared: one dropout mask per neuron for all time steps (else a new mask every step).
+        tbptt_steps: truncated BPTT window (see :class:`RecurrentSpikingLayer`); also truncates
+            the readout filter. None = full BPTT.
+        bias: bias on the input projection.
+
+    forward(x_seq [T, B, F], state=None) → SpikeOutput(spikes=None, membrane=logits [T, B, C],
+    hidden={"rec.neuron": z [T, B, H]}, state=LSNNState).
+    """
+
+    output_spikes = False
+    ann_every_step = True  # its equivalent ANN is an RNN over the same steps (synaptic-operation counts)
+
+    def __init__(
+        self,
+        neuron: NeuronFactory,
+        in_features: int = 1,
+        hidden: int = 220,
+        num_classes: int = 10,
+        readout_tau: float | None = 20.0,
+        dropout: float = 0.0,
+        dropout_shared: bool = True,
+        tbptt_steps: int | None = None,
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
+        self.in_features = in_features
+        self.dropout, self.dropout_shared = float(dropout), bool(dropout_shared)
+        self.rec = RecurrentSpikingLayer(in_features, hidden, neuron, bias=bias, tbptt_steps=tbptt_steps)
+        self.readout = LeakyReadout(hidden, num_classes, readout_tau)
+
+    def _drop(self, z: Tensor) -> Tensor:
+        if not self.training or self.dropout == 0.0:
+            return z
+        if not self.dropout_shared:
+            return F.dropout(z, self.dropout, training=True)
+        keep = torch.empty_like(z[:1]).bernoulli_(1.0 - self.dropout) / (1.0 - self.dropout)
+        return z * keep
+
+    def forward(self, x_seq: Tensor, state: LSNNState | None = None) -> SpikeOutput:
+        x = check_features(x_seq, self.in_features, type(self).__name__)
+        rec_out = self.rec(x, None if state is None else state.rec)
+        z = self._drop(rec_out.spikes)
+        readout_state = None if state is None else state.readout
+        k = self.rec.tbptt_steps
+        if k is None or k >= z.shape[0]:
+            logits, readout_state = self.readout(z, readout_state)
+        else:  # truncate the readout filter like the recurrence
+            chunks = []
+            for part in z.split(k):
+                out, readout_state = self.readout(part, readout_state)
+                chunks.append(out)
+                readout_state = readout_state.detach()
+            logits = torch.cat(chunks)
+        return SpikeOutput(
+            spikes=None,
+            membrane=logits,
+            hidden={"rec.neuron": rec_out.spikes},
+            state=LSNNState(rec_out.state, readout_state),
+        )
