@@ -47,7 +47,7 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 MODEL_KEYS = (
     "model", "encoder", "readout", "loss", "optimizer", "scheduler", "neuron", "surrogate", "regularizer",
-    "scheduler_interval",
+    "scheduler_interval", "learning",
 )
 
 
@@ -77,6 +77,7 @@ def build_module(cfg: DictConfig) -> SpikingClassifier:
         config={k: plain[k] for k in (*MODEL_KEYS, "data", "T", "num_classes", "seed") if k in plain},
         regularizer=_build(cfg.get("regularizer")),
         scheduler_interval=cfg.get("scheduler_interval") or "epoch",
+        learning=_build(cfg.get("learning")),
     )
 
 
@@ -169,8 +170,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     _save_config(cfg, _output_dir(cfg))
     module = build_module(cfg)
     loggers = build_loggers(cfg)
+    extra = {}
+    if not module.automatic_optimization:  # online learning steps itself: it clips, not the Trainer
+        module.manual_gradient_clip_val = cfg.trainer.get("gradient_clip_val")
+        extra["gradient_clip_val"] = None
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False, _convert_="all"
+        cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False, _convert_="all", **extra
     )
     metrics: dict[str, float] = {}
     try:

@@ -35,6 +35,10 @@ class SpikingClassifier(L.LightningModule):
         regularizer: optional ``SpikeOutput -> scalar`` added to the training loss
             (e.g. :class:`~spikelight.losses.FiringRateRegularizer`), logged as ``train/loss_reg``.
         scheduler_interval: step the scheduler every ``epoch`` or every optimizer ``step``.
+        learning: the learning rule: None / :class:`~spikelight.learning.BPTT` (autograd) or an
+            online rule such as :class:`~spikelight.learning.EProp`, which computes the gradients
+            itself in the training step (Lightning manual optimisation; it clips to
+            ``manual_gradient_clip_val`` and steps the scheduler itself).
         config: plain (resolved, JSON-like) run config stored in the checkpoint
             so it reloads with ``torch.load(weights_only=True)`` and ``eval.py``
             can rebuild the model.
@@ -52,6 +56,7 @@ class SpikingClassifier(L.LightningModule):
         config: dict | None = None,
         regularizer: FiringRateRegularizer | nn.Module | None = None,
         scheduler_interval: str = "epoch",
+        learning: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
@@ -73,6 +78,11 @@ class SpikingClassifier(L.LightningModule):
         self.scheduler_factory = scheduler
         self.regularizer = regularizer
         self.scheduler_interval = scheduler_interval
+        self.learning = learning if getattr(learning, "online", False) else None
+        self.manual_gradient_clip_val: float | None = None
+        if self.learning is not None:
+            self.learning.attach(model, readout, loss, regularizer)
+            self.automatic_optimization = False
         self.save_hyperparameters({"config": config or {}, "num_classes": num_classes})
         # micro = fraction of samples classified correctly (the number tutorials report).
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -102,11 +112,18 @@ class SpikingClassifier(L.LightningModule):
             reg = self.regularizer(out)
             self.log(f"{stage}/loss_reg", reg, on_step=False, on_epoch=True, batch_size=y.shape[0], sync_dist=True)
             loss = loss + reg
-        if stage == "train" and not torch.isfinite(loss):
+        return self._log_step(stage, out, y, loss, metric)
+
+    def _check_finite(self, loss: Tensor) -> None:
+        if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
                 "lower optimizer.lr, set trainer.gradient_clip_val, or check the input scaling"
             )
+
+    def _log_step(self, stage: str, out: SpikeOutput, y: Tensor, loss: Tensor, metric: MulticlassAccuracy) -> Tensor:
+        if stage == "train":
+            self._check_finite(loss)
         scores = self.readout(out)
         metric(scores, y)
         bs = y.shape[0]
@@ -121,7 +138,33 @@ class SpikingClassifier(L.LightningModule):
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        if self.learning is not None:
+            return self._online_step(batch)
         return self._shared_step(batch, "train", self.train_acc)
+
+    def _online_step(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """An online learning rule computes the gradients in one forward pass; then clip and step."""
+        x, y = batch
+        result = self.learning.gradients(self.model, self.encode(x), y, self.readout, self.loss_fn, self.regularizer)
+        self._check_finite(result.loss)
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.learning.apply(self.model, result.grads)
+        if self.manual_gradient_clip_val:
+            self.clip_gradients(opt, gradient_clip_val=self.manual_gradient_clip_val, gradient_clip_algorithm="norm")
+        self.learning.before_step(self.model)
+        opt.step()
+        self.learning.after_step(self.model, lr=opt.param_groups[0]["lr"])
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and self.scheduler_interval == "step":
+            scheduler.step()
+        return self._log_step("train", result.out, y, result.loss, self.train_acc)
+
+    def on_train_epoch_end(self) -> None:
+        if self.learning is not None and self.scheduler_interval == "epoch":
+            scheduler = self.lr_schedulers()
+            if scheduler is not None:
+                scheduler.step()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val", self.val_acc)

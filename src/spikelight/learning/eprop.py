@@ -1,0 +1,375 @@
+"""e-prop (Bellec et al., Nat. Commun. 2020): online gradients for recurrent spiking networks.
+
+For the :class:`~spikelight.models.LSNN` (recurrent LIF / IF / ALIF layer, leaky readout),
+one forward pass over time under ``torch.no_grad()`` gives every weight gradient;
+nothing of the sequence is kept for a backward pass, so memory does not grow with T.
+
+Per recurrent neuron j and input i (input pixels, other neurons' last spikes, a bias),
+in this library's neuron equations (:mod:`spikelight.neurons.alif`; LIF is β = 0):
+
+    h_t = α·v_{t-1} + c·I_t,    α = 1 − 1/τ,  c = 1/τ (decay_input) or 1
+    ψ_t = σ'((h_t − A_t)/s)/s   (pseudo-derivative, 0 while refractory; s = v_th if normalize else 1)
+    ε^h_t = α·r_{t-1}·ε^h_{t-1} + c·p_t          r = 1 (soft reset) or 1 − z (hard reset)
+    e_t   = ψ_t·(ε^h_t − β·ε^a_{t-1})            (eligibility trace)
+    ε^a_t = (ρ − (1−ρ)·β·ψ_t)·ε^a_{t-1} + (1−ρ)·ψ_t·ε^h_t
+    ē_t   = κ·ē_{t-1} + (1−κ)·e_t                (the readout's filter, κ = exp(−1/τ_out))
+    dE/dW_ji = Σ_t L_j^t·ē_ji^t,   L_j^t = Σ_k B_jk·∂E/∂logit_k^t
+
+B is W_outᵀ (``feedback=symmetric``), a fixed random matrix (``random``) or a matrix
+that receives W_out's updates (``adaptive``, Kolen–Pollack). The readout weights get
+their exact gradients, and the firing-rate regulariser adds
+Σ_t 2c(f_j − f0)/(B·T)·e_t. These equal the gradients of BPTT through the
+"autodiff-equivalent" graph — the same network with z_{t-1} detached where it
+enters W_rec and the reset, and B in place of W_outᵀ on the way back
+(:func:`reference_gradients`; tested to 1e-5).
+
+Losses with a per-step learning signal are supported: cross-entropy of the readout
+mean over all steps (``readout=rate``), over a last window (``readout=membrane
+readout.window=k``) or of the last step (``readout=last``) — the signal is the same
+at every step of the window, so the traces are summed over the window and multiplied
+once at the end — and cross-entropy at every step (``loss=ce_membrane_per_step``).
+Anything else is refused in one line when the run is built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spikelight.errors import ConfigError
+from spikelight.losses import CEMembranePerStepLoss, FiringRateRegularizer, ReadoutCrossEntropyLoss
+from spikelight.models.lsnn import LSNN
+from spikelight.models.output import SpikeOutput
+from spikelight.neurons import ALIFNode, IFNode, LIFNode
+from spikelight.readout import MembraneReadout, RateReadout
+
+__all__ = ["EProp", "EPropResult", "reference_gradients"]
+
+FEEDBACKS = ("symmetric", "random", "adaptive")
+
+
+@dataclass
+class EPropResult:
+    """What one e-prop pass returns: the model output (for metrics), the loss value and
+    the gradients of W_in, b_in (or None), W_rec, W_out, b_out."""
+
+    out: SpikeOutput
+    loss: Tensor
+    grads: dict[str, Tensor | None]
+    trace_bytes: int
+
+
+def _window(readout: nn.Module, loss: nn.Module, T: int) -> tuple[str, int]:
+    """('window', w): CE of the readout's mean over the last w steps; ('step', T): CE every step."""
+    if isinstance(loss, CEMembranePerStepLoss):
+        return "step", T
+    if not isinstance(loss, ReadoutCrossEntropyLoss):
+        raise ConfigError(
+            f"learning=eprop needs a loss with a per-step learning signal (loss=ce or ce_membrane_per_step), "
+            f"got {type(loss).__name__}"
+        )
+    if isinstance(readout, RateReadout):
+        return "window", T
+    if isinstance(readout, MembraneReadout) and readout.mode in ("mean", "last"):
+        if readout.mode == "last":
+            return "window", 1
+        return "window", T if readout.window is None else min(readout.window, T)
+    raise ConfigError(
+        f"learning=eprop with loss=ce needs readout=rate, last or membrane (mode mean|last), got "
+        f"{type(readout).__name__}{'(mode=' + readout.mode + ')' if hasattr(readout, 'mode') else ''}"
+    )
+
+
+def _dynamics(neuron: nn.Module) -> dict:
+    """The numbers e-prop needs from a supported neuron."""
+    if isinstance(neuron, ALIFNode):
+        tau, decay_input = neuron.tau, neuron.decay_input
+        adaptive = neuron.beta > 0 and neuron.adaptive_fraction > 0
+        rho, refractory, scale = neuron.rho, neuron.refractory, (neuron.v_threshold if neuron.normalize else 1.0)
+    elif isinstance(neuron, LIFNode):
+        tau, decay_input, adaptive, rho, refractory, scale = neuron.tau, neuron.decay_input, False, 0.0, 0, 1.0
+    elif isinstance(neuron, IFNode):
+        tau, decay_input, adaptive, rho, refractory, scale = math.inf, False, False, 0.0, 0, 1.0
+    else:
+        raise ConfigError(
+            f"learning=eprop supports neuron=lif, if and sfa/alif (their traces are derived), got {type(neuron).__name__}"
+        )
+    alpha = 1.0 - 1.0 / tau
+    return {
+        "alpha": alpha,
+        "c": 1.0 / tau if decay_input else 1.0,
+        "adaptive": adaptive,
+        "rho": rho,
+        "refractory": refractory,
+        "scale": scale,
+        "hard": neuron.v_reset is not None,
+    }
+
+
+class EProp(nn.Module):
+    """Online e-prop for ``model=lsnn`` (``learning=eprop``); see the module docstring.
+
+    Args:
+        feedback: ``symmetric`` (B = W_outᵀ), ``random`` (fixed N(0, 1), as the e-prop code)
+            or ``adaptive`` (Kolen–Pollack: B receives W_out's every update; both decay by
+            ``kp_decay``·lr per step).
+        kp_decay: weight decay of W_out and B in ``adaptive`` mode.
+        seed: seed of the random / initial feedback matrix.
+    """
+
+    online = True
+
+    def __init__(self, feedback: str = "symmetric", kp_decay: float = 0.01, seed: int = 0) -> None:
+        super().__init__()
+        if feedback not in FEEDBACKS:
+            raise ConfigError(f"learning.feedback must be one of {FEEDBACKS}, got {feedback!r}")
+        self.feedback, self.kp_decay, self.seed = feedback, float(kp_decay), int(seed)
+        self.register_buffer("B", torch.empty(0))  # [H, C]; built when attached (saved in checkpoints)
+        self._w_out_before: Tensor | None = None
+
+    # --- set-up ---------------------------------------------------------------------------
+    def attach(self, model: nn.Module, readout: nn.Module, loss: nn.Module, regularizer: nn.Module | None) -> None:
+        """Check the run is one e-prop can train (one line otherwise) and build B."""
+        if not isinstance(model, LSNN):
+            raise ConfigError(f"learning=eprop trains model=lsnn (a recurrent layer and a leaky readout), "
+                              f"got {type(model).__name__}")
+        if model.dropout > 0:
+            raise ConfigError("learning=eprop needs model.dropout=0 (the readout must see the spikes the traces saw)")
+        if model.rec.tbptt_steps is not None:
+            raise ConfigError("model.tbptt_steps has no meaning with learning=eprop (it never backpropagates "
+                              "through time); set it to null")
+        if regularizer is not None and not isinstance(regularizer, FiringRateRegularizer):
+            raise ConfigError(f"learning=eprop supports regularizer=firing_rate, got {type(regularizer).__name__}")
+        _dynamics(model.rec.neuron)
+        _window(readout, loss, T=1)
+        H, C = model.rec.hidden, model.readout.fc.out_features
+        if self.feedback == "symmetric":
+            self.B = torch.empty(0)
+        elif self.B.numel() == 0:
+            gen = torch.Generator().manual_seed(self.seed)
+            self.B = torch.randn(H, C, generator=gen)
+
+    def feedback_matrix(self, model: LSNN) -> Tensor:
+        """B [H, C]: the matrix that carries the output error back to the recurrent neurons."""
+        w_out = model.readout.fc.weight
+        return w_out.t() if self.feedback == "symmetric" else self.B.to(w_out)
+
+    def before_step(self, model: LSNN) -> None:
+        if self.feedback == "adaptive":
+            self._w_out_before = model.readout.fc.weight.detach().clone()
+
+    @torch.no_grad()
+    def after_step(self, model: LSNN, lr: float) -> None:
+        """Kolen–Pollack: B receives the update W_out just received; both decay."""
+        if self.feedback != "adaptive" or self._w_out_before is None:
+            return
+        w = model.readout.fc.weight
+        self.B.add_((w - self._w_out_before).t().to(self.B))
+        decay = 1.0 - self.kp_decay * lr
+        self.B.mul_(decay)
+        w.mul_(decay)
+        self._w_out_before = None
+
+    # --- the online pass ---------------------------------------------------------------------
+    @torch.no_grad()
+    def gradients(
+        self,
+        model: LSNN,
+        x_seq: Tensor,
+        y: Tensor,
+        readout: nn.Module,
+        loss: nn.Module,
+        regularizer: FiringRateRegularizer | None = None,
+    ) -> EPropResult:
+        """One online pass over x_seq [T, B, F]: the output, the loss and every gradient."""
+        layer, neuron, ro = model.rec, model.rec.neuron, model.readout
+        x = x_seq.flatten(2).to(torch.promote_types(x_seq.dtype, torch.float32))
+        T, batch, n_in = x.shape
+        H = layer.hidden
+        dyn = _dynamics(neuron)
+        kind, w = _window(readout, loss, T)
+        w_in, b_in = layer.fc.weight, layer.fc.bias
+        w_rec = layer.recurrent_weight()
+        w_out, b_out = ro.fc.weight, ro.fc.bias
+        fb = self.feedback_matrix(model)
+        kappa = 0.0 if ro.tau is None else math.exp(-1.0 / ro.tau)
+        P = n_in + H + (1 if b_in is not None else 0)
+        dt = x.dtype
+        onehot = F.one_hot(y, w_out.shape[0]).to(dt)
+        beta = neuron.beta_per_neuron(H, x[0]) if dyn["adaptive"] else None
+
+        state = neuron.initial_state(torch.zeros(batch, H, dtype=dt, device=x.device))
+        z = torch.zeros(batch, H, dtype=dt, device=x.device)
+        eps_h = torch.zeros((batch, H, P) if dyn["hard"] else (batch, P), dtype=dt, device=x.device)
+        eps_a = torch.zeros(batch, H, P, dtype=dt, device=x.device) if dyn["adaptive"] else None
+        ebar = torch.zeros(batch, H, P, dtype=dt, device=x.device)
+        ebar_sum = torch.zeros_like(ebar) if kind == "window" else None
+        reg_e = torch.zeros(H, P, dtype=dt, device=x.device) if regularizer is not None else None
+        g_w = torch.zeros(H, P, dtype=dt, device=x.device)
+        g_out, g_bout = torch.zeros_like(w_out), torch.zeros_like(b_out)
+        ybar = torch.zeros(batch, H, dtype=dt, device=x.device)
+        ybar_sum = torch.zeros_like(ybar)
+        logits, count = [], torch.zeros(batch, H, dtype=dt, device=x.device)
+        ones = torch.ones(batch, 1, dtype=dt, device=x.device)
+        loss_steps = x.new_zeros(())
+
+        for t in range(T):
+            p = torch.cat([x[t], z] + ([ones] if b_in is not None else []), dim=1)  # presynaptic activity [B, P]
+            current = F.linear(x[t], w_in, b_in) + F.linear(z, w_rec)
+            threshold = neuron.threshold(state) if isinstance(neuron, ALIFNode) else neuron.v_threshold
+            refractory = (state.ref > 0) if dyn["refractory"] else None
+            z_prev = z
+            z, state, h = neuron.step(current, state)
+            psi = neuron.surrogate.derivative((h - threshold) / dyn["scale"]) / dyn["scale"]
+            if refractory is not None:
+                psi = psi.masked_fill(refractory, 0.0)
+            # traces
+            if dyn["hard"]:
+                eps_h.mul_((dyn["alpha"] * (1.0 - z_prev)).unsqueeze(-1)).add_(p.unsqueeze(1), alpha=dyn["c"])
+                eps_hb = eps_h
+            else:
+                eps_h.mul_(dyn["alpha"]).add_(p, alpha=dyn["c"])
+                eps_hb = eps_h.unsqueeze(1)
+            if eps_a is not None:
+                e = psi.unsqueeze(-1) * (eps_hb - beta[None, :, None] * eps_a)
+                rho = dyn["rho"]
+                eps_a.mul_((rho - (1.0 - rho) * beta * psi).unsqueeze(-1)).add_(
+                    (1.0 - rho) * psi.unsqueeze(-1) * eps_hb
+                )
+            else:
+                e = psi.unsqueeze(-1) * eps_hb
+            ebar.mul_(kappa).add_(e, alpha=1.0 - kappa)
+            if reg_e is not None:
+                reg_e.add_(e.sum(0))
+            # readout (leaky, non-spiking) and the learning signal
+            ybar.mul_(kappa).add_(z, alpha=1.0 - kappa)
+            logit = F.linear(ybar, w_out, b_out)
+            logits.append(logit)
+            count.add_(z)
+            if kind == "window":
+                if t >= T - w:
+                    ebar_sum.add_(ebar)
+                    ybar_sum.add_(ybar)
+            else:
+                scale = 1.0 / (batch * (T if loss.time_reduction == "mean" else 1))
+                delta = (torch.softmax(logit, -1) - onehot) * scale  # dE/dlogit_t [B, C]
+                loss_steps = loss_steps + F.cross_entropy(logit, y) * scale * batch
+                g_w.add_(torch.einsum("bj,bjp->jp", delta @ fb.t(), ebar))
+                g_out.add_(delta.t() @ ybar)
+                g_bout.add_(delta.sum(0))
+
+        logits_t = torch.stack(logits)
+        out = SpikeOutput(None, logits_t, {"rec.neuron": (count / T).unsqueeze(0)})
+        if kind == "window":
+            mean_logits = logits_t[T - w :].mean(0)
+            delta = (torch.softmax(mean_logits, -1) - onehot) / batch  # dE/d(mean logits)
+            task_loss = F.cross_entropy(mean_logits, y)
+            g_w.add_(torch.einsum("bj,bjp->jp", (delta @ fb.t()) / w, ebar_sum))
+            g_out.add_(delta.t() @ ybar_sum / w)
+            g_bout.add_(delta.sum(0))
+        else:
+            task_loss = loss_steps
+        total = task_loss
+        if regularizer is not None:
+            rate = count.sum(0) / (batch * T)  # spikes per step of each neuron
+            total = total + regularizer.weight * (rate - regularizer.target).pow(2).sum()
+            g_w.add_((2.0 * regularizer.weight * (rate - regularizer.target) / (batch * T)).unsqueeze(-1) * reg_e)
+        trace_bytes = sum(b.numel() * b.element_size() for b in (eps_h, eps_a, ebar, ebar_sum, reg_e) if b is not None)
+        grads = {
+            "w_in": g_w[:, :n_in],
+            "w_rec": g_w[:, n_in : n_in + H] * layer.rec_mask,
+            "b_in": g_w[:, -1] if b_in is not None else None,
+            "w_out": g_out,
+            "b_out": g_bout,
+        }
+        return EPropResult(out, total, grads, trace_bytes)
+
+    def apply(self, model: LSNN, grads: dict[str, Tensor | None]) -> None:
+        """Write the gradients into the parameters' ``.grad`` (for the optimizer)."""
+        pairs = {
+            "w_in": model.rec.fc.weight,
+            "b_in": model.rec.fc.bias,
+            "w_rec": model.rec.rec.weight,
+            "w_out": model.readout.fc.weight,
+            "b_out": model.readout.fc.bias,
+        }
+        for name, param in pairs.items():
+            if param is None:
+                continue
+            g = grads[name].to(param.dtype)
+            param.grad = g.clone() if param.grad is None else param.grad.add_(g)
+
+    def extra_repr(self) -> str:
+        return f"feedback={self.feedback!r}, kp_decay={self.kp_decay}"
+
+
+class _FeedbackLinear(torch.autograd.Function):
+    """logits = ȳ W_outᵀ + b, with the gradient to ȳ carried by B instead of W_outᵀ."""
+
+    @staticmethod
+    def forward(ctx, ybar: Tensor, w_out: Tensor, b_out: Tensor, fb: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(ybar, fb)
+        return F.linear(ybar, w_out, b_out)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        ybar, fb = ctx.saved_tensors
+        g2 = grad.reshape(-1, grad.shape[-1])
+        return grad @ fb.t(), g2.t() @ ybar.reshape(-1, ybar.shape[-1]), g2.sum(0), None
+
+
+def reference_gradients(
+    model: LSNN,
+    x_seq: Tensor,
+    y: Tensor,
+    readout: nn.Module,
+    loss: nn.Module,
+    regularizer: FiringRateRegularizer | None,
+    feedback: Tensor,
+) -> dict[str, Tensor | None]:
+    """BPTT through e-prop's autodiff-equivalent graph (slow; for tests and validation):
+    z_{t-1} detached where it enters W_rec and the reset, B in place of W_outᵀ on the way back."""
+    layer, neuron, ro = model.rec, model.rec.neuron, model.readout
+    x = x_seq.flatten(2).to(torch.promote_types(x_seq.dtype, torch.float32))
+    detach_before = neuron.detach_reset
+    neuron.detach_reset = True
+    try:
+        with torch.enable_grad():
+            ff = layer.fc(x)
+            w_rec = layer.recurrent_weight()
+            state = neuron.initial_state(ff[0])
+            z = torch.zeros_like(ff[0])
+            spikes = []
+            for ff_t in ff.unbind(0):
+                z, state, _ = neuron.step(ff_t + F.linear(z.detach(), w_rec), state)
+                spikes.append(z)
+            s = torch.stack(spikes)
+            kappa = 0.0 if ro.tau is None else math.exp(-1.0 / ro.tau)
+            ybar, filtered = torch.zeros_like(s[0]), []
+            for z_t in s.unbind(0):
+                ybar = kappa * ybar + (1.0 - kappa) * z_t
+                filtered.append(ybar)
+            logits = _FeedbackLinear.apply(torch.stack(filtered), ro.fc.weight, ro.fc.bias, feedback)
+            out = SpikeOutput(None, logits, {"rec.neuron": s})
+            if isinstance(loss, ReadoutCrossEntropyLoss):
+                total = F.cross_entropy(readout(out), y)
+            else:
+                total = loss(out, y)
+            if regularizer is not None:
+                total = total + regularizer(out)
+            params = [layer.fc.weight, layer.fc.bias, layer.rec.weight, ro.fc.weight, ro.fc.bias]
+            grads = torch.autograd.grad(total, [p for p in params if p is not None])
+    finally:
+        neuron.detach_reset = detach_before
+    it = iter(grads)
+    return {
+        "w_in": next(it),
+        "b_in": next(it) if layer.fc.bias is not None else None,
+        "w_rec": next(it),
+        "w_out": next(it),
+        "b_out": next(it),
+    }
