@@ -170,6 +170,11 @@ def test_image_to_sequence_orders():
     assert torch.equal(image_to_sequence(img, "row"), img[0])
     perm = torch.tensor([3, 0, 2, 1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 14])
     assert image_to_sequence(img, "permuted", perm).flatten().tolist() == perm.float().tolist()
+    assert image_to_sequence(img, "pixel", pixels_per_step=4).tolist() == img[0].tolist()  # 4 pixels = a row here
+    four = SequentialDigitsDataModule(pixels_per_step=4)
+    assert (four.seq_len, four.num_features) == (196, 4)
+    with pytest.raises(ValueError, match="pixels_per_step"):
+        SequentialDigitsDataModule(pixels_per_step=5)
 
 
 def test_sequential_datamodule_yields_batch_first_sequences():

@@ -6,6 +6,9 @@ encoder (``encoder=sequence`` or ``threshold_crossing``) makes them time-major.
     order=pixel     T = 784, F = 1   (pixel by pixel, row-major, 1 step per pixel)
     order=row       T = 28,  F = 28  (row by row)
     order=permuted  T = 784, F = 1   (pixels in a fixed random order, ``permute_seed``)
+
+``pixels_per_step=k`` (pixel and permuted orders) feeds k consecutive pixels per
+step: T = 784/k, F = k (k = 4: 196 steps; k = 28 is ``order=row``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ __all__ = [
 ORDERS = ("pixel", "row", "permuted")
 
 
-def image_to_sequence(x: Tensor, order: str, permutation: Tensor | None = None) -> Tensor:
+def image_to_sequence(x: Tensor, order: str, permutation: Tensor | None = None, pixels_per_step: int = 1) -> Tensor:
     """One image [1, H, W] → sequence [T, F] (see module docstring)."""
     img = x.reshape(x.shape[-2], x.shape[-1])
     if order == "row":
@@ -39,21 +42,21 @@ def image_to_sequence(x: Tensor, order: str, permutation: Tensor | None = None) 
     pixels = img.reshape(-1)
     if order == "permuted":
         pixels = pixels[permutation]
-    return pixels.unsqueeze(-1)
+    return pixels.reshape(-1, pixels_per_step)
 
 
 class SequenceDataset(Dataset):
     """Wraps an image dataset: item ``key`` → (sequence [T, F], label)."""
 
-    def __init__(self, images: Dataset, order: str, permutation: Tensor | None) -> None:
-        self.images, self.order, self.permutation = images, order, permutation
+    def __init__(self, images: Dataset, order: str, permutation: Tensor | None, pixels_per_step: int = 1) -> None:
+        self.images, self.order, self.permutation, self.pixels_per_step = images, order, permutation, pixels_per_step
 
     def __len__(self) -> int:
         return len(self.images)  # type: ignore[arg-type]
 
     def __getitem__(self, key: Any) -> tuple[Tensor, Tensor]:
         x, y = self.images[key]
-        return image_to_sequence(x, self.order, self.permutation), y
+        return image_to_sequence(x, self.order, self.permutation, self.pixels_per_step), y
 
 
 class _SequenceMixin:
@@ -61,13 +64,22 @@ class _SequenceMixin:
 
     offline_hint = "offline, use data=sfmnist (sequential Fashion-MNIST; Debian: apt-get install dataset-fashion-mnist)"
 
-    def __init__(self, *args: Any, order: str = "pixel", permute_seed: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, order: str = "pixel", permute_seed: int = 0, pixels_per_step: int = 1, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         if order not in ORDERS:
             raise ValueError(f"data.order must be one of {ORDERS}, got {order!r}")
+        n = self.image_size[0] * self.image_size[1]
+        if isinstance(pixels_per_step, bool) or not isinstance(pixels_per_step, int) or pixels_per_step <= 0 \
+                or n % pixels_per_step or (order == "row" and pixels_per_step != 1):
+            raise ValueError(
+                f"data.pixels_per_step must be a positive divisor of {n} (pixel / permuted orders only), "
+                f"got {pixels_per_step!r}"
+            )
         self.order = order
         self.permute_seed = int(permute_seed)
-        n = self.image_size[0] * self.image_size[1]
+        self.pixels_per_step = pixels_per_step
         gen = torch.Generator().manual_seed(self.permute_seed)
         self.permutation = torch.randperm(n, generator=gen) if order == "permuted" else None
 
@@ -77,12 +89,12 @@ class _SequenceMixin:
     def seq_len(self) -> int:
         """Time steps per sample."""
         h, w = self.image_size
-        return h if self.order == "row" else h * w
+        return h if self.order == "row" else h * w // self.pixels_per_step
 
     @property
     def num_features(self) -> int:
         """Inputs per time step."""
-        return self.image_size[1] if self.order == "row" else 1
+        return self.image_size[1] if self.order == "row" else self.pixels_per_step
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)  # type: ignore[misc]
@@ -92,7 +104,7 @@ class _SequenceMixin:
             if ds is None or isinstance(ds, SequenceDataset):
                 continue
             if id(ds) not in wrapped:  # val may be the test set (val_size=0): wrap it once
-                wrapped[id(ds)] = SequenceDataset(ds, self.order, self.permutation)
+                wrapped[id(ds)] = SequenceDataset(ds, self.order, self.permutation, self.pixels_per_step)
             setattr(self, split, wrapped[id(ds)])
 
 
