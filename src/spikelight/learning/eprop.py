@@ -234,12 +234,12 @@ class EProp(nn.Module):
             else:
                 eps_h.mul_(dyn["alpha"]).add_(p, alpha=dyn["c"])
                 eps_hb = eps_h.unsqueeze(1)
+            # in place where the [B, H, P] buffers allow: one temporary per step
             if eps_a is not None:
-                e = psi.unsqueeze(-1) * (eps_hb - beta[None, :, None] * eps_a)
+                e = torch.mul(eps_a, -beta[None, :, None]).add_(eps_hb).mul_(psi.unsqueeze(-1))
                 rho = dyn["rho"]
-                eps_a.mul_((rho - (1.0 - rho) * beta * psi).unsqueeze(-1)).add_(
-                    (1.0 - rho) * psi.unsqueeze(-1) * eps_hb
-                )
+                eps_a.mul_((rho - (1.0 - rho) * beta * psi).unsqueeze(-1))
+                eps_a.addcmul_(((1.0 - rho) * psi).unsqueeze(-1), eps_hb)
             else:
                 e = psi.unsqueeze(-1) * eps_hb
             ebar.mul_(kappa).add_(e, alpha=1.0 - kappa)
