@@ -41,8 +41,9 @@ def test_leaky_zero_reset_by_hand():
     assert out.spikes.flatten().tolist() == [1, 0, 0]
 
 
+@pytest.mark.parametrize("backend", ["torch", "fused"])
 @pytest.mark.parametrize("mechanism", ["subtract", "zero"])
-def test_leaky_equals_snntorch(mechanism):
+def test_leaky_equals_snntorch(mechanism, backend):
     torch.manual_seed(0)
     x = (torch.randn(30, 8, 50) * 0.8 + 0.3).requires_grad_()
     ref = snn.Leaky(beta=0.9, reset_mechanism=mechanism)
@@ -54,11 +55,15 @@ def test_leaky_equals_snntorch(mechanism):
     spk_r, mem_r = torch.stack(spk_r), torch.stack(mem_r)
     w = torch.linspace(0, 1, 50)
     g_ref = torch.autograd.grad((spk_r * w).sum() + mem_r.pow(2).sum(), x)[0]
-    out = LeakyNode(beta=0.9, reset_mechanism=mechanism, surrogate=ATan(2.0))(x)
+    out = LeakyNode(beta=0.9, reset_mechanism=mechanism, surrogate=ATan(2.0), backend=backend)(x)
     g = torch.autograd.grad((out.spikes * w).sum() + out.membrane.pow(2).sum(), x)[0]
     assert spk_r.sum() > 100 and torch.equal(out.spikes, spk_r)
     torch.testing.assert_close(out.membrane, mem_r, rtol=0, atol=0)
-    torch.testing.assert_close(g, g_ref, rtol=1e-6, atol=1e-7)
+    # the reference loop is snnTorch's graph op for op; the fused backward sums in another order
+    if backend == "torch":
+        torch.testing.assert_close(g, g_ref, rtol=1e-6, atol=1e-7)
+    else:
+        torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-5 * g_ref.abs().max().item())
 
 
 def test_mlp_equals_snntorch_tutorial5_net():

@@ -10,6 +10,11 @@ A single-state neuron is defined by its charge equation alone,
 ``detach_reset`` cuts the gradient through the ``s_t`` used in the reset.
 ``h`` is the membrane potential before reset ("membrane" in every output).
 
+``multi_step`` below is the reference. Neurons with a fused form (IF, LIF,
+Leaky: ``_kernel_spec()``) run it instead on the ``backend`` chosen
+(:mod:`spikelight.kernels`: ``auto | fused | triton | torch``), with identical
+spikes; a neuron that only writes ``charge`` always runs the reference loop.
+
 State is a NamedTuple: ``VState(v)`` here; neurons with more variables (ALIF:
 ``(v, a, ...)``) define their own and override :meth:`BaseNode.initial_state`
 and :meth:`BaseNode.step`. Neuron arithmetic runs in at least fp32 whatever
@@ -25,6 +30,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from spikelight import kernels
 from spikelight.errors import ShapeError
 from spikelight.surrogate import ATan, Surrogate
 
@@ -88,6 +94,9 @@ class BaseNode(nn.Module):
             subtracting ``v_threshold``.
         surrogate: surrogate spike function (default ``ATan(alpha=2)``).
         detach_reset: detach the spike used in the reset from the graph.
+        backend: how ``multi_step`` runs: ``auto`` (fastest available),
+            ``fused`` (plain-PyTorch fused kernel), ``triton`` (CUDA kernel) or
+            ``torch`` (the reference loop); see :mod:`spikelight.kernels`.
     """
 
     #: fire on ``h > v_threshold`` (snnTorch) instead of ``h >= v_threshold`` (SpikingJelly)
@@ -100,6 +109,7 @@ class BaseNode(nn.Module):
         v_reset: float | None = 0.0,
         surrogate: Surrogate | None = None,
         detach_reset: bool = False,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if v_reset is not None and not v_reset < v_threshold:
@@ -115,6 +125,7 @@ class BaseNode(nn.Module):
                 f"surrogate must be a spikelight.surrogate.Surrogate, got {type(self.surrogate).__name__}"
             )
         self.detach_reset = bool(detach_reset)
+        self.backend = kernels.check_backend(backend)
         self.record_states = False
 
     # --- the one method a new single-state neuron writes --------------------------
@@ -160,12 +171,36 @@ class BaseNode(nn.Module):
         spike, state, _ = self.step(xc, self._as_state(state, xc))
         return spike.to(x.dtype), state
 
+    # --- fused kernels -----------------------------------------------------------
+    _DYNAMICS = ("charge", "fire", "reset", "step", "initial_state", "_as_state")
+
+    def _dynamics_of(self, owner: type) -> bool:
+        """True if this neuron's dynamics are ``owner``'s (no subclass changed them)."""
+        cls = type(self)
+        return all(getattr(cls, name) is getattr(owner, name) for name in self._DYNAMICS)
+
+    def _kernel_spec(self) -> kernels.KernelSpec | None:
+        """The fused kernel's description of this neuron, or None (reference loop only)."""
+        return None
+
+    def _multi_step_fused(self, x_seq: Tensor, state: Any, backend: str, spec: kernels.KernelSpec) -> NeuronOutput:
+        state = self._as_state(state, x_seq[0].to(_compute_dtype(x_seq.dtype)))
+        spikes, h, v = kernels.run_fused(backend, spec, self.surrogate, x_seq, state.v)
+        # the state after each step, from h with the reference's own fire/reset (monitors only)
+        states = VState(self.reset(h, self.fire(h))) if self.record_states else None
+        return NeuronOutput(spikes, h, VState(v), states)
+
     def multi_step(self, x_seq: Tensor, state: Any = None) -> NeuronOutput:
         """Run all steps. x_seq: [T, B, ...]; state: initial state or None (fresh)."""
         if x_seq.dim() < 2:
             raise ShapeError(
                 f"{type(self).__name__} expects time-major input [T, B, ...], got shape {tuple(x_seq.shape)}"
             )
+        spec = self._kernel_spec()
+        backend = kernels.select_backend(self.backend, spec, self.surrogate, x_seq, type(self).__name__)
+        if backend != "torch" and x_seq.shape[0] > 0:
+            return self._multi_step_fused(x_seq, state, backend, spec)
+        # the reference loop
         xc = x_seq.to(_compute_dtype(x_seq.dtype))
         state = self._as_state(state, xc[0])
         spikes, membrane, history = [], [], []
@@ -192,4 +227,5 @@ class BaseNode(nn.Module):
 
     def extra_repr(self) -> str:
         reset = "soft" if self.v_reset is None else f"v_reset={self.v_reset}"
-        return f"v_threshold={self.v_threshold}, {reset}, detach_reset={self.detach_reset}"
+        backend = "" if self.backend == "auto" else f", backend={self.backend!r}"
+        return f"v_threshold={self.v_threshold}, {reset}, detach_reset={self.detach_reset}{backend}"

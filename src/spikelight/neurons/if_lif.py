@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from spikelight.kernels import LIFSpec
 from spikelight.neurons.base import BaseNode
 from spikelight.surrogate import Surrogate
 
@@ -66,6 +67,11 @@ class IFNode(BaseNode):
     def charge(self, x: Tensor, v: Tensor) -> Tensor:
         return if_charge(x, v)
 
+    def _kernel_spec(self) -> LIFSpec | None:
+        if not self._dynamics_of(IFNode):
+            return None
+        return LIFSpec(None, False, self.v_threshold, self.v_reset, self.detach_reset, self.strict_threshold)
+
 
 class LIFNode(BaseNode):
     """Leaky integrate-and-fire with membrane time constant ``tau`` (steps).
@@ -94,8 +100,9 @@ class LIFNode(BaseNode):
         surrogate: Surrogate | None = None,
         detach_reset: bool = False,
         beta: float | None = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(v_threshold, v_reset, surrogate, detach_reset)
+        super().__init__(v_threshold, v_reset, surrogate, detach_reset, backend)
         self.tau = resolve_tau_beta("LIF", tau, beta, default_tau=2.0)
         self.decay_input = (beta is None) if decay_input is None else bool(decay_input)
 
@@ -105,6 +112,13 @@ class LIFNode(BaseNode):
 
     def charge(self, x: Tensor, v: Tensor) -> Tensor:
         return lif_charge(x, v, self.tau, self.decay_input, self.v_reset)
+
+    def _kernel_spec(self) -> LIFSpec | None:
+        if not self._dynamics_of(LIFNode):
+            return None
+        return LIFSpec(
+            self.tau, self.decay_input, self.v_threshold, self.v_reset, self.detach_reset, self.strict_threshold
+        )
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, decay_input={self.decay_input}, " + super().extra_repr()

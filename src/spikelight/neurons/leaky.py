@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from spikelight.kernels import LeakySpec
 from spikelight.neurons.base import BaseNode
 from spikelight.neurons.if_lif import beta_from_tau, resolve_tau_beta
 from spikelight.surrogate import Surrogate
@@ -31,6 +32,7 @@ class LeakyNode(BaseNode):
         v_threshold: θ.
         reset_mechanism: ``subtract`` or ``zero``.
         surrogate: spike surrogate (snnTorch's default is ATan, alpha=2).
+        backend: ``auto | fused | triton | torch`` (see :class:`BaseNode`).
     """
 
     strict_threshold = True
@@ -42,8 +44,9 @@ class LeakyNode(BaseNode):
         v_threshold: float = 1.0,
         reset_mechanism: str = "subtract",
         surrogate: Surrogate | None = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(v_threshold=v_threshold, v_reset=None, surrogate=surrogate, detach_reset=True)
+        super().__init__(v_threshold=v_threshold, v_reset=None, surrogate=surrogate, detach_reset=True, backend=backend)
         if tau is None and beta is None:
             beta = 0.95
         tau = resolve_tau_beta("Leaky", tau, beta, default_tau=20.0)  # validates either form
@@ -62,5 +65,13 @@ class LeakyNode(BaseNode):
     def reset(self, h: Tensor, spike: Tensor) -> Tensor:
         return h  # applied in the next charge, from this step's spike
 
+    def _kernel_spec(self) -> LeakySpec | None:
+        if not self._dynamics_of(LeakyNode):
+            return None
+        return LeakySpec(self.beta, self.v_threshold, self.reset_mechanism == "zero", self.strict_threshold)
+
     def extra_repr(self) -> str:
-        return f"beta={self.beta}, v_threshold={self.v_threshold}, reset_mechanism={self.reset_mechanism!r}"
+        backend = "" if self.backend == "auto" else f", backend={self.backend!r}"
+        return (
+            f"beta={self.beta}, v_threshold={self.v_threshold}, reset_mechanism={self.reset_mechanism!r}{backend}"
+        )

@@ -1,0 +1,55 @@
+"""What a fused kernel needs to know about a neuron: its kind and constants.
+
+A neuron that has a fused form returns one of these from ``_kernel_spec()``;
+the kernels never look at the module itself, so a spec is the whole contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["LIFSpec", "LeakySpec", "KernelSpec"]
+
+
+@dataclass(frozen=True)
+class LIFSpec:
+    """IF / LIF (SpikingJelly forms), fire → hard or soft reset.
+
+    tau:          membrane time constant in steps; ``None`` = IF (``h = v + x``).
+    decay_input:  LIF only: ``h = v + (x - (v - v_reset))/tau`` if True,
+                  else ``h = v - (v - v_reset)/tau + x``.
+    v_reset:      hard reset value; ``None`` = soft reset (subtract threshold).
+    strict:       fire on ``h > v_threshold`` instead of ``>=``.
+    """
+
+    tau: float | None
+    decay_input: bool
+    v_threshold: float
+    v_reset: float | None
+    detach_reset: bool
+    strict: bool = False
+
+    @property
+    def leak(self) -> float:
+        """dh_t/dv_{t-1}: ``1 - 1/tau`` (1 for IF)."""
+        return 1.0 if self.tau is None else 1.0 - 1.0 / self.tau
+
+    @property
+    def input_gain(self) -> float:
+        """dh_t/dx_t: ``1/tau`` with decay_input, else 1."""
+        return 1.0 / self.tau if (self.tau is not None and self.decay_input) else 1.0
+
+
+@dataclass(frozen=True)
+class LeakySpec:
+    """snnTorch ``Leaky``: ``U[t] = beta·U[t-1] + X[t] − θ·S[t-1]`` (subtract) or
+    ``beta·(1 − S[t-1])·U[t-1] + X[t]`` (zero); ``S[t-1] = U[t-1] > θ`` carries no
+    gradient; fires on ``U > θ`` (``strict``)."""
+
+    beta: float
+    v_threshold: float
+    reset_zero: bool
+    strict: bool = True
+
+
+KernelSpec = LIFSpec | LeakySpec
