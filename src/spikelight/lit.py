@@ -114,16 +114,9 @@ class SpikingClassifier(L.LightningModule):
             loss = loss + reg
         return self._log_step(stage, out, y, loss, metric)
 
-    def _check_finite(self, loss: Tensor) -> None:
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
-                "lower optimizer.lr, set trainer.gradient_clip_val, or check the input scaling"
-            )
-
     def _log_step(self, stage: str, out: SpikeOutput, y: Tensor, loss: Tensor, metric: MulticlassAccuracy) -> Tensor:
         if stage == "train":
-            self._check_finite(loss)
+            self._check_finite(loss, self.global_step)
         scores = self.readout(out)
         metric(scores, y)
         bs = y.shape[0]
@@ -146,7 +139,7 @@ class SpikingClassifier(L.LightningModule):
         """An online learning rule computes the gradients in one forward pass; then clip and step."""
         x, y = batch
         result = self.learning.gradients(self.model, self.encode(x), y, self.readout, self.loss_fn, self.regularizer)
-        self._check_finite(result.loss)
+        self._check_finite(result.loss, self.global_step)
         opt = self.optimizers()
         opt.zero_grad()
         self.learning.apply(self.model, result.grads)
@@ -161,10 +154,46 @@ class SpikingClassifier(L.LightningModule):
         return self._log_step("train", result.out, y, result.loss, self.train_acc)
 
     def on_train_epoch_end(self) -> None:
+        self._raise_if_nonfinite()
         if self.learning is not None and self.scheduler_interval == "epoch":
             scheduler = self.lr_schedulers()
             if scheduler is not None:
                 scheduler.step()
+
+    # --- stop on a NaN / Inf training loss, without a host sync every step ----------
+    #: on an accelerator the check reads the loss back only every this many steps
+    #: (and at the end of each epoch); the error still names the first bad step
+    FINITE_CHECK_EVERY = 50
+
+    def _defer_finite_check(self, loss: Tensor) -> bool:
+        # reading a CPU tensor costs nothing; on CUDA it would stall the launch queue every step
+        return loss.device.type != "cpu"
+
+    def _check_finite(self, loss: Tensor, step: int) -> None:
+        """Raise :class:`NonFiniteLossError` naming the first step whose loss was NaN/Inf."""
+        if not self._defer_finite_check(loss):
+            if not torch.isfinite(loss):
+                self._raise_nonfinite(float(loss), step)
+            return
+        value = loss.detach().float()
+        if getattr(self, "_bad_step", None) is None:  # the first non-finite loss: step (-1 = none yet), value
+            self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._bad_value = torch.zeros((), device=loss.device)
+        new = (~torch.isfinite(value)) & (self._bad_step < 0)
+        self._bad_step.copy_(torch.where(new, step, self._bad_step))
+        self._bad_value.copy_(torch.where(new, value, self._bad_value))
+        if (step + 1) % self.FINITE_CHECK_EVERY == 0:
+            self._raise_if_nonfinite()
+
+    def _raise_if_nonfinite(self) -> None:
+        if getattr(self, "_bad_step", None) is not None and (step := int(self._bad_step)) >= 0:  # the host sync
+            self._raise_nonfinite(float(self._bad_value), step)
+
+    def _raise_nonfinite(self, value: float, step: int) -> None:
+        raise NonFiniteLossError(
+            f"training loss is {value} at epoch {self.current_epoch}, step {step}; "
+            "lower optimizer.lr, set trainer.gradient_clip_val, or check the input scaling"
+        )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val", self.val_acc)
