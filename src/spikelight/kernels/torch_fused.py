@@ -40,22 +40,24 @@ def _block_steps(T: int, per_step: int) -> int:
     return max(1, min(T, BLOCK_ELEMS // max(per_step, 1)))
 
 
-def surrogate_grad(surrogate: Surrogate, z: Tensor) -> Tensor:
-    """``surrogate.derivative(z)``, in place on ``z`` (a temporary) for the common
-    surrogates (fewer passes), else the surrogate's own ``derivative``."""
+def surrogate_grad(surrogate: Surrogate, z: Tensor, scale: float = 1.0) -> Tensor:
+    """``scale · surrogate.derivative(z)``, in place on ``z`` (a temporary) for the common
+    surrogates (fewer passes over memory), else through the surrogate's own ``derivative``."""
     kind = type(surrogate)
     a = surrogate.alpha
     if kind is ATan:  # a/2 / (1 + (pi/2 a z)^2)
         k = math.pi / 2 * a
         one = torch.ones((), dtype=z.dtype, device=z.device)
-        return torch.addcmul(one, z, z, value=k * k, out=z).reciprocal_().mul_(a / 2)
+        den = torch.addcmul(one, z, z, value=k * k, out=z)
+        return torch.div(torch.full((), a / 2 * scale, dtype=z.dtype, device=z.device), den, out=den)
     if kind is Sigmoid:  # a s (1 - s)
         s = z.mul_(a).sigmoid_()
-        return torch.addcmul(s, s, s, value=-1.0, out=s).mul_(a)
+        return torch.addcmul(s, s, s, value=-1.0, out=s).mul_(a * scale)
     if kind is FastSigmoid:  # 1 / (1 + a|z|)^2
         w = z.abs_().mul_(a).add_(1.0)
-        return w.mul_(w).reciprocal_()
-    return surrogate.derivative(z)
+        return w.mul_(w).reciprocal_().mul_(scale) if scale != 1.0 else w.mul_(w).reciprocal_()
+    g = surrogate.derivative(z)
+    return g.mul_(scale) if scale != 1.0 else g
 
 
 def _fire(h: Tensor, thr: float, strict: bool, out: Tensor) -> Tensor:
@@ -120,35 +122,37 @@ class LIFFunction(torch.autograd.Function):
         T = h.shape[0]
         a, b, thr = spec.leak, spec.input_gain, spec.v_threshold
         hard = spec.v_reset is not None
+        # q_t = b·dL/dh_t is what we store (gx_t = dh_t/dx_t · dL/dh_t): it obeys the same recurrence
+        # q_t = b·(dL/ds_t·sg_t + dL/dh_t) + leak·(dv_t/dh_t)·q_{t+1}, so the b folds into the surrogate
         gx = torch.empty_like(h)
-        nxt: Tensor | None = None  # dL/dh_{t+1}
+        nxt: Tensor | None = None  # q_{t+1}
         K = _block_steps(T, h[0].numel())
         for t1 in range(T, 0, -K):
             t0 = max(0, t1 - K)
             hc, sc, c = h[t0:t1], s[t0:t1], gx[t0:t1]
             need_sg = g_s is not None or not spec.detach_reset
-            sg = surrogate_grad(ctx.surrogate, hc - thr) if need_sg else None
-            # c = dL/ds·sg + dL/dh (the parts of dL/dh_t that do not come from the future)
+            bsg = surrogate_grad(ctx.surrogate, hc - thr, b) if need_sg else None  # b·sg
+            # c = b·(dL/ds·sg + dL/dh): the parts of q_t that do not come from later steps
             if g_s is None:
-                c.copy_(g_h[t0:t1]) if g_h is not None else c.zero_()
+                torch.mul(g_h[t0:t1], b, out=c) if g_h is not None else c.zero_()
             elif g_h is None:
-                torch.mul(g_s[t0:t1], sg, out=c)
+                torch.mul(g_s[t0:t1], bsg, out=c)
             else:
-                torch.addcmul(g_h[t0:t1], g_s[t0:t1], sg, out=c)
+                torch.addcmul(g_h[t0:t1] * b if b != 1.0 else g_h[t0:t1], g_s[t0:t1], bsg, out=c)
             # neg_e = -dv_t/dh_t (None: dv/dh = 1)
             if hard and spec.detach_reset:  # 1 - s
                 neg_e = sc - 1.0
             elif hard:  # (1 - s) + (v_reset - h)·sg
                 hv = hc if spec.v_reset == 0.0 else hc - spec.v_reset
-                neg_e = torch.addcmul(sc, hv, sg, out=sg).sub_(1.0)
+                neg_e = torch.addcmul(sc, hv, bsg, value=1.0 / b, out=bsg).sub_(1.0)
             elif spec.detach_reset or thr == 0.0:
                 neg_e = None
             else:  # 1 - thr·sg
-                neg_e = sg.mul_(thr).sub_(1.0)
+                neg_e = bsg.mul_(thr / b).sub_(1.0)
             for i in range(t1 - t0 - 1, -1, -1):
                 t = t0 + i
                 if t == T - 1:  # dL/dv_{T-1} comes from the returned state
-                    nv, scale = g_v, 1.0
+                    nv, scale = g_v, b
                 else:  # dL/dv_t = leak · dL/dh_{t+1}
                     nv, scale = nxt, a
                 if nv is not None:
@@ -157,10 +161,7 @@ class LIFFunction(torch.autograd.Function):
                     else:
                         c[i].addcmul_(nv, neg_e[i], value=-scale)
                 nxt = c[i]
-            if b != 1.0:
-                nxt = nxt.clone()
-                c.mul_(b)
-        g_v0 = nxt * a if ctx.needs_input_grad[1] else None
+        g_v0 = nxt * (a / b) if ctx.needs_input_grad[1] else None
         return gx, g_v0, None, None, None
 
 
