@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PYTEST  := $(BIN)/python -m pytest
 
-.PHONY: install demo train test test-slow lint clean
+.PHONY: install demo train test test-slow bench lint clean
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: install  ## fast tests (need no network or GPU)
 
 test-slow: install  ## slow tests: train on real data to an accuracy bar
 	$(PYTEST) -m slow -q
+
+bench: install  ## CPU speed side by side with SpikingJelly / snnTorch (writes experiments/benchmarks/RESULTS.md, a few minutes)
+	$(BIN)/python experiments/benchmarks/bench.py
 
 lint: install
 	$(BIN)/python -m ruff check src tests train.py eval.py experiments

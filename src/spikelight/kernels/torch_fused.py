@@ -31,9 +31,11 @@ from spikelight.surrogate import ATan, FastSigmoid, Sigmoid, Surrogate
 
 __all__ = ["LIFFunction", "LeakyFunction", "surrogate_grad", "lif_multi_step", "leaky_multi_step"]
 
-#: elements per backward block: enough to amortise per-op overhead, small enough
-#: to stay in L2 (measured on a 2-core EPYC: 2^17 beats whole-T and per-step)
-BLOCK_ELEMS = 1 << 17
+#: elements per backward block of time steps: amortises per-op overhead over several
+#: steps of a small layer, stays in cache, and is PyTorch's intra-op grain size, so
+#: a block op never forks threads where the per-step ops would not (on a loaded
+#: machine every fork waits for a busy core: measured 36x slower with 2^17)
+BLOCK_ELEMS = 1 << 15
 
 
 def _block_steps(T: int, per_step: int) -> int:

@@ -1,0 +1,450 @@
+"""Speed side by side: spikelight (each backend) vs SpikingJelly 2.0, snnTorch and a plain loop.
+
+Everything runs in one process on the same inputs; the contenders of a case
+alternate call by call (order reversed every repetition), so drift of a
+shared machine hits all alike. Reported: median wall time, peak memory of one
+call, and for each of our rows the ratio ``anchor time / our time``.
+
+    python experiments/benchmarks/bench.py                  # CPU part (make bench)
+    python experiments/benchmarks/bench.py --device cuda    # GPU sizes as well (needs CUDA)
+
+Writes ``experiments/benchmarks/RESULTS.md`` (``--out``) with hardware and date.
+
+Peak memory: on CUDA ``max_memory_allocated`` during one call, minus what was
+allocated before. On the CPU PyTorch allocates with ``malloc`` directly (so
+``tracemalloc`` sees none of it): we return freed heap memory to the OS
+(``malloc_trim``), reset the kernel's resident-set high-water mark
+(``/proc/self/clear_refs``) and report ``VmHWM − VmRSS`` before the call, the
+memory the call touched at its peak (inputs excluded, page-granular).
+
+Adding a case (LSNN, conv, event-driven, ...): write one function
+``def case_x(ctx: Ctx) -> list[Case]`` that builds the contenders and decorate
+it with ``@bench_case``; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+from spikelight.encoding import DirectEncoder, PoissonEncoder  # noqa: E402
+from spikelight.losses import CEMembranePerStepLoss, MSERateLoss  # noqa: E402
+from spikelight.models import FCLIF, MLP  # noqa: E402
+from spikelight.neurons import LeakyNode, LIFNode  # noqa: E402
+from spikelight.surrogate import ATan  # noqa: E402
+
+
+# --- the harness ---------------------------------------------------------------------------------
+@dataclass
+class Case:
+    """One benchmark: contenders (name → one call) compared on the same inputs.
+
+    ours: contenders that are spikelight; anchors: the others, each ours is divided by.
+    """
+
+    name: str
+    what: str
+    contenders: dict[str, Callable[[], None]]
+    ours: list[str]
+    anchors: list[str]
+    notes: str = ""
+    results: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # name → (ms, CPU ms, MB)
+
+
+@dataclass
+class Ctx:
+    device: torch.device
+    reps: int
+    warmup: int
+
+
+CASES: list[tuple[str, Callable[[Ctx], list[Case]]]] = []
+
+
+def bench_case(fn: Callable[[Ctx], list[Case]]) -> Callable[[Ctx], list[Case]]:
+    """Register a case builder (its name without ``case_`` selects it with ``--cases``)."""
+    CASES.append((fn.__name__.removeprefix("case_"), fn))
+    return fn
+
+
+_libc = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
+
+
+def _proc_kb(key: str) -> int:
+    return int(re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+def peak_memory_mb(fn: Callable[[], None], device: torch.device) -> float:
+    """Peak memory one call adds (see the module docstring)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    if _libc is None:
+        return float("nan")
+    _libc.malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _proc_kb("VmRSS")
+    fn()
+    return (_proc_kb("VmHWM") - base) / 1024
+
+
+def time_once(fn: Callable[[], None], device: torch.device) -> tuple[float, float]:
+    """(wall ms, process CPU ms) of one call; on CUDA the wall time is CUDA-event time."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end), float("nan")
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
+
+
+def run_case(case: Case, ctx: Ctx) -> None:
+    names = list(case.contenders)
+    for _ in range(ctx.warmup):
+        for n in names:
+            case.contenders[n]()
+    times: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    for rep in range(ctx.reps):
+        for n in names if rep % 2 == 0 else names[::-1]:
+            times[n].append(time_once(case.contenders[n], ctx.device))
+    for n in names:
+        wall, cpu = zip(*times[n])
+        case.results[n] = (statistics.median(wall), statistics.median(cpu), peak_memory_mb(case.contenders[n], ctx.device))
+
+
+# --- contenders ----------------------------------------------------------------------------------
+def layer_call(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, g: torch.Tensor, after=None):
+    """One forward + backward of a spiking layer: spikes = layer(x); spikes.backward(g)."""
+
+    def call() -> None:
+        x.grad = None
+        layer(x).backward(g)
+        if after is not None:
+            after()
+
+    return call
+
+
+def plain_lif_loop(tau: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The loop a user writes by hand: h = v + (x − v)/tau, spike with a surrogate, hard reset to 0."""
+    spike = ATan()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        v, out = torch.zeros_like(x[0]), []
+        for xt in x:
+            h = v + (xt - v) / tau
+            s = spike(h - 1.0)
+            v = h * (1.0 - s)
+            out.append(s)
+        return torch.stack(out)
+
+    return run
+
+
+def _sj():
+    from spikingjelly.activation_based import functional, neuron, surrogate
+
+    return functional, neuron, surrogate
+
+
+@bench_case
+def case_lif_layer(ctx: Ctx) -> list[Case]:
+    """LIF layer alone, forward + backward, fp32 (bf16 I/O too on the Triton backend)."""
+    import snntorch as snn
+
+    functional, sjn, sjs = _sj()
+    sizes = [(32, 32, 2048), (20, 16, 512), (8, 4, 128)]
+    if ctx.device.type == "cuda":
+        sizes = [(100, 128, 4096), (500, 16, 4096), *sizes[:1]]
+    cases = []
+    for T, B, N in sizes:
+        gen = torch.Generator().manual_seed(0)
+        x = (torch.randn(T, B, N, generator=gen) * 0.7 + 0.6).to(ctx.device).requires_grad_()
+        g = torch.randn(T, B, N, generator=gen).to(ctx.device)
+        c: dict[str, Callable[[], None]] = {}
+        ours = []
+        backends = ["fused", "torch"] + (["triton"] if ctx.device.type == "cuda" else [])
+        for backend in backends:
+            node = LIFNode(tau=2.0, surrogate=ATan(), backend=backend)
+            c[f"spikelight LIF {backend}"] = layer_call(lambda x, n=node: n(x).spikes, x, g)
+            ours.append(f"spikelight LIF {backend}")
+        if ctx.device.type == "cuda":
+            node = LIFNode(tau=2.0, surrogate=ATan(), backend="triton")
+            xb, gb = x.detach().bfloat16().requires_grad_(), g.bfloat16()
+            c["spikelight LIF triton, bf16 I/O"] = layer_call(lambda x, n=node: n(x).spikes, xb, gb)
+            ours.append("spikelight LIF triton, bf16 I/O")
+        sj = sjn.LIFNode(tau=2.0, surrogate_function=sjs.ATan(), step_mode="m").to(ctx.device)
+        c["SpikingJelly 2.0 LIFNode"] = layer_call(sj, x, g, after=lambda sj=sj: functional.reset_net(sj))
+        c["plain loop"] = layer_call(plain_lif_loop(2.0), x, g)
+        # snnTorch has no LIF of SJ's form: its Leaky (beta = 1 − 1/tau) in the tutorial loop, and ours
+        leaky = snn.Leaky(beta=0.5).to(ctx.device)
+
+        def snn_run(x: torch.Tensor, lif=leaky) -> torch.Tensor:
+            mem, out = lif.init_leaky(), []
+            for xt in x:
+                s, mem = lif(xt, mem)
+                out.append(s)
+            return torch.stack(out)
+
+        c["snnTorch 1.0 Leaky"] = layer_call(snn_run, x, g)
+        leaky_ours = LeakyNode(beta=0.5, backend="auto")
+        c["spikelight Leaky auto"] = layer_call(lambda x, n=leaky_ours: n(x).spikes, x, g)
+        ours.append("spikelight Leaky auto")
+        cases.append(
+            Case(
+                f"lif_layer T={T} B={B} N={N}",
+                "LIF (tau=2, ATan, hard reset) layer alone, spikes.backward(g), input grad",
+                c,
+                ours,
+                ["SpikingJelly 2.0 LIFNode", "snnTorch 1.0 Leaky", "plain loop"],
+            )
+        )
+    return cases
+
+
+@bench_case
+def case_fc_lif(ctx: Ctx) -> list[Case]:
+    """SpikingJelly lif_fc_mnist training step: Poisson T=100, 784→10 LIF, MSE(rate), Adam."""
+    functional, sjn, sjs = _sj()
+    from spikingjelly.activation_based import encoding, layer
+
+    dev = ctx.device
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(128, 1, 28, 28, generator=gen).to(dev), torch.randint(0, 10, (128,), generator=gen).to(dev)
+    c, ours = {}, []
+    for backend in ["fused", "torch"] + (["triton"] if dev.type == "cuda" else []):
+        torch.manual_seed(0)
+        model = FCLIF(LIFNode(tau=2.0, surrogate=ATan(), backend=backend)).to(dev)
+        c[f"spikelight {backend}"] = _train_step(model, PoissonEncoder(100), MSERateLoss(), x, y, 1e-3)
+        ours.append(f"spikelight {backend}")
+    sj = nn.Sequential(
+        layer.Flatten(), layer.Linear(784, 10, bias=False), sjn.LIFNode(tau=2.0, surrogate_function=sjs.ATan())
+    ).to(dev)
+    functional.set_step_mode(sj, "m")
+    sj_enc, sj_opt, onehot = encoding.PoissonEncoder(), torch.optim.Adam(sj.parameters(), 1e-3), F.one_hot(y, 10).float()
+
+    def step_sj() -> None:  # the tutorial's loop, multi-step
+        sj_opt.zero_grad()
+        x_seq = torch.stack([sj_enc(x) for _ in range(100)])
+        F.mse_loss(sj(x_seq).mean(0), onehot).backward()
+        sj_opt.step()
+        functional.reset_net(sj)
+
+    c["SpikingJelly 2.0"] = step_sj
+    return [
+        Case(
+            "fc_lif train step T=100 B=128",
+            "encode + forward + backward + Adam step; Poisson draws included",
+            c,
+            ours,
+            ["SpikingJelly 2.0"],
+        )
+    ]
+
+
+@bench_case
+def case_tutorial5(ctx: Ctx) -> list[Case]:
+    """snnTorch tutorial 5 training step: 784-1000-10 Leaky, direct T=25, Σ_t CE(membrane), Adam."""
+    import snntorch as snn
+
+    dev = ctx.device
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(128, 1, 28, 28, generator=gen).to(dev), torch.randint(0, 10, (128,), generator=gen).to(dev)
+    c, ours = {}, []
+    for backend in ["fused", "torch"] + (["triton"] if dev.type == "cuda" else []):
+        torch.manual_seed(0)
+        model = MLP(lambda b=backend: LeakyNode(beta=0.95, backend=b)).to(dev)
+        c[f"spikelight {backend}"] = _train_step(model, DirectEncoder(25), CEMembranePerStepLoss("sum"), x, y, 5e-4)
+        ours.append(f"spikelight {backend}")
+    fc1, fc2 = nn.Linear(784, 1000).to(dev), nn.Linear(1000, 10).to(dev)
+    lif1, lif2 = snn.Leaky(beta=0.95).to(dev), snn.Leaky(beta=0.95).to(dev)
+    opt, xf = torch.optim.Adam([*fc1.parameters(), *fc2.parameters()], 5e-4), x.flatten(1)
+
+    def step_snntorch() -> None:  # the tutorial's loop
+        mem1, mem2, mems = lif1.init_leaky(), lif2.init_leaky(), []
+        for _ in range(25):
+            spk1, mem1 = lif1(fc1(xf), mem1)
+            _, mem2 = lif2(fc2(spk1), mem2)
+            mems.append(mem2)
+        loss = sum(F.cross_entropy(m, y) for m in mems)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    c["snnTorch 1.0"] = step_snntorch
+    return [
+        Case(
+            "tutorial5 train step T=25 B=128",
+            "forward + backward + Adam step, 784-1000-10",
+            c,
+            ours,
+            ["snnTorch 1.0"],
+        )
+    ]
+
+
+def _train_step(model: nn.Module, encoder, loss_fn, x, y, lr: float) -> Callable[[], None]:
+    opt = torch.optim.Adam(model.parameters(), lr)
+
+    def step() -> None:
+        opt.zero_grad()
+        loss_fn(model(encoder(x)), y).backward()
+        opt.step()
+
+    return step
+
+
+# --- torch.compile probe (opt-in: minutes of compiling) -----------------------------------------
+def compile_probe(device: torch.device, reps: int) -> str:
+    """Inductor on the unrolled LIF forward vs our fused forward (no grad), T=32 B=32 N=2048."""
+    T, B, N = 32, 32, 2048
+    x = torch.randn(T, B, N, device=device) * 0.7 + 0.6
+
+    def lif_forward(x: torch.Tensor, tau: float):
+        v, hs, ss = torch.zeros_like(x[0]), [], []
+        for t in range(x.shape[0]):
+            h = v + (x[t] - v) / tau
+            s = (h >= 1.0).to(h.dtype)
+            v = h * (1.0 - s)
+            hs.append(h)
+            ss.append(s)
+        return torch.stack(ss), torch.stack(hs), v
+
+    compiled = torch.compile(lif_forward)
+    node = LIFNode(tau=2.0, backend="fused")
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        ref = compiled(x, 2.0)
+        compile_s = time.perf_counter() - t0
+        same = torch.equal(ref[0], node(x).spikes)
+        fns = {"compiled": lambda: compiled(x, 2.0), "fused": lambda: node(x), "eager loop": lambda: lif_forward(x, 2.0)}
+        times = {k: [] for k in fns}
+        for _ in range(reps):
+            for k, f in fns.items():
+                times[k].append(time_once(f, device)[0])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return (
+        f"torch.compile probe (LIF forward only, no grad, T={T} B={B} N={N}): first call (compile) "
+        f"{compile_s:.1f} s; then compiled {med['compiled']:.2f} ms, spikelight fused {med['fused']:.2f} ms, "
+        f"eager loop {med['eager loop']:.2f} ms; same spikes as fused: {same}"
+    )
+
+
+# --- report --------------------------------------------------------------------------------------
+def table(case: Case) -> list[str]:
+    """Median wall and CPU ms, peak MB; for our rows ``anchor / ours`` by wall time (CPU time)."""
+    head = "| contender | wall ms | CPU ms | peak MB | " + " | ".join(f"{a} / this" for a in case.anchors) + " |"
+    rows = [head, "|" + "---|" * (4 + len(case.anchors))]
+    for n, (ms, cpu, mb) in case.results.items():
+        ratios = []
+        for a in case.anchors:
+            wall_r, cpu_r = case.results[a][0] / ms, case.results[a][1] / cpu
+            ratios.append((f"**{wall_r:.2f}×**" + ("" if cpu != cpu else f" ({cpu_r:.2f}×)")) if n in case.ours else "")
+        name = f"**{n}**" if n in case.ours else n
+        rows.append(f"| {name} | {ms:.2f} | {cpu:.2f} | {mb:.1f} | " + " | ".join(ratios) + " |")
+    return rows
+
+
+def machine(device: torch.device) -> list[str]:
+    from importlib.metadata import version
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    lines = [
+        f"- CPU: {cpu}, {os.cpu_count()} cores; no GPU" if device.type == "cpu" else f"- CPU: {cpu}",
+        f"- torch {torch.__version__}, spikingjelly {version('spikingjelly')}, snntorch {version('snntorch')}, "
+        f"Python {platform.python_version()}",
+    ]
+    if device.type == "cuda":
+        lines.append(f"- GPU: {torch.cuda.get_device_name()}")
+    return lines
+
+
+def report(runs: list[tuple[int, list[Case]]], args, load: tuple[str, str], extra: list[str]) -> str:
+    date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
+    out = [
+        "# Benchmark results",
+        "",
+        f"Measured {date} with `{' '.join(['python', 'experiments/benchmarks/bench.py', *sys.argv[1:]])}`.",
+        "",
+        *machine(torch.device(args.device)),
+        f"- load average (1, 5, 15 min) before: {load[0]}; after: {load[1]}. The cores were shared with other "
+        "jobs, so absolute times are noisy; the ratios (contenders alternate call by call) are the numbers to read",
+        f"- median of {args.reps} calls after {args.warmup} warm-up calls. wall = elapsed time; CPU = process CPU "
+        "time (all threads; robust to waiting for a busy core, so the cleaner number with 1 thread); "
+        "ratios `anchor / this` by wall time, by CPU time in brackets; peak memory of one call (see bench.py)",
+        "",
+    ]
+    for threads, cases in runs:
+        out += [f"# {threads} torch thread{'s' if threads > 1 else ''}", ""]
+        for case in cases:
+            out += [f"## {case.name}", "", case.what + ("; " + case.notes if case.notes else ""), "", *table(case), ""]
+    out += extra
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, min(2, os.cpu_count() or 1)])
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--cases", nargs="*", default=None, help=f"subset of {[n for n, _ in CASES]}")
+    ap.add_argument("--compile-probe", action="store_true", help="also time torch.compile of the LIF forward")
+    ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
+    args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda needs a CUDA GPU; run the CPU part without --device")
+    ctx = Ctx(torch.device(args.device), args.reps, args.warmup)
+    load0 = Path("/proc/loadavg").read_text().split()[:3]
+    runs: list[tuple[int, list[Case]]] = []
+    for threads in dict.fromkeys(args.threads):
+        torch.set_num_threads(threads)
+        print(f"# {threads} torch threads", flush=True)
+        cases: list[Case] = []
+        for name, build in CASES:
+            if args.cases is None or name in args.cases:
+                for case in build(ctx):
+                    run_case(case, ctx)
+                    print("\n".join([f"## {case.name}", *table(case), ""]), flush=True)
+                    cases.append(case)
+        runs.append((threads, cases))
+    extra = []
+    if args.compile_probe:
+        torch.set_num_threads(min(args.threads))
+        extra = [f"{compile_probe(ctx.device, args.reps)} ({min(args.threads)} torch thread(s))", ""]
+        print(extra[0])
+    load1 = Path("/proc/loadavg").read_text().split()[:3]
+    Path(args.out).write_text(report(runs, args, (" ".join(load0), " ".join(load1)), extra))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
