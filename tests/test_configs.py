@@ -83,7 +83,9 @@ def test_model_optimizer_scheduler(group, tmp_path):
 def test_data(opt, tmp_path):
     cfg = compose_cfg("train", [f"data={opt}"], tmp_path)
     dm = instantiate(cfg.data)
-    assert isinstance(dm, ClassificationDataModule) and dm.num_classes == 10
+    assert isinstance(dm, ClassificationDataModule)
+    assert dm.num_classes == cfg.num_classes == {"cifar100": 100}.get(opt, 10)  # num_classes follows the data
+    assert tuple(cfg.data.get("in_shape", dm.in_shape)) == tuple(dm.in_shape)  # image data states its shape
 
 
 @pytest.mark.parametrize("opt", options("accelerator"))

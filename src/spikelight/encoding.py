@@ -1,11 +1,12 @@
-"""Encoders: analog input ``[B, ...]`` in [0, 1] → time-major sequence ``[T, B, ...]``."""
+"""Encoders: analog input ``[B, ...]`` → time-major sequence ``[T, B, ...]``.
+Poisson and latency codes need intensities in [0, 1]; direct encoding takes any range."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from spikelight.errors import ShapeError
+from spikelight.errors import ConfigError, ShapeError
 
 __all__ = [
     "Encoder",
@@ -18,13 +19,33 @@ __all__ = [
 
 
 class Encoder(nn.Module):
-    """Base encoder with ``T`` time steps (must be a positive integer)."""
+    """Base encoder with ``T`` time steps (must be a positive integer).
+
+    Encoders whose input is an intensity in [0, 1] (``needs_unit_range``)
+    refuse anything else on their first batch, e.g. normalised images.
+    """
+
+    needs_unit_range = False
 
     def __init__(self, T: int) -> None:
         super().__init__()
         if isinstance(T, bool) or not isinstance(T, int) or T <= 0:
             raise ValueError(f"number of time steps T must be a positive integer, got {T!r}")
         self.T = T
+        self._range_checked = False
+
+    def check_range(self, x: Tensor) -> None:
+        """Raise one line if x leaves [0, 1]. Checked on the first batch only (one host sync): normalised
+        data is negative wherever a pixel is dark, so the first batch shows it."""
+        if self._range_checked or not self.needs_unit_range:
+            return
+        lo, hi = torch.aminmax(x.detach())
+        if lo < 0 or hi > 1:
+            raise ConfigError(
+                f"{type(self).__name__} needs inputs in [0, 1], got values in [{lo.item():.3g}, {hi.item():.3g}] "
+                "(normalised data?); use encoder=direct or data.normalize=false"
+            )
+        self._range_checked = True
 
     def extra_repr(self) -> str:
         return f"T={self.T}"
@@ -36,13 +57,17 @@ class PoissonEncoder(Encoder):
     x: [B, ...] in [0, 1] → spikes [T, B, ...] in x's dtype.
     """
 
+    needs_unit_range = True
+
     def forward(self, x: Tensor) -> Tensor:
+        self.check_range(x)
         # compare in place: no bool tensor and no float copy of T·B·F elements
         return torch.rand((self.T, *x.shape), device=x.device, dtype=x.dtype).lt_(x)
 
 
 class DirectEncoder(Encoder):
-    """Feed the analog input unchanged at every step: [B, ...] → [T, B, ...] (a view)."""
+    """Feed the analog input unchanged at every step: [B, ...] → [T, B, ...] (a view).
+    Any range (normalised images included): the first layer's synapse is the encoder."""
 
     def forward(self, x: Tensor) -> Tensor:
         return x.unsqueeze(0).expand(self.T, *x.shape)
@@ -56,11 +81,14 @@ class LatencyEncoder(Encoder):
     linear=True, normalize=True, clip=True)``. x: [B, ...] in [0, 1] → [T, B, ...].
     """
 
+    needs_unit_range = True
+
     def __init__(self, T: int, threshold: float = 0.01) -> None:
         super().__init__(T)
         self.threshold = float(threshold)
 
     def forward(self, x: Tensor) -> Tensor:
+        self.check_range(x)
         t_spike = torch.round((self.T - 1) * (1.0 - x.clamp(0, 1))).long()
         steps = torch.arange(self.T, device=x.device).view(self.T, *([1] * x.dim()))
         spikes = (steps == t_spike.unsqueeze(0)) & (x >= self.threshold).unsqueeze(0)

@@ -1,6 +1,7 @@
-"""LightningDataModules. Samples: x float [1, 28, 28] in [0, 1], y int64."""
+"""LightningDataModules. Samples: x float [C, H, W] (``in_shape``; in [0, 1] unless normalised), y int64."""
 
-from spikelight.data.base import ClassificationDataModule, DatasetNotFoundError, data_root
+from spikelight.data.base import ClassificationDataModule, DatasetNotFoundError, ImageDataset, data_root
+from spikelight.data.cifar import CIFAR10DataModule, CIFAR100DataModule, write_cifar
 from spikelight.data.digits import DigitsDataModule
 from spikelight.data.mnist import FashionMNISTDataModule, MNISTDataModule, write_idx
 from spikelight.data.sequence import (
@@ -10,14 +11,18 @@ from spikelight.data.sequence import (
 )
 
 __all__ = [
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
     "ClassificationDataModule",
     "DatasetNotFoundError",
     "DigitsDataModule",
     "FashionMNISTDataModule",
+    "ImageDataset",
     "MNISTDataModule",
     "SequentialDigitsDataModule",
     "SequentialFashionMNISTDataModule",
     "SequentialMNISTDataModule",
     "data_root",
+    "write_cifar",
     "write_idx",
 ]

@@ -1,39 +1,113 @@
-"""Shared DataModule machinery: one data root, a seeded validation split, loaders."""
+"""Shared DataModule machinery: one data root, a seeded validation split, per-split transforms, loaders."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random_split
+from torchvision.transforms import v2
 
-from spikelight.errors import DatasetNotFoundError
+from spikelight.errors import ConfigError, DatasetNotFoundError
 
-__all__ = ["DatasetNotFoundError", "ClassificationDataModule", "EpochShuffleSampler", "data_root"]
+__all__ = [
+    "DatasetNotFoundError",
+    "ClassificationDataModule",
+    "EpochShuffleSampler",
+    "ImageDataset",
+    "data_root",
+    "sample_seed",
+]
+
+Transform = Callable[[Tensor], Tensor]
 
 
-class EpochShuffleSampler(Sampler[int]):
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The random seed of one sample's augmentation: a function of (seed, epoch, index) only."""
+    return ((seed * 1_000_003 + epoch) * 10_000_019 + index) % (2**63 - 1)
+
+
+class EpochShuffleSampler(Sampler):
     """Random order that depends only on ``(seed, epoch)``, not on the global RNG.
 
     Lightning calls ``set_epoch`` at every epoch start (as for DistributedSampler),
     so a run resumed from a checkpoint sees exactly the batches an uninterrupted
-    run would have seen.
+    run would have seen. With ``with_epoch`` it yields ``(epoch, index)`` keys so
+    the dataset can seed each sample's augmentation from (seed, epoch, index),
+    whichever worker process loads it.
     """
 
-    def __init__(self, n: int, seed: int = 0) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
+    def __init__(self, n: int, seed: int = 0, with_epoch: bool = False) -> None:
+        self.n, self.seed, self.epoch, self.with_epoch = n, seed, 0, with_epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=gen).tolist())
+        order = torch.randperm(self.n, generator=gen).tolist()
+        if self.with_epoch:
+            return iter([(self.epoch, i) for i in order])
+        return iter(order)
 
     def __len__(self) -> int:
         return self.n
+
+
+class ImageDataset(Dataset):
+    """One split: samples ``images[indices]`` with a per-sample transform, labels int64.
+
+    images: [N, C, H, W] uint8 (0..255) or float in [0, 1]; labels: [N].
+    ``transform`` maps one image to a float tensor. If ``random`` (training
+    augmentation), each sample is transformed under the seed
+    :func:`sample_seed` ``(seed, epoch, index)`` (index into ``images``), taken
+    from ``(epoch, i)`` keys (:class:`EpochShuffleSampler`): the same sample in
+    the same epoch looks the same in every run, with any number of workers,
+    and after resuming from a checkpoint. The global RNG is left as it was.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        indices: Sequence[int] | Tensor | None = None,
+        transform: Transform | None = None,
+        random: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.indices = list(range(len(labels))) if indices is None else [int(i) for i in indices]
+        self.transform, self.random, self.seed = transform, random, seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """(images, labels) of this split, untransformed (as ``TensorDataset.tensors``)."""
+        idx = torch.as_tensor(self.indices, dtype=torch.long)
+        return self.images[idx], self.labels[idx]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        j = self.indices[i]
+        x = self.images[j]
+        if self.transform is not None:
+            if self.random:
+                gen = torch.default_generator
+                state = gen.get_state()
+                gen.manual_seed(sample_seed(self.seed, epoch, j))
+                try:
+                    x = self.transform(x)
+                finally:
+                    gen.set_state(state)
+            else:
+                x = self.transform(x)
+        return x, self.labels[j]
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -44,8 +118,14 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 class ClassificationDataModule(L.LightningDataModule):
     """Image classification data held in memory as tensors.
 
-    Samples are ``x`` float [1, 28, 28] in [0, 1] and ``y`` int64 labels.
-    Subclasses implement :meth:`load` (train and test datasets as tensors).
+    Samples are ``x`` float [C, H, W] (``in_shape``; in [0, 1] unless
+    normalised) and ``y`` int64 labels in [0, num_classes). Subclasses
+    implement :meth:`load` (training and test sets as tensors) and may
+    override :meth:`split`.
+
+    Transforms are per split: ``augment`` runs on training samples only;
+    conversion to float and ``normalize`` run on every split. Validation data
+    carved from the training files gets the evaluation transform.
 
     Args:
         root: data root (see :func:`data_root`).
@@ -53,13 +133,23 @@ class ClassificationDataModule(L.LightningDataModule):
             ``eval_batch_size`` is set).
         val_size: samples carved from the training set for validation with a
             fixed ``seed``; 0 = no carve-out, validate on the test set (what the
-            SpikingJelly tutorials report; a warning says so).
+            SpikingJelly tutorials report; a message says so).
         num_workers, pin_memory: DataLoader options.
         drop_last: drop the last partial training batch.
-        seed: seed of the validation split.
+        seed: seed of the validation split, the shuffling and the augmentation.
+        augment: training-only transforms (e.g. torchvision ``v2.RandomCrop``),
+            applied to one image [C, H, W] as stored (uint8 for CIFAR).
+        normalize: subtract ``mean`` and divide by ``std`` per channel (then the
+            input is no longer in [0, 1]: use ``encoder=direct``).
+        mean, std: per-channel statistics; None = the dataset's own.
+        num_classes, in_shape: facts about the data that configs read
+            (``${data.num_classes}``); a value that contradicts the dataset is refused.
     """
 
     num_classes: int = 10
+    in_shape: tuple[int, ...] = (1, 28, 28)
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
     name: str = "dataset"
 
     def __init__(
@@ -72,12 +162,20 @@ class ClassificationDataModule(L.LightningDataModule):
         drop_last: bool = False,
         eval_batch_size: int | None = None,
         seed: int = 0,
+        augment: Sequence[Transform] | None = None,
+        normalize: bool = False,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        num_classes: int | None = None,
+        in_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if batch_size <= 0:
             raise ValueError(f"data.batch_size must be positive, got {batch_size}")
         if val_size < 0:
             raise ValueError(f"data.val_size must be >= 0, got {val_size}")
+        self._check_fact("num_classes", num_classes, type(self).num_classes)
+        self._check_fact("in_shape", None if in_shape is None else tuple(in_shape), tuple(type(self).in_shape))
         self.root = data_root(root)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -86,41 +184,82 @@ class ClassificationDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.drop_last = drop_last
         self.seed = seed
+        self.augment = list(augment or [])
+        self.normalize = bool(normalize)
+        self.mean = tuple(mean) if mean is not None else tuple(type(self).mean)
+        self.std = tuple(std) if std is not None else tuple(type(self).std)
+        channels = self.in_shape[0]
+        if len(self.mean) != channels or len(self.std) != channels or min(self.std) <= 0:
+            raise ConfigError(f"data.mean and data.std need {channels} values (std > 0), got {self.mean} / {self.std}")
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
+    def _check_fact(self, key: str, given, actual) -> None:
+        if given is not None and given != actual:
+            raise ConfigError(f"data.{key}={given} but {self.name} has {actual}; {key} follows the data, leave it as is")
+
+    # --- what subclasses provide ---------------------------------------------------
     def load(self) -> tuple[TensorDataset, TensorDataset]:
-        """Return (full training set, test set)."""
+        """Return (full training set, test set) as (images [N, C, H, W], labels [N])."""
         raise NotImplementedError
 
-    def split(self, full_train: TensorDataset) -> tuple[Dataset, Dataset | None]:
-        """Carve ``val_size`` samples from the training set with a fixed seed."""
+    def split(self, full_train: TensorDataset) -> tuple[Sequence[int], Sequence[int] | None]:
+        """Indices (train, val) into the training set; val None = validate on the test set.
+        ``val_size`` samples are carved out with a fixed seed."""
+        n = len(full_train)
         if self.val_size == 0:
-            return full_train, None
-        if self.val_size >= len(full_train):
-            raise ValueError(
-                f"data.val_size={self.val_size} leaves no training data ({len(full_train)} samples in {self.name})"
-            )
+            return range(n), None
+        if self.val_size >= n:
+            raise ValueError(f"data.val_size={self.val_size} leaves no training data ({n} samples in {self.name})")
         gen = torch.Generator().manual_seed(self.seed)
-        train, val = random_split(full_train, [len(full_train) - self.val_size, self.val_size], generator=gen)
-        return train, val
+        train, val = random_split(range(n), [n - self.val_size, self.val_size], generator=gen)
+        return train.indices, val.indices
+
+    # --- transforms ---------------------------------------------------------------
+    def transform(self, train: bool, dtype: torch.dtype) -> Transform | None:
+        """The per-sample transform of a split whose images are stored as ``dtype``; None = none."""
+        steps = list(self.augment) if train else []
+        if dtype == torch.uint8:
+            steps.append(v2.ToDtype(torch.float32, scale=True))
+        if self.normalize:
+            steps.append(v2.Normalize(list(self.mean), list(self.std)))
+        return v2.Compose(steps) if steps else None
+
+    def _dataset(self, data: TensorDataset, indices: Sequence[int] | None, train: bool) -> ImageDataset:
+        images, labels = data.tensors
+        return ImageDataset(
+            images, labels, indices, self.transform(train, images.dtype), random=train and bool(self.augment),
+            seed=self.seed,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.test_set is not None:
             return
-        full_train, self.test_set = self.load()
-        self.train_set, val = self.split(full_train)
-        if val is None:
+        full_train, test = self.load()
+        train_idx, val_idx = self.split(full_train)
+        self.train_set = self._dataset(full_train, train_idx, train=True)
+        self.test_set = self._dataset(test, None, train=False)
+        if val_idx is None:
             print(f"[spikelight] data.val_size=0: validating on the {self.name} test set (as the SJ tutorials do)")
-            val = self.test_set
-        self.val_set = val
+            self.val_set = self.test_set
+        else:
+            self.val_set = self._dataset(full_train, val_idx, train=False)
+
+    # --- loaders -----------------------------------------------------------------------
+    @staticmethod
+    def _augmented(ds: Dataset | None) -> bool:
+        """Is ds (or the dataset it wraps, e.g. a sequence view) a randomly augmented :class:`ImageDataset`?"""
+        while ds is not None and not isinstance(ds, ImageDataset):
+            ds = getattr(ds, "images", None) or getattr(ds, "dataset", None)
+        return ds is not None and ds.random
 
     def _loader(self, ds: Dataset, train: bool) -> DataLoader:
+        random = train and self._augmented(ds)
         return DataLoader(
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=EpochShuffleSampler(len(ds), self.seed) if train else None,
+            sampler=EpochShuffleSampler(len(ds), self.seed, with_epoch=random) if train else None,
             # own generator: creating an iterator must not draw from the global RNG
             # (the Poisson encoder's), or resumed runs would see different spikes
             generator=torch.Generator().manual_seed(self.seed),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import TensorDataset
 
 from spikelight.data.base import ClassificationDataModule
 
@@ -20,10 +22,12 @@ class DigitsDataModule(ClassificationDataModule):
     Fixed stratified split: ``test_fraction`` for test, ``val_fraction`` for
     validation, the rest for training (1,257 / 180 / 360 with the defaults).
     ``val_size`` (as for the other datasets) overrides ``val_fraction`` with a
-    count; 0 validates on the test set.
+    count; 0 validates on the test set. Other arguments as
+    :class:`ClassificationDataModule`.
     """
 
     name = "digits"
+    mean, std = (0.3053,), (0.3247,)  # of all 1,797 upsampled digits
 
     def __init__(
         self,
@@ -32,18 +36,15 @@ class DigitsDataModule(ClassificationDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         val_size: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        drop_last: bool = False,
-        eval_batch_size: int | None = None,
-        seed: int = 0,
+        **kwargs,
     ) -> None:
-        super().__init__(root, batch_size, val_size or 0, num_workers, pin_memory, drop_last, eval_batch_size, seed)
+        super().__init__(root, batch_size, val_size or 0, **kwargs)
         self.val_size = val_size
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ValueError("data.val_fraction and data.test_fraction must be in (0, 1) and sum below 1")
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
+        self._n_total = 0
 
     @staticmethod
     def images() -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,24 +54,21 @@ class DigitsDataModule(ClassificationDataModule):
         x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
         return x, torch.tensor(digits.target, dtype=torch.long)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.test_set is not None:
-            return
+    def load(self) -> tuple[TensorDataset, TensorDataset]:
+        """(non-test digits, test digits): a stratified ``test_fraction`` split with ``seed``."""
         x, y = self.images()
-        idx = np.arange(len(y))
-        rest, test = train_test_split(idx, test_size=self.test_fraction, stratify=y, random_state=self.seed)
+        self._n_total = len(y)
+        rest, test = train_test_split(np.arange(len(y)), test_size=self.test_fraction, stratify=y, random_state=self.seed)
+        rest, test = torch.as_tensor(rest), torch.as_tensor(test)
+        return TensorDataset(x[rest], y[rest]), TensorDataset(x[test], y[test])
 
-        def subset(i: np.ndarray) -> Dataset:
-            t = torch.as_tensor(i)
-            return TensorDataset(x[t], y[t])
-
-        self.test_set = subset(test)
+    def split(self, full_train: TensorDataset) -> tuple[Sequence[int], Sequence[int] | None]:
+        n = len(full_train)
         if self.val_size == 0:
-            print("[spikelight] data.val_size=0: validating on the digits test set")
-            self.train_set, self.val_set = subset(rest), self.test_set
-            return
-        n_val = self.val_size if self.val_size is not None else round(self.val_fraction * len(y))
-        if not 0 < n_val < len(rest):
-            raise ValueError(f"data.val_size={n_val} must leave training data ({len(rest)} non-test digits)")
-        train, val = train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=self.seed)
-        self.train_set, self.val_set = subset(train), subset(val)
+            return range(n), None
+        n_val = self.val_size if self.val_size is not None else round(self.val_fraction * self._n_total)
+        if not 0 < n_val < n:
+            raise ValueError(f"data.val_size={n_val} must leave training data ({n} non-test digits)")
+        y = full_train.tensors[1].numpy()
+        train, val = train_test_split(np.arange(n), test_size=n_val, stratify=y, random_state=self.seed)
+        return train.tolist(), val.tolist()

@@ -66,6 +66,7 @@ class MNISTDataModule(ClassificationDataModule):
     """
 
     name = "MNIST"
+    mean, std = (0.1307,), (0.3081,)
     dataset_cls = datasets.MNIST
     system_dirs: tuple[Path, ...] = ()
     offline_hint = "offline, use data=fashion_mnist (Debian: apt-get install dataset-fashion-mnist) or data=digits"
@@ -109,6 +110,7 @@ class FashionMNISTDataModule(MNISTDataModule):
     (Debian ``dataset-fashion-mnist``) when present, else downloads with torchvision."""
 
     name = "Fashion-MNIST"
+    mean, std = (0.2860,), (0.3530,)
     dataset_cls = datasets.FashionMNIST
     system_dirs = (Path("/usr/share/datasets/fashion-mnist"),)
     offline_hint = "offline, install Debian's dataset-fashion-mnist or use data=digits"

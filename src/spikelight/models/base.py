@@ -1,15 +1,24 @@
-"""Helpers shared by model families."""
+"""Helpers shared by model families: neuron factories, input checks, stateless layers over time."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import torch
 from torch import Tensor, nn
 
 from spikelight.errors import ShapeError
 from spikelight.neurons import BaseNode
 
-__all__ = ["NeuronFactory", "make_neuron", "check_features", "apply_over_time"]
+__all__ = [
+    "NeuronFactory",
+    "make_neuron",
+    "check_features",
+    "apply_over_time",
+    "is_repeated",
+    "SequenceLayer",
+    "SharedDropout",
+]
 
 NeuronFactory = Callable[[], BaseNode] | BaseNode
 
@@ -35,15 +44,96 @@ def check_features(x_seq: Tensor, expected: int, model: str) -> Tensor:
     return flat
 
 
-def apply_over_time(layer: nn.Module, x_seq: Tensor) -> Tensor:
-    """Apply a stateless layer to every step of x_seq [T, B, ...] in one call.
+def is_repeated(x_seq: Tensor) -> bool:
+    """True if x_seq [T, B, ...] is one step repeated as a stride-0 view (``DirectEncoder``)."""
+    return x_seq.dim() > 0 and x_seq.shape[0] > 1 and x_seq.stride(0) == 0
 
-    If the input repeats over time as a stride-0 view (``DirectEncoder``), the
-    layer runs once and its output is expanded: identical values and gradients
-    (expand's backward sums over T), T times less work.
+
+class SequenceLayer(nn.Module):
+    """A layer that sees the whole sequence [T, B, ...] (not one sample per call).
+
+    :func:`apply_over_time` passes it the sequence unchanged instead of
+    folding time into the batch.
     """
-    T = x_seq.shape[0]
-    if T > 1 and x_seq.stride(0) == 0:
-        y = layer(x_seq[0])
-        return y.unsqueeze(0).expand(T, *y.shape)
-    return layer(x_seq)
+
+
+class SharedDropout(SequenceLayer):
+    """Dropout with one mask per neuron and sample, shared by all T steps.
+
+    x_seq [T, B, ...] → same shape. A dropped neuron stays silent for the whole
+    sample (SpikingJelly ``layer.Dropout`` in multi-step mode; the event-driven
+    configs of Zhu et al. 2022). Identity in eval mode.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x_seq
+        mask = torch.empty_like(x_seq[0]).bernoulli_(1.0 - self.p).div_(1.0 - self.p)
+        if is_repeated(x_seq):  # one step in, one step of work
+            return (x_seq[0] * mask).unsqueeze(0).expand_as(x_seq)
+        return x_seq * mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def _leaves(layer: nn.Module) -> Iterator[nn.Module]:
+    """The modules a plain ``nn.Sequential`` chains, nested ones unrolled; any other module as is."""
+    if type(layer) is nn.Sequential:
+        for child in layer:
+            yield from _leaves(child)
+    else:
+        yield layer
+
+
+def _needs_every_step(layer: nn.Module) -> bool:
+    """Would running this layer once on a repeated input differ from running it on all T·B samples?
+
+    Training-mode BatchNorm updates its running statistics with the unbiased
+    variance of T·B samples; per-step dropout draws a new mask at every step.
+    """
+    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+        return layer.training and layer.track_running_stats
+    if isinstance(layer, nn.modules.dropout._DropoutNd):
+        return layer.training and layer.p > 0
+    return False
+
+
+def _fold(layer: nn.Module, x_seq: Tensor) -> Tensor:
+    """layer on [T·B, ...], unfolded back to [T, B, ...]."""
+    T, B = x_seq.shape[:2]
+    return layer(x_seq.flatten(0, 1)).unflatten(0, (T, B))
+
+
+def apply_over_time(layer: nn.Module, x_seq: Tensor) -> Tensor:
+    """Apply a stateless layer (or an ``nn.Sequential`` of them) to x_seq [T, B, ...].
+
+    Each per-sample layer (conv, linear, pooling, norm, flatten, ...) runs once
+    on the time-folded batch [T·B, ...] and is unfolded to [T, B, ...]; a
+    BatchNorm therefore normalises over T·B samples (SpikingJelly's
+    ``SeqToANNContainer``). A :class:`SequenceLayer` gets the sequence itself.
+
+    If the input repeats over time as a stride-0 view (``DirectEncoder``), each
+    layer runs on one step and its output is expanded: identical values and
+    gradients (expand's backward sums over T), T times less work. The shortcut
+    stops before the first layer for which one step is not the same as T
+    (training-mode BatchNorm: its running variance counts T·B samples;
+    per-step dropout), so it is exact, running statistics included.
+
+    Containers other than a plain ``nn.Sequential`` are called as one layer.
+    """
+    for leaf in _leaves(layer):
+        if isinstance(leaf, SequenceLayer):
+            x_seq = leaf(x_seq)
+        elif is_repeated(x_seq) and not _needs_every_step(leaf):
+            y = leaf(x_seq[0])
+            x_seq = y.unsqueeze(0).expand(x_seq.shape[0], *y.shape)
+        else:
+            x_seq = _fold(leaf, x_seq)
+    return x_seq

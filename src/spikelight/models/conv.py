@@ -1,0 +1,214 @@
+"""Convolutional (and fully connected) spiking networks built from a short list of layer specs.
+
+One spec per spiking layer, e.g. SpikingJelly's ``conv_fashion_mnist`` network::
+
+    layers:
+      - {conv: 128, kernel: 3, norm: batch, maxpool: 2}
+      - {conv: 128, kernel: 3, norm: batch, maxpool: 2}
+      - {fc: 2048}
+    # + the output layer fc(num_classes) -> neuron, added automatically
+
+A layer is ``conv|fc → [norm] → neuron → [pool] → [dropout]``: the synapse
+(and its norm) runs on all T·B samples at once (:func:`apply_over_time`), the
+neuron loops over time, pooling and dropout act on the spikes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+
+from torch import Tensor, nn
+
+from spikelight.errors import ConfigError, ShapeError
+from spikelight.models.base import NeuronFactory, SharedDropout, apply_over_time, make_neuron
+from spikelight.models.output import SpikeOutput
+from spikelight.neurons import BaseNode
+
+__all__ = ["ConvSNN", "LayerSpec", "SpikingBlock", "parse_layers"]
+
+NORMS = (None, "batch")
+DROPOUT_OVER_TIME = ("shared", "per_step")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One spiking layer. Exactly one of ``conv`` (output channels) / ``fc`` (output features).
+
+    kernel, stride, padding: conv geometry (padding defaults to kernel // 2, "same" for odd kernels).
+    norm: ``batch`` (BatchNorm2d / BatchNorm1d on the synaptic current) or None.
+    maxpool / avgpool: pooling size (= stride) applied to the spikes, or None.
+    dropout: probability applied to the (pooled) spikes, or 0.
+    bias: synapse bias; None = the model's ``bias``.
+    repeat: this layer this many times (pool and dropout only after the last one).
+    """
+
+    conv: int | None = None
+    fc: int | None = None
+    kernel: int = 3
+    stride: int = 1
+    padding: int | None = None
+    norm: str | None = None
+    maxpool: int | None = None
+    avgpool: int | None = None
+    dropout: float = 0.0
+    bias: bool | None = None
+    repeat: int = 1
+
+    def check(self, where: str) -> None:
+        if (self.conv is None) == (self.fc is None):
+            raise ConfigError(f"{where}: give exactly one of conv (channels) or fc (features)")
+        width = self.conv if self.conv is not None else self.fc
+        if width <= 0 or self.kernel <= 0 or self.stride <= 0 or self.repeat <= 0:
+            raise ConfigError(f"{where}: conv/fc, kernel, stride and repeat must be positive")
+        if self.norm not in NORMS:
+            raise ConfigError(f"{where}: norm must be one of {NORMS}, got {self.norm!r}")
+        if self.maxpool is not None and self.avgpool is not None:
+            raise ConfigError(f"{where}: give maxpool or avgpool, not both")
+        if self.fc is not None and (self.maxpool or self.avgpool):
+            raise ConfigError(f"{where}: pooling needs a conv layer, not fc")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"{where}: dropout must be in [0, 1), got {self.dropout}")
+
+
+_KEYS = tuple(f.name for f in fields(LayerSpec))
+
+
+def parse_layers(layers: Sequence[Mapping | LayerSpec]) -> list[LayerSpec]:
+    """Layer specs from config dicts, ``repeat`` unrolled; one readable line for a bad entry."""
+    specs: list[LayerSpec] = []
+    for i, entry in enumerate(layers):
+        where = f"model.layers[{i}]"
+        if isinstance(entry, LayerSpec):
+            spec = entry
+        else:
+            if not isinstance(entry, Mapping):
+                raise ConfigError(f"{where} must be a mapping like {{conv: 128, kernel: 3}}, got {entry!r}")
+            unknown = sorted(set(entry) - set(_KEYS))
+            if unknown:
+                raise ConfigError(f"{where}: unknown keys {unknown}; allowed: {list(_KEYS)}")
+            spec = LayerSpec(**entry)
+        spec.check(where)
+        last = LayerSpec(**{**spec.__dict__, "repeat": 1})
+        first = LayerSpec(**{**last.__dict__, "maxpool": None, "avgpool": None, "dropout": 0.0})
+        specs.extend([first] * (spec.repeat - 1) + [last])
+    return specs
+
+
+class SpikingBlock(nn.Module):
+    """``synapse`` (stateless, over T·B) → ``neuron`` (over time) → ``post`` (pool / dropout on spikes).
+
+    forward: x_seq [T, B, ...] → (NeuronOutput of the neuron, spikes after ``post`` [T, B, ...]).
+    """
+
+    def __init__(self, synapse: nn.Sequential, neuron: BaseNode, post: nn.Sequential) -> None:
+        super().__init__()
+        self.synapse = synapse
+        self.neuron = neuron
+        self.post = post
+
+    def forward(self, x_seq: Tensor):
+        out = self.neuron(apply_over_time(self.synapse, x_seq))
+        return out, apply_over_time(self.post, out.spikes)
+
+
+class ConvSNN(nn.Module):
+    """A stack of spiking conv / fc layers from ``layers`` plus a spiking output layer.
+
+    Blocks are ``blocks.<i>`` (each with ``synapse``, ``neuron``, ``post``), the
+    output layer last; ``SpikeOutput.hidden`` is keyed ``blocks.<i>.neuron``.
+    A ``Flatten`` is inserted before the first fc layer.
+
+    Args:
+        neuron: neuron factory (Hydra ``_partial_``); every layer gets its own.
+        layers: hidden layer specs (dicts with the :class:`LayerSpec` keys).
+        in_shape: one input sample, ``[C, H, W]`` (or ``[F]`` for fc-only nets).
+        num_classes: output neurons.
+        bias: default synapse bias (SpikingJelly's conv nets use none).
+        dropout_over_time: ``shared`` = one dropout mask per neuron for all T
+            steps (SpikingJelly, event-driven nets); ``per_step`` = a new mask
+            at every step.
+
+    forward: x_seq [T, B, *in_shape] → SpikeOutput with spikes / membrane [T, B, num_classes].
+    """
+
+    def __init__(
+        self,
+        neuron: NeuronFactory,
+        layers: Sequence[Mapping | LayerSpec],
+        in_shape: Sequence[int] = (1, 28, 28),
+        num_classes: int = 10,
+        bias: bool = False,
+        dropout_over_time: str = "shared",
+    ) -> None:
+        super().__init__()
+        if dropout_over_time not in DROPOUT_OVER_TIME:
+            raise ConfigError(f"model.dropout_over_time must be one of {DROPOUT_OVER_TIME}, got {dropout_over_time!r}")
+        in_shape = tuple(int(s) for s in in_shape)
+        if len(in_shape) not in (1, 3) or min(in_shape) <= 0:
+            raise ConfigError(f"model.in_shape must be [C, H, W] or [F], got {list(in_shape)}")
+        if num_classes <= 0:
+            raise ConfigError(f"num_classes must be positive, got {num_classes}")
+        self.in_shape = in_shape
+        specs = [*parse_layers(layers), LayerSpec(fc=num_classes)]
+        shape = in_shape
+        blocks = []
+        for i, spec in enumerate(specs):
+            block, shape = self._block(spec, shape, neuron, bias, dropout_over_time, i)
+            blocks.append(block)
+        self.blocks = nn.ModuleList(blocks)
+        if len({id(b.neuron) for b in self.blocks}) != len(self.blocks):
+            raise TypeError("ConvSNN needs a neuron factory (Hydra `_partial_: true`), not one shared instance")
+
+    @staticmethod
+    def _block(
+        spec: LayerSpec, shape: tuple[int, ...], neuron: NeuronFactory, bias: bool, dropout_mode: str, i: int
+    ) -> tuple[SpikingBlock, tuple[int, ...]]:
+        """Build block ``i`` for input ``shape`` (one sample); return it and its output shape."""
+        use_bias = bias if spec.bias is None else spec.bias
+        synapse, post = nn.Sequential(), nn.Sequential()
+        if spec.conv is not None:
+            if len(shape) != 3:
+                raise ConfigError(f"model.layers[{i}]: conv after fc; put every conv layer before the fc layers")
+            c, h, w = shape
+            pad = spec.kernel // 2 if spec.padding is None else spec.padding
+            synapse.append(nn.Conv2d(c, spec.conv, spec.kernel, spec.stride, pad, bias=use_bias))
+            if spec.norm == "batch":
+                synapse.append(nn.BatchNorm2d(spec.conv))
+            h, w = ((d + 2 * pad - spec.kernel) // spec.stride + 1 for d in (h, w))
+            pool = spec.maxpool or spec.avgpool
+            if pool:
+                post.append(nn.MaxPool2d(pool) if spec.maxpool else nn.AvgPool2d(pool))
+                h, w = h // pool, w // pool
+            if h <= 0 or w <= 0:
+                raise ShapeError(
+                    f"model.layers[{i}] shrinks the {list(shape)} input to {h}x{w}; "
+                    "use fewer pools / more padding, or a larger input"
+                )
+            out_shape: tuple[int, ...] = (spec.conv, h, w)
+        else:
+            if len(shape) == 3:
+                synapse.append(nn.Flatten())
+            features = 1
+            for d in shape:
+                features *= d
+            synapse.append(nn.Linear(features, spec.fc, bias=use_bias))
+            if spec.norm == "batch":
+                synapse.append(nn.BatchNorm1d(spec.fc))
+            out_shape = (spec.fc,)
+        if spec.dropout > 0:
+            post.append(SharedDropout(spec.dropout) if dropout_mode == "shared" else nn.Dropout(spec.dropout))
+        return SpikingBlock(synapse, make_neuron(neuron), post), out_shape
+
+    def forward(self, x_seq: Tensor) -> SpikeOutput:
+        if x_seq.dim() != 2 + len(self.in_shape) or tuple(x_seq.shape[2:]) != self.in_shape:
+            raise ShapeError(
+                f"ConvSNN expects input [T, B, {', '.join(map(str, self.in_shape))}], got {tuple(x_seq.shape)}; "
+                f"set model.in_shape={list(x_seq.shape[2:])}"
+            )
+        hidden: dict[str, Tensor] = {}
+        x = x_seq
+        for i, block in enumerate(self.blocks):
+            out, x = block(x)
+            hidden[f"blocks.{i}.neuron"] = out.spikes
+        return SpikeOutput(out.spikes, out.membrane, hidden)
