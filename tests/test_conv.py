@@ -168,3 +168,25 @@ def test_equals_spikingjelly_conv_fashion_mnist_net():
     for k, v in ref.state_dict().items():
         if "running" in k:
             torch.testing.assert_close(ours.state_dict()[where[k.split(".")[1]] + "." + k.split(".", 2)[2]], v)
+
+
+def test_bf16_mixed_training_of_model_conv(tmp_path):
+    """`trainer.precision=bf16-mixed` with model=conv: convs run in bf16, neurons keep fp32 membranes."""
+    import math
+
+    from spikelight.cli import train
+
+    from .conftest import compose_cfg
+
+    model = _net().train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(DirectEncoder(2)(torch.rand(4, 1, 28, 28)))
+    assert out.spikes.dtype == torch.bfloat16 and out.membrane.dtype == torch.float32
+    cfg = compose_cfg("train", [
+        "model=conv", "data=digits", "encoder=direct", "T=2", "data.batch_size=16", "trainer.precision=bf16-mixed",
+        "trainer.fast_dev_run=true", "accelerator=cpu", "print_config=false", "logger=none", "callbacks=none",
+        "model.layers=[{conv: 8, norm: batch, maxpool: 2}, {fc: 32}]",
+    ], tmp_path)
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss_step"]) and 0 <= metrics["test/acc"] <= 1
+    assert "train/fr/blocks.1.neuron" in metrics
