@@ -25,8 +25,9 @@ def _per_step(model: ConvSNN, x_seq: torch.Tensor):
     """Reference: every stateless layer called once per time step, in a Python loop."""
     x = x_seq
     for block in model.blocks:
-        out = block.neuron(torch.stack([block.synapse(x_t) for x_t in x]))
-        x = torch.stack([block.post(s_t) for s_t in out.spikes])
+        synapse, post = nn.Sequential(*block.synapse), nn.Sequential(*block.post)  # plain per-sample layers
+        out = block.neuron(torch.stack([synapse(x_t) for x_t in x]))
+        x = torch.stack([post(s_t) for s_t in out.spikes])
     return out
 
 
@@ -190,3 +191,15 @@ def test_bf16_mixed_training_of_model_conv(tmp_path):
     metrics = train(cfg)
     assert math.isfinite(metrics["train/loss_step"]) and 0 <= metrics["test/acc"] <= 1
     assert "train/fr/blocks.1.neuron" in metrics
+
+
+def test_monitors_see_time_major_synapse_and_pooling():
+    from spikelight.monitor import Monitor
+
+    model = _net()
+    with Monitor(model, names=["blocks.0.synapse", "blocks.0.post", "blocks.2.synapse.1"], record=("input", "output")) as mon:
+        model(torch.rand(3, 2, 1, 28, 28))
+    assert mon["blocks.0.synapse"]["input"][0].shape == (3, 2, 1, 28, 28)
+    assert mon["blocks.0.synapse"]["output"][0].shape == (3, 2, 8, 28, 28)
+    assert mon["blocks.0.post"]["output"][0].shape == (3, 2, 8, 14, 14)
+    assert mon["blocks.2.synapse.1"]["output"][0].shape == (3, 2, 64)  # Linear runs on [T, B, F]

@@ -3,7 +3,9 @@
 Builds the LightningModule exactly as train.py does (Hydra config → encoder,
 model, loss, optimizer), then times full training steps (encode → forward →
 MSE on rate → backward → SGD step) on random images [B, 3, 32, 32] and labels.
-Warm-up steps are not timed.
+Warm-up steps are not timed. Besides wall time it reports CPU time (all
+threads of this process): on a machine shared with other jobs, images per
+CPU-second is the number that does not depend on how busy the others are.
 
     nice -n 10 python experiments/conv/throughput.py --batch 32 --steps 5 --threads 2
 """
@@ -11,6 +13,7 @@ Warm-up steps are not timed.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -57,16 +60,19 @@ def main() -> None:
     for _ in range(args.warmup):
         step()
     times = []
+    cpu0 = time.process_time()
     for _ in range(args.steps):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
+    cpu = (time.process_time() - cpu0) / args.steps
     n_params = sum(p.numel() for p in module.parameters())
     best, mean = min(times), sum(times) / len(times)
     print(f"{args.experiment} {' '.join(args.overrides)} T={cfg.T} batch={args.batch} threads={args.threads} "
           f"params={n_params / 1e6:.2f}M torch={torch.__version__} cpu={platform.processor() or platform.machine()}")
     print(f"step mean {mean * 1e3:.0f} ms (best {best * 1e3:.0f} ms) -> {args.batch / mean:.1f} images/s "
-          f"(best {args.batch / best:.1f})")
+          f"(best {args.batch / best:.1f}); CPU time {cpu * 1e3:.0f} ms/step -> {args.batch / cpu:.1f} images per CPU-s; "
+          f"load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +16,7 @@ __all__ = [
     "check_features",
     "apply_over_time",
     "is_repeated",
+    "OverTime",
     "SequenceLayer",
     "SharedDropout",
 ]
@@ -106,18 +107,34 @@ def _needs_every_step(layer: nn.Module) -> bool:
 
 
 def _fold(layer: nn.Module, x_seq: Tensor) -> Tensor:
-    """layer on [T·B, ...], unfolded back to [T, B, ...]."""
+    """layer on [T·B, ...], unfolded back to [T, B, ...]. ``nn.Linear`` maps the last
+    dimension whatever the leading ones, so it gets [T, B, F] as is (hooks see time-major)."""
+    if isinstance(layer, nn.Linear):
+        return layer(x_seq)
     T, B = x_seq.shape[:2]
     return layer(x_seq.flatten(0, 1)).unflatten(0, (T, B))
+
+
+def _apply_leaves(leaves: Iterable[nn.Module], x_seq: Tensor) -> Tensor:
+    for leaf in leaves:
+        if isinstance(leaf, SequenceLayer):
+            x_seq = leaf(x_seq)
+        elif is_repeated(x_seq) and not _needs_every_step(leaf):
+            y = leaf(x_seq[0])
+            x_seq = y.unsqueeze(0).expand(x_seq.shape[0], *y.shape)
+        else:
+            x_seq = _fold(leaf, x_seq)
+    return x_seq
 
 
 def apply_over_time(layer: nn.Module, x_seq: Tensor) -> Tensor:
     """Apply a stateless layer (or an ``nn.Sequential`` of them) to x_seq [T, B, ...].
 
-    Each per-sample layer (conv, linear, pooling, norm, flatten, ...) runs once
-    on the time-folded batch [T·B, ...] and is unfolded to [T, B, ...]; a
-    BatchNorm therefore normalises over T·B samples (SpikingJelly's
-    ``SeqToANNContainer``). A :class:`SequenceLayer` gets the sequence itself.
+    Each per-sample layer (conv, pooling, norm, flatten, ...) runs once on the
+    time-folded batch [T·B, ...] and is unfolded to [T, B, ...]; a BatchNorm
+    therefore normalises over T·B samples (SpikingJelly's ``SeqToANNContainer``).
+    ``nn.Linear`` runs on [T, B, F] directly; a :class:`SequenceLayer` gets the
+    sequence itself.
 
     If the input repeats over time as a stride-0 view (``DirectEncoder``), each
     layer runs on one step and its output is expanded: identical values and
@@ -128,12 +145,16 @@ def apply_over_time(layer: nn.Module, x_seq: Tensor) -> Tensor:
 
     Containers other than a plain ``nn.Sequential`` are called as one layer.
     """
-    for leaf in _leaves(layer):
-        if isinstance(leaf, SequenceLayer):
-            x_seq = leaf(x_seq)
-        elif is_repeated(x_seq) and not _needs_every_step(leaf):
-            y = leaf(x_seq[0])
-            x_seq = y.unsqueeze(0).expand(x_seq.shape[0], *y.shape)
-        else:
-            x_seq = _fold(leaf, x_seq)
-    return x_seq
+    return _apply_leaves(_leaves(layer), x_seq)
+
+
+class OverTime(nn.Sequential, SequenceLayer):
+    """An ``nn.Sequential`` of stateless layers that takes and returns sequences [T, B, ...]
+    (:func:`apply_over_time`; SpikingJelly's ``SeqToANNContainer``).
+
+    Forward hooks on the container (monitors) see time-major tensors; hooks on
+    a conv / norm / pooling layer inside see the folded batch [T·B, ...].
+    """
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        return _apply_leaves((leaf for child in self for leaf in _leaves(child)), x_seq)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from torch import Tensor, nn
 
 from spikelight.errors import ConfigError, ShapeError
-from spikelight.models.base import NeuronFactory, SharedDropout, apply_over_time, make_neuron
+from spikelight.models.base import NeuronFactory, OverTime, SharedDropout, make_neuron
 from spikelight.models.output import SpikeOutput
 from spikelight.neurons import BaseNode
 
@@ -101,15 +101,15 @@ class SpikingBlock(nn.Module):
     forward: x_seq [T, B, ...] → (NeuronOutput of the neuron, spikes after ``post`` [T, B, ...]).
     """
 
-    def __init__(self, synapse: nn.Sequential, neuron: BaseNode, post: nn.Sequential) -> None:
+    def __init__(self, synapse: OverTime, neuron: BaseNode, post: OverTime) -> None:
         super().__init__()
         self.synapse = synapse
         self.neuron = neuron
         self.post = post
 
     def forward(self, x_seq: Tensor):
-        out = self.neuron(apply_over_time(self.synapse, x_seq))
-        return out, apply_over_time(self.post, out.spikes)
+        out = self.neuron(self.synapse(x_seq))
+        return out, self.post(out.spikes)
 
 
 class ConvSNN(nn.Module):
@@ -166,7 +166,7 @@ class ConvSNN(nn.Module):
     ) -> tuple[SpikingBlock, tuple[int, ...]]:
         """Build block ``i`` for input ``shape`` (one sample); return it and its output shape."""
         use_bias = bias if spec.bias is None else spec.bias
-        synapse, post = nn.Sequential(), nn.Sequential()
+        synapse, post = OverTime(), OverTime()
         if spec.conv is not None:
             if len(shape) != 3:
                 raise ConfigError(f"model.layers[{i}]: conv after fc; put every conv layer before the fc layers")
