@@ -33,3 +33,13 @@ def test_sj_lif_fc_fashion_mnist_one_epoch(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # measured 2026-11-23 (compare.py, seed 0): spikelight 0.8098, SpikingJelly's tutorial code 0.8100 after epoch 1
     assert _test_acc(tmp_path / "run") >= 0.79
+
+
+def test_sj_conv_fashion_mnist_first_80_batches(tmp_path):
+    """The SpikingJelly conv net (experiment=sj_conv_fashion_mnist) on real Fashion-MNIST, first 80 batches."""
+    proc = run_cli("train.py", "experiment=sj_conv_fashion_mnist", "trainer.max_epochs=1",
+                   "trainer.limit_train_batches=80", "callbacks=none", "print_config=false",
+                   f"data.root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}", timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # measured 2026-11-23 (experiments/conv/compare.py, seed 0): spikelight 0.7949, SpikingJelly's own code 0.7975
+    assert _test_acc(tmp_path / "run") >= 0.77
