@@ -171,3 +171,17 @@ def test_poisson_on_normalised_cifar_is_one_line(tmp_path, monkeypatch):
     ], tmp_path / "run")
     with pytest.raises(ConfigError, match=r"PoissonEncoder needs inputs in \[0, 1\].*encoder=direct"):
         train(cfg)
+
+
+def test_wrapped_augmented_split_still_gets_epoch_keys(tmp_path, monkeypatch):
+    """A view over an augmented split (e.g. sequence data) still gets (epoch, index) keys from the sampler."""
+    from spikelight.data.sequence import SequenceDataset
+
+    make_cifar(tmp_path, monkeypatch)
+    dm = CIFAR10DataModule(root=str(tmp_path), download=False, val_size=0, augment=AUGMENT)
+    dm.setup()
+    dm.train_set = SequenceDataset(dm.train_set, "row", None)
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(3)
+    assert next(iter(loader.sampler))[0] == 3
+    assert not dm._augmented(dm.test_set)

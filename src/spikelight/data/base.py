@@ -250,9 +250,12 @@ class ClassificationDataModule(L.LightningDataModule):
     @staticmethod
     def _augmented(ds: Dataset | None) -> bool:
         """Is ds (or the dataset it wraps, e.g. a sequence view) a randomly augmented :class:`ImageDataset`?"""
-        while ds is not None and not isinstance(ds, ImageDataset):
-            ds = getattr(ds, "images", None) or getattr(ds, "dataset", None)
-        return ds is not None and ds.random
+        for _ in range(8):  # a few wrappers deep (SequenceDataset.images, Subset.dataset)
+            if isinstance(ds, ImageDataset):
+                return ds.random
+            inner = [getattr(ds, a, None) for a in ("images", "dataset")]
+            ds = next((d for d in inner if isinstance(d, Dataset)), None)
+        return False
 
     def _loader(self, ds: Dataset, train: bool) -> DataLoader:
         random = train and self._augmented(ds)
