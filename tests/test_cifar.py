@@ -185,3 +185,15 @@ def test_wrapped_augmented_split_still_gets_epoch_keys(tmp_path, monkeypatch):
     loader.sampler.set_epoch(3)
     assert next(iter(loader.sampler))[0] == 3
     assert not dm._augmented(dm.test_set)
+
+
+def test_model_conv_data_cifar10_runs_as_typed(tmp_path, monkeypatch):
+    """`python train.py model=conv data=cifar10`: conv SNNs default to direct input, T=4 (works normalised)."""
+    make_cifar(tmp_path / "data", monkeypatch)
+    cfg = compose_cfg("train", [
+        "model=conv", "data=cifar10", f"data.root={tmp_path / 'data'}", "data.download=false", "data.val_size=20",
+        "data.batch_size=8", "trainer.fast_dev_run=true", "accelerator=cpu", "print_config=false", "logger=none",
+        "callbacks=none",
+    ], tmp_path / "run")
+    assert cfg.T == 4 and cfg.encoder._target_.endswith("DirectEncoder") and cfg.data.normalize
+    assert 0 <= train(cfg)["test/acc"] <= 1
