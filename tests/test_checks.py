@@ -117,6 +117,11 @@ def test_failed_run_folder_is_removed_or_marked(tmp_path):
     (early / "checkpoints").mkdir()
     assert finish_failed_run(early, "error: bad") == "removed" and not early.exists()
 
+    sweep = tmp_path / "multiruns" / "ts"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}")
+    assert finish_failed_run(sweep / "0", "error: bad", sweep_dir=sweep) == "removed" and not sweep.exists()
+
     late = tmp_path / "late"
     (late / "checkpoints").mkdir(parents=True)
     (late / "checkpoints" / "last.ckpt").write_bytes(b"x")

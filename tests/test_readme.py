@@ -77,7 +77,8 @@ REFUSALS: list[tuple[str, str, Callable[[], bool]]] = [
 ]
 
 # console noise no README command may print (issue 7)
-NOISE = ("💡 Tip", "log_every_n_steps", "Traceback (most recent call last)")
+NOISE = ("💡 Tip", "log_every_n_steps", "Traceback (most recent call last)", "dirpath has changed",
+         "exists and is not empty")
 
 
 def _write_mnist_like(name: str) -> Callable[[Path], None]:
@@ -265,10 +266,13 @@ def _check_ran(cmd: Command) -> list[str]:
             problems.append(f"left run folders behind: {res['new_runs']}")
         return problems
     if res["rc"] != 0:
-        why = _refusal(cmd)
-        if why is None:
-            return [_tail(res)]
-        return []  # refused in one line for a reason that holds here
+        if _refusal(cmd) is not None:
+            return []  # refused in one line for a reason that holds here
+        hint = ""
+        if re.search(r"not found|download failed", _last_line(res["err"])):
+            hint = ("\n(a dataset that cannot be downloaded here? add a writer of small files in its on-disk "
+                    "format to DATA_WRITERS in tests/test_readme.py)")
+        return [_tail(res) + hint]
     if res["what"] in HYDRA_SCRIPTS and "-m" not in res["args"]:
         if "outputs in " not in res["out"]:
             problems.append("printed no 'outputs in <dir>' line\n" + _tail(res))

@@ -273,18 +273,19 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_types(cfg)
     check_accelerator(cfg.trainer)
     L.seed_everything(cfg.seed, workers=True)
-    saved = OmegaConf.create(load_checkpoint_config(cfg.ckpt_path))
+    out = _output_dir(cfg)
+    _save_config(cfg, out)
+    module, saved = load_trained(cfg.ckpt_path)
     if cfg.get("data") is not None:
         # resolved here: ${paths.data_dir} and ${seed} live in eval's config, not in the saved one
         saved.data = OmegaConf.create(_plain(cfg.data))
-    out = _output_dir(cfg)
-    _save_config(cfg, out)
     datamodule = build_datamodule(saved)
-    module = build_module(saved)
     loggers = build_loggers(cfg)
-    trainer = build_trainer(cfg, loggers)
+    # the weights are loaded above; no checkpoints (nor Lightning's restore of training callbacks) in eval
+    trainer = build_trainer(cfg, loggers, enable_checkpointing=False)
+    log.info(f"[spikelight] testing {cfg.ckpt_path}")
     try:
-        trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.test(module, datamodule=datamodule)
     finally:
         _finish_wandb()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -313,9 +314,20 @@ def _one_line(err: BaseException) -> str | None:
     return text.splitlines()[0] if text else type(cause).__name__
 
 
+def _sweep_dir() -> Path | None:
+    """The folder of the running ``-m`` sweep, if this job is part of one."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+
+
 def _failed(cfg: DictConfig, reason: str) -> None:
     if rank_zero_only.rank == 0:
-        finish_failed_run(_output_dir(cfg), reason)
+        finish_failed_run(_output_dir(cfg), reason, _sweep_dir())
 
 
 def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> float | None:
