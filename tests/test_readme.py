@@ -53,10 +53,16 @@ QUICK = {
     "trainer.limit_train_batches": "2",
     "trainer.limit_val_batches": "1",
     "trainer.limit_test_batches": "1",
+    "trainer.num_sanity_val_steps": "0",
     "data.batch_size": "16",
     "print_config": "false",
     "++callbacks.spike_plots": "null",
 }
+# A train.py command with more time steps than this (e.g. 784-step sequential MNIST)
+# only builds in the fast suite (config, data, model, run folder; no batch), and runs
+# for real in the slow one: a step of such a model costs tens of seconds on 2 CPU cores.
+MAX_FAST_STEPS = 100
+BUILD_ONLY = {"trainer.limit_train_batches": "0", "trainer.limit_val_batches": "0", "test": "false"}
 
 
 def _importable(module: str) -> bool:
@@ -102,6 +108,7 @@ class Command:
     line: int  # 1-based line number in README.md
     text: str  # as written, without the trailing comment
     expect_error: str | None = None  # for "$ cmd" lines followed by "error: ..."
+    build_only: bool = False  # a long command in the fast suite (see MAX_FAST_STEPS)
     result: dict = field(default_factory=dict)
 
     @property
@@ -149,14 +156,18 @@ def _key(arg: str) -> str | None:
     return arg.split("=", 1)[0].lstrip("+~") if "=" in arg and not arg.startswith("-") else None
 
 
-def shorten(args: list[str], script: str) -> list[str]:
-    """A README command's Hydra arguments plus :data:`QUICK` (keys it sets win).
+def shorten(args: list[str], script: str, build_only: bool = False) -> list[str]:
+    """A README command's Hydra arguments plus :data:`QUICK` (keys it sets win),
+    and :data:`BUILD_ONLY` if ``build_only``.
 
     A resume (``ckpt_path=`` in train.py) trains one epoch more than the quick
     run it continues; an Optuna search runs 2 trials.
     """
     keys = {_key(a) for a in args}
-    extra = [f"{k}={v}" for k, v in QUICK.items() if k.lstrip("+") not in keys]
+    quick = {**QUICK, **BUILD_ONLY} if build_only else QUICK
+    if build_only:
+        args = [a for a in args if _key(a) not in BUILD_ONLY]
+    extra = [f"{k}={v}" for k, v in quick.items() if k.lstrip("+") not in keys or k in BUILD_ONLY]
     if script == "eval.py" and "data" not in keys:  # eval's data is the checkpoint's unless data= is given
         extra = [e for e in extra if not e.startswith("data.")]
     if script == "train.py" and "ckpt_path" in keys:
@@ -165,6 +176,27 @@ def shorten(args: list[str], script: str) -> list[str]:
     if "hparams_search=optuna" in args:
         extra.append("hydra.sweeper.n_trials=2")
     return [*args, *extra]
+
+
+def time_steps(args: list[str]) -> int | None:
+    """Time steps per sample of a train.py command: the sequence length of
+    sequence data (plus an encoder's cue steps), else ``T``; None if it does not
+    compose (its run reports why)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.utils import instantiate
+
+    from spikelight.checks import _compose, _compose_lines
+
+    try:
+        lines = _compose_lines(OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")]))
+        cfg = _compose("train", lines, ROOT / "conf")
+        steps = getattr(instantiate(cfg.data), "seq_len", None)  # no data is read here
+        if steps is None:
+            return int(cfg.T)
+        encoder = instantiate(cfg.encoder) if cfg.get("encoder") else None
+        return int(steps) + int(getattr(encoder, "cue_steps", 0) or 0)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 class ForkServer:
@@ -204,8 +236,8 @@ def _tail(result: dict, n: int = 2500) -> str:
 class Walk:
     """Runs the README's commands in order, remembering which run each made."""
 
-    def __init__(self, server: ForkServer, cwd: Path, env: dict) -> None:
-        self.server, self.cwd, self.env = server, cwd, env
+    def __init__(self, server: ForkServer, cwd: Path, env: dict, full: bool = False) -> None:
+        self.server, self.cwd, self.env, self.full = server, cwd, env, full
         self.made_by: dict[Path, list[str]] = {}  # run folder -> README arguments of the command that made it
 
     def fill(self, cmd: Command) -> str:
@@ -233,7 +265,9 @@ class Walk:
         if words[:2] == ["python", "-m"] and words[2] in MODULES:
             return ["-m", words[2], *words[3:]], words[3:], words[2]
         if words[0] == "python" and len(words) > 1 and words[1] in HYDRA_SCRIPTS:
-            return [str(ROOT / words[1]), *shorten(words[2:], words[1])], words[2:], words[1]
+            steps = time_steps(words[2:]) if words[1] == "train.py" and not self.full else None
+            cmd.build_only = steps is not None and steps > MAX_FAST_STEPS and cmd.expect_error is None
+            return [str(ROOT / words[1]), *shorten(words[2:], words[1], cmd.build_only)], words[2:], words[1]
         pytest.fail(f"{cmd.where}: tests/test_readme.py does not know how to run this command quickly; "
                     "add a rule to Walk.argv (and shorten)")
 
@@ -371,7 +405,8 @@ def test_readme_parser_finds_commands_comments_and_errors():
     assert resumed.count("trainer.max_epochs=2") == 1 and "trainer.max_epochs=1" not in resumed
 
 
-def test_every_readme_command_works_as_written(tmp_path):
+def walk_readme(tmp_path: Path, full: bool) -> None:
+    """Run every README command in order (see the module docstring); fail naming the lines that broke."""
     commands = readme_commands(README.read_text())
     runnable = [c for c in commands if c.text.startswith("python")]
     assert len(runnable) >= 10, "README lost its commands?"
@@ -386,15 +421,26 @@ def test_every_readme_command_works_as_written(tmp_path):
                                                  if p and Path(p).resolve() != Path(src)]])}
     server = ForkServer({**os.environ, **{k: v for k, v in env.items() if v is not None}})
     try:
-        walk = Walk(server, tmp_path, env)
+        walk = Walk(server, tmp_path, env, full=full)
         for cmd in runnable:
             walk.run(cmd)
             found = _check_ran(cmd) + _check_runs_made(cmd, tmp_path)
             problems += [f"\n{cmd.where} (ran {cmd.result['seconds']} s):\n{p}" for p in found]
     finally:
         server.close()
-    timing = ", ".join(f"{c.line}: {c.result.get('seconds')}s" for c in runnable)
+    timing = ", ".join(f"{c.line}: {c.result.get('seconds')}s{' (built)' if c.build_only else ''}" for c in runnable)
     assert not problems, "".join(problems) + f"\n(times by README line: {timing})"
+
+
+def test_every_readme_command_works_as_written(tmp_path):
+    """Fast: commands longer than MAX_FAST_STEPS time steps only build."""
+    walk_readme(tmp_path, full=False)
+
+
+@pytest.mark.slow
+def test_every_readme_command_trains_as_written(tmp_path):
+    """Slow: every command trains its shortened epoch, the long ones too."""
+    walk_readme(tmp_path, full=True)
 
 
 @pytest.mark.parametrize("script", HYDRA_SCRIPTS)
