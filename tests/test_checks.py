@@ -32,6 +32,7 @@ from spikelight.rundir import FAILED, continue_metrics_csv, finish_failed_run
         (["surrogate=atn"], "no config surrogate/atn.yaml (surrogate=atn); did you mean surrogate=atan?"),
         (["neuron=lif,if"], "add -m to sweep over them (python train.py -m neuron=lif,if)"),
         (["neuron.tau=abc"], "neuron.tau=abc: LIFNode(tau) takes a number, got the string 'abc'"),
+        (["T=abc"], "T=abc: PoissonEncoder(T) takes a number, got the string 'abc' (used as encoder.T)"),
         (["model=mlp", "model.hidden=500"],
          "model.hidden=500: MLP(hidden) takes a list, got the number 500; write a list, e.g. 'model.hidden=[500]'"),
         (["+neuron.tua=2"], "neuron.tua: LIFNode has no argument 'tua'; did you mean 'neuron.tau'?"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import inspect
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -72,21 +73,28 @@ def resume_run_dir(ckpt_path: str) -> Path | None:
 
 def preflight(argv: list[str], config_name: str, conf_dir: Path = CONF) -> list[str]:
     """Check the arguments of ``train.py`` / ``eval.py`` (``argv`` without the
-    script) and return them, with ``hydra.run.dir`` added when resuming a run.
+    script) before Hydra makes a run folder, and return them, with
+    ``hydra.run.dir`` added when train.py resumes a run (:func:`resume_run_dir`).
 
-    Raises :class:`ConfigError` (one line) for an unknown top-level key or a
-    config option whose optional dependency is not installed. Arguments Hydra
-    cannot parse are passed through for Hydra to report.
+    Raises :class:`ConfigError` (one line naming the fix) for: several values
+    without ``-m``; an unknown top-level key; a config option that does not
+    exist; one whose optional dependency is not installed; then, on the
+    composed config, a nested key that does not exist, an argument the target
+    class does not take or a value of the wrong type (:func:`check_types`), and
+    ``accelerator=gpu`` without a GPU. Arguments Hydra cannot parse are passed
+    through for Hydra to report.
     """
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    if "--version" in argv:
+        return argv
     try:
         args, _ = get_args_parser().parse_known_args(argv)
         overrides = OverridesParser.create().parse_overrides(args.overrides)
-    except BaseException:  # noqa: BLE001 - Hydra reports its own parse errors (and --version exits)
+    except (Exception, SystemExit):  # noqa: BLE001 - Hydra reports its own parse errors (and --version exits)
         return argv
-    if args.help or args.hydra_help or args.shell_completion:
+    if args.help or args.hydra_help or args.shell_completion or "--version" in argv:
         return argv
     known = known_keys(args.config_name or config_name, conf_dir)
     sweeps = [o for o in overrides if o.is_sweep_override()]
@@ -94,7 +102,8 @@ def preflight(argv: list[str], config_name: str, conf_dir: Path = CONF) -> list[
     if sweeps and not args.multirun and not in_config:
         line, key = sweeps[0].input_line, sweeps[0].key_or_group
         as_list = "" if (conf_dir / key).is_dir() else f", or pass a list as {key}=[...]"
-        raise ConfigError(f"'{line}' lists several values: add -m to sweep over them (python train.py -m {line}){as_list}")
+        script = f"{args.config_name or config_name}.py"
+        raise ConfigError(f"'{line}' lists several values: add -m to sweep over them (python {script} -m {line}){as_list}")
     for o in overrides:
         key = o.key_or_group
         top = key.lstrip("~+").split("/")[0].split(".")[0]
@@ -366,6 +375,17 @@ def _get(node: Any, key: Any) -> Any:
         return _UNRESOLVED
 
 
+def _interpolated_from(node: Any, arg: str) -> str | None:
+    """The key ``node.arg`` copies with a plain ``${key}`` interpolation, if it does."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if not isinstance(node, DictConfig) or not OmegaConf.is_interpolation(node, arg):
+        return None
+    raw = node._get_node(arg)._value()
+    match = re.fullmatch(r"\$\{([\w.]+)\}", str(raw))
+    return match.group(1) if match else None
+
+
 def _walk(node: Any, key: str) -> None:
     if isinstance(node, Mapping):
         target = _get(node, "_target_")
@@ -386,7 +406,10 @@ def _walk(node: Any, key: str) -> None:
                     continue
                 kinds = _kinds(hints[arg])
                 if not _fits(value, kinds):
-                    raise ConfigError(_mismatch(f"{key}.{arg}", value, kinds, owner, arg))
+                    source = _interpolated_from(node, arg)  # e.g. encoder.T: ${T} -> name T, as typed
+                    where = f"{source}" if source else f"{key}.{arg}"
+                    msg = _mismatch(where, value, kinds, owner, arg)
+                    raise ConfigError(msg + (f" (used as {key}.{arg})" if source else ""))
         for arg in node.keys():
             value = _get(node, arg)
             if not str(arg).startswith("_") and value is not _UNRESOLVED:
