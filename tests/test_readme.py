@@ -429,6 +429,7 @@ def walk_readme(tmp_path: Path, full: bool) -> None:
     finally:
         server.close()
     timing = ", ".join(f"{c.line}: {c.result.get('seconds')}s{' (built)' if c.build_only else ''}" for c in runnable)
+    print(f"README walk, seconds by line: {timing}")  # shown with pytest -s / -rP
     assert not problems, "".join(problems) + f"\n(times by README line: {timing})"
 
 
