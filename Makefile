@@ -20,6 +20,7 @@ install: $(VENV)/.installed  ## create .venv and install spikelight (+ dev tools
 
 demo: install  ## train the single-layer LIF on the built-in digits (offline, ~30 s on 2 CPU cores)
 	$(BIN)/python train.py experiment=demo_digits
+	@echo "next: source $(VENV)/bin/activate, then the README's python train.py ... commands"
 
 train: install  ## python train.py with ARGS="model=... neuron=..."
 	$(BIN)/python train.py $(ARGS)

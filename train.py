@@ -1,9 +1,15 @@
 """Train a spiking network: ``python train.py [group=option ...] [key=value ...]``."""
 
-import hydra
-from omegaconf import DictConfig
+import sys
 
-from spikelight.cli import run_task, train
+try:
+    import hydra
+    from omegaconf import DictConfig
+
+    from spikelight.cli import preflight_or_exit, run_task, train
+except ModuleNotFoundError as err:  # usually: .venv not activated
+    sys.exit(f"error: {err.name} is not installed for {sys.executable}; "
+             "run `source .venv/bin/activate` first (`make install` creates .venv)")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -12,4 +18,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv = preflight_or_exit(sys.argv, "train")
     main()

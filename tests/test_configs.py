@@ -6,9 +6,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from spikelight.checks import check_accelerator
 from spikelight.cli import build_callbacks, build_datamodule, build_loggers, build_module, fill_in_features
 from spikelight.data import ClassificationDataModule
 from spikelight.encoding import Encoder, SequenceEncoder, ThresholdCrossingEncoder
+from spikelight.errors import ConfigError
 from spikelight.losses import SpikeLoss
 from spikelight.neurons import BaseNode
 from spikelight.readout import Readout
@@ -92,12 +94,17 @@ def test_data(opt, tmp_path):
 def test_accelerators(opt, tmp_path):
     cfg = compose_cfg("train", [*BASE, f"accelerator={opt}"], tmp_path)
     assert cfg.trainer.accelerator in ("auto", "cpu", "gpu")
-    if opt in ("auto", "cpu"):  # gpu / ddp need a GPU to build a Trainer
-        trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
-        assert trainer.max_epochs == 1
-    else:
-        assert cfg.trainer.accelerator == "gpu"
-        assert opt != "ddp" or cfg.trainer.strategy == "ddp"
+    if opt == "gpu" and not torch.cuda.is_available():  # refused in one line, not Lightning's traceback
+        with pytest.raises(ConfigError, match="no usable GPU"):
+            check_accelerator(cfg.trainer)
+        return
+    check_accelerator(cfg.trainer)
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert trainer.max_epochs == 1
+    if opt == "ddp":  # GPUs with NCCL, or CPU processes with gloo: never hard-codes the GPU
+        assert type(trainer.strategy).__name__ == "DDPStrategy"
+        assert trainer.accelerator.__class__.__name__ == ("CUDAAccelerator" if torch.cuda.is_available()
+                                                          else "CPUAccelerator")
 
 
 def test_loggers_and_callbacks(tmp_path):

@@ -88,7 +88,7 @@ def test_plot_callback_writes_pngs_and_plot_cli(tmp_path):
     proc = run_cli("train.py", "print_config=false", "accelerator=cpu", "data=digits", "model=mlp", "model.hidden=[32]",
                    "neuron=leaky", "T=6", "trainer.fast_dev_run=true", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    names = {"output_traces", "output_heatmap", "input_raster", "firing_rates", "curves"}
+    names = {"output_traces", "output_heatmap", "input_raster", "spike_raster", "firing_rates", "curves"}
     pngs = {p.stem: p for p in (run_dir / "plots").glob("*.png")}
     assert set(pngs) == names
     assert all(p.stat().st_size > 5000 and p.read_bytes()[:4] == b"\x89PNG" for p in pngs.values())
@@ -122,3 +122,93 @@ def test_plots_reach_image_loggers(tmp_path, logger):
     else:
         events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
         assert events and sum(e.stat().st_size for e in events) > 50_000  # figures are in the event file
+
+
+def _close(fig):
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def _integer_ticks(ticks) -> bool:
+    return all(float(t).is_integer() for t in ticks)
+
+
+def test_plots_read_at_a_glance():
+    """What issue 7 asked of each figure, checked on the figure objects."""
+    from matplotlib.image import AxesImage
+
+    from spikelight.visualize import (
+        plot_curves,
+        plot_firing_rate_hist,
+        plot_input_raster,
+        plot_membrane_heatmap,
+        plot_output_traces,
+        plot_spike_raster,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    T, S, C = 12, 3, 10
+    membrane = torch.randn(T, S, C, generator=g)
+    spikes = (membrane > 0.8).float()
+    labels, preds = torch.tensor([1, 2, 3]), torch.tensor([1, 2, 4])
+
+    fig = plot_output_traces(membrane, spikes, labels, preds, 1.0)
+    axes = fig.axes
+    assert len(axes) == 2 * S and all("before reset" in ax.get_ylabel() for ax in axes[0::2])
+    assert all(axes[0].get_shared_x_axes().joined(axes[0], ax) for ax in axes)  # paired panels share time ticks
+    assert all(ax.get_xlim() == axes[0].get_xlim() for ax in axes)
+    _close(fig)
+
+    fig = plot_membrane_heatmap(membrane, labels, preds)
+    panels = [ax for ax in fig.axes if any(isinstance(a, AxesImage) for a in ax.get_children())]
+    assert [ax.get_title(loc="left") for ax in panels] == [
+        "sample 0: label 1, predicted 1", "sample 1: label 2, predicted 2", "sample 2: label 3, predicted 4"]
+    _close(fig)
+
+    x_seq = (torch.rand(T, S, 784, generator=g) < 0.2).float()  # Poisson-like 28x28 input
+    fig = plot_input_raster(x_seq, labels)
+    images = [a.get_array().shape for ax in fig.axes for a in ax.get_images()]
+    assert images.count((28, 28)) == S  # the summed images stay
+    spans = [abs(ax.get_ylim()[0] - ax.get_ylim()[1]) for ax in fig.axes if ax.get_xlabel() == "time step"]
+    assert len(spans) == S and max(spans) <= 28  # one pixel row per sample, not a 784-row blob
+    _close(fig)
+
+    layers = {"layers.0.neuron": (torch.rand(T, 1000, generator=g) < 0.1).float(),
+              "layers.1.neuron": (torch.rand(T, 10, generator=g) < 0.3).float()}
+    fig = plot_spike_raster(layers, "sample 0")
+    top, out = fig.axes
+    assert "100 of 1000" in top.get_title(loc="left") and abs(top.get_ylim()[0] - top.get_ylim()[1]) == 100
+    assert "all shown" in out.get_title(loc="left") and out.get_xlabel() == "time step"
+    _close(fig)
+
+    fig = plot_firing_rate_hist({"out": torch.tensor([0.1, 0.1, 0.2, 0.5, 0.0, 0.0, 0.3, 0.1, 0.1, 0.9])})
+    assert _integer_ticks(fig.axes[0].get_yticks())  # neuron counts, no 0.5 neurons
+    _close(fig)
+
+    steps = [(s, 1.0 / s) for s in range(1, 21)]  # one epoch of 20 steps
+    fig = plot_curves([{"epoch": 0, "step": 20, "train/loss": 0.3, "val/loss": 0.2, "val/acc": 0.9}], steps)
+    ax_l, ax_a = fig.axes[:2]
+    assert max(len(line.get_xdata()) for line in ax_l.lines) == 20  # the per-step training curve
+    assert _integer_ticks(ax_l.get_xticks()) and _integer_ticks(ax_a.get_xticks())
+    lo, hi = ax_a.get_ylim()
+    assert 0 <= lo < 0.9 < hi <= 1.01
+    _close(fig)
+
+
+def test_plot_callback_keeps_a_bounded_per_step_history():
+    from spikelight.callbacks import SpikePlotCallback
+    from spikelight.plot import curves_from_checkpoint
+
+    cb = SpikePlotCallback(max_points=8)
+    for step in range(1, 21):
+        cb._pending.append((step, torch.tensor(float(step))))
+    cb._flush_steps()
+    assert len(cb.steps) <= 8 and cb.stride == 4
+    assert cb.steps[0] == (4, 2.5)  # the mean of steps 1..4, at the last of them
+    state = cb.state_dict()
+    again = SpikePlotCallback()
+    again.load_state_dict(state)
+    assert again.steps == cb.steps and again.stride == 4
+    ckpt = {"callbacks": {"ModelCheckpoint{}": {}, "SpikePlotCallback": {**state, "history": [{"epoch": 0}]}}}
+    assert curves_from_checkpoint(ckpt) == ([{"epoch": 0}], cb.steps)

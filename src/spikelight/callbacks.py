@@ -3,12 +3,15 @@ logged into whatever logger the run uses."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
 import matplotlib.pyplot as plt
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from matplotlib.figure import Figure
+from torch import Tensor
 
 from spikelight.synops import E_AC_PJ, E_MAC_PJ, SynOpCounter
 from spikelight.visualize import plot_curves, sample_figures
@@ -32,34 +35,72 @@ def log_figure(trainer: L.Trainer, name: str, fig: Figure, out_dir: Path) -> Pat
 
 
 class SpikePlotCallback(L.Callback):
-    """After testing, draw output membrane traces + spike rasters, the output
-    heatmap, the input encoding raster and per-layer firing-rate histograms for
-    the first test batch; after fitting, the loss / accuracy curves.
+    """After testing, draw for the first test batch: output membrane traces +
+    spike rasters, output heatmaps, the encoded input, a spike raster of every
+    layer and per-layer firing-rate histograms; after fitting, the loss /
+    accuracy curves (training loss of every step, epoch metrics).
 
-    PNGs go to ``<run dir>/plots/`` and to the active loggers.
+    PNGs go to ``<run dir>/plots/`` and to the active loggers. The curve data
+    is kept in checkpoints, so a resumed run draws its whole history.
+
+    Args:
+        num_samples: samples drawn in the per-sample figures.
+        dirname: folder under the run directory.
+        max_points: per-step losses kept; beyond it, neighbours are averaged
+            (long runs keep a bounded history).
     """
 
     CURVE_KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc")
 
-    def __init__(self, num_samples: int = 3, dirname: str = "plots") -> None:
+    def __init__(self, num_samples: int = 3, dirname: str = "plots", max_points: int = 10_000) -> None:
         self.num_samples = num_samples
         self.dirname = dirname
+        self.max_points = max_points
         self.history: list[dict[str, float]] = []
+        self.steps: list[tuple[int, float]] = []
+        self.stride = 1  # steps averaged into one point
+        self._pending: list[tuple[int, Tensor]] = []
+        self._partial = (0.0, 0)  # sum and count of steps not yet averaged into a point
 
     def _dir(self, trainer: L.Trainer) -> Path:
         return Path(trainer.default_root_dir) / self.dirname
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, Tensor):
+            # kept on the device: one transfer per epoch, not a sync every step
+            self._pending.append((trainer.global_step, loss.detach()))
+
+    def _flush_steps(self) -> None:
+        if not self._pending:
+            return
+        values = torch.stack([v.float() for _, v in self._pending]).cpu().tolist()
+        total, count = self._partial
+        for (step, _), value in zip(self._pending, values):
+            total, count = total + value, count + 1
+            if count >= self.stride:
+                self.steps.append((int(step), total / count))
+                total, count = 0.0, 0
+        self._partial = (total, count)
+        self._pending = []
+        while len(self.steps) > self.max_points:  # halve the resolution, keep the shape
+            pairs = zip(self.steps[0::2], self.steps[1::2])
+            self.steps = [(b[0], (a[1] + b[1]) / 2) for a, b in pairs]
+            self.stride *= 2
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        self._flush_steps()
         m = trainer.callback_metrics
-        row = {"epoch": trainer.current_epoch}
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         row.update({k.replace("_epoch", ""): float(m[k]) for k in self.CURVE_KEYS if k in m})
         self.history.append(row)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.history and trainer.is_global_zero:
-            log_figure(trainer, "curves", plot_curves(self.history), self._dir(trainer))
+        self._flush_steps()
+        if (self.history or self.steps) and trainer.is_global_zero:
+            log_figure(trainer, "curves", plot_curves(self.history, self.steps), self._dir(trainer))
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -71,10 +112,13 @@ class SpikePlotCallback(L.Callback):
             log_figure(trainer, name, fig, self._dir(trainer))
 
     def state_dict(self) -> dict:
-        return {"history": self.history}
+        self._flush_steps()
+        return {"history": self.history, "steps": self.steps, "stride": self.stride}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = list(state_dict.get("history", []))
+        self.steps = [tuple(p) for p in state_dict.get("steps", [])]
+        self.stride = int(state_dict.get("stride", 1))
 
 
 class SynOpsCallback(L.Callback):

@@ -6,6 +6,7 @@ Everything here also works without the Hydra decorator: compose a config with
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 import sys
@@ -18,6 +19,8 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -25,8 +28,11 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.syntax import Syntax
 
+from spikelight import console
+from spikelight.checks import check_accelerator, check_types, resume_run_dir
 from spikelight.errors import ConfigError, SpikelightError
 from spikelight.lit import SpikingClassifier
+from spikelight.rundir import clear_failed_mark, continue_metrics_csv, finish_failed_run
 
 __all__ = [
     "build_module",
@@ -37,13 +43,14 @@ __all__ = [
     "build_loggers",
     "train",
     "evaluate",
+    "build_trainer",
     "run_task",
+    "preflight_or_exit",
     "ConfigError",
 ]
 
-# noise on every run that a user cannot act on (in-memory tensor data needs no workers)
-warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+console.quiet()
+log = logging.getLogger("spikelight")
 
 MODEL_KEYS = (
     "model", "encoder", "readout", "loss", "optimizer", "scheduler", "neuron", "surrogate", "regularizer",
@@ -110,17 +117,22 @@ def _has_wandb_credentials() -> bool:
         return False
 
 
-def build_loggers(cfg: DictConfig) -> list[Logger]:
+def build_loggers(cfg: DictConfig, append: bool = False) -> list[Logger]:
     """Loggers from the ``logger`` group (a dict of name → config). wandb goes
-    offline when no API key is configured, so it works without an account."""
+    offline when no API key is configured, so it works without an account;
+    ``append`` makes the CSV logger continue an existing ``metrics.csv`` (resume)."""
     loggers: list[Logger] = []
     for conf in (cfg.get("logger") or {}).values():
         if not isinstance(conf, DictConfig) or "_target_" not in conf:
             continue
         if conf._target_.endswith("WandbLogger"):
             if not conf.get("offline") and not os.environ.get("WANDB_MODE") and not _has_wandb_credentials():
-                print("[spikelight] wandb: no API key configured, logging offline (upload later with `wandb sync`)")
+                log.info("[spikelight] wandb: no API key configured, logging offline (upload later with `wandb sync`)")
                 conf = OmegaConf.merge(conf, {"offline": True})
+        if append and conf._target_ == "spikelight.loggers.CSVLogger":
+            conf = conf.copy()
+            with open_dict(conf):
+                conf.append = True
         loggers.append(_build(conf))
     return loggers
 
@@ -137,7 +149,17 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
     return callbacks
 
 
+def build_trainer(cfg: DictConfig, loggers: list[Logger], **overrides: Any) -> L.Trainer:
+    """The Lightning Trainer of ``cfg.trainer`` with the configured callbacks and loggers."""
+    return instantiate(
+        cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False, _convert_="all",
+        **overrides,
+    )
+
+
 def _save_config(cfg: DictConfig, output_dir: Path | None) -> None:
+    if rank_zero_only.rank != 0:
+        return  # DDP workers share rank 0's folder
     yaml = OmegaConf.to_yaml(cfg, resolve=True)
     if cfg.get("print_config", True):
         Console().print(Syntax(yaml, "yaml"))
@@ -147,7 +169,10 @@ def _save_config(cfg: DictConfig, output_dir: Path | None) -> None:
 
 
 def _output_dir(cfg: DictConfig) -> Path | None:
-    out = OmegaConf.select(cfg, "paths.output_dir")
+    try:
+        out = OmegaConf.select(cfg, "paths.output_dir")
+    except OmegaConfBaseException:  # outside a Hydra run
+        return None
     return Path(out) if out else None
 
 
@@ -159,30 +184,57 @@ def _finish_wandb() -> None:
             wandb.finish()
 
 
+def _summary(metrics: dict[str, float], out: Path | None) -> None:
+    if rank_zero_only.rank != 0:
+        return
+    shown = [f"{k} {metrics[k]:.4f}" for k in ("val/acc_best", "test/acc") if k in metrics]
+    where = f"outputs in {out}" if out is not None else ""
+    log.info("[spikelight] " + "; ".join([*shown, where] if where else shown))
+
+
+def _prepare_resume(ckpt: str, out: Path | None) -> bool:
+    """Check ``ckpt``; when it belongs to this run's folder (the default, see
+    :func:`spikelight.checks.preflight`), keep the folder's metrics up to it.
+    Returns whether the run continues in the checkpoint's own folder."""
+    if not Path(ckpt).exists():
+        raise ConfigError(f"ckpt_path={ckpt} does not exist")
+    same = out is not None and resume_run_dir(ckpt) == out.resolve()
+    if same:
+        # the checkpoint directory is this run's own: Lightning's warning about it is expected
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+        if rank_zero_only.rank == 0:
+            step = int(torch.load(ckpt, map_location="cpu", weights_only=True).get("global_step", 0))
+            continue_metrics_csv(out / "csv" / "metrics.csv", step)
+        log.info(f"[spikelight] resuming from {ckpt}, continuing in its run folder {out}")
+    else:
+        log.info(f"[spikelight] resuming from {ckpt}; this run writes to {out}")
+    return same
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (optionally resuming from ``ckpt_path``), then test the best checkpoint.
 
     Returns the final metrics (``val/acc_best``, ``test/acc``, ...) as floats.
     """
+    check_types(cfg)
+    check_accelerator(cfg.trainer)
     L.seed_everything(cfg.seed, workers=True)
+    out = _output_dir(cfg)
+    ckpt = cfg.get("ckpt_path") if cfg.get("train", True) else None
+    same_folder = _prepare_resume(ckpt, out) if ckpt else False
     datamodule = build_datamodule(cfg)
     fill_in_features(cfg, datamodule)
-    _save_config(cfg, _output_dir(cfg))
+    _save_config(cfg, out)
     module = build_module(cfg)
-    loggers = build_loggers(cfg)
+    loggers = build_loggers(cfg, append=same_folder)
     extra = {}
     if not module.automatic_optimization:  # online learning steps itself: it clips, not the Trainer
         module.manual_gradient_clip_val = cfg.trainer.get("gradient_clip_val")
         extra["gradient_clip_val"] = None
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False, _convert_="all", **extra
-    )
+    trainer = build_trainer(cfg, loggers, **extra)
     metrics: dict[str, float] = {}
     try:
         if cfg.get("train", True):
-            ckpt = cfg.get("ckpt_path")
-            if ckpt and not Path(ckpt).exists():
-                raise ConfigError(f"ckpt_path={ckpt} does not exist")
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         if cfg.get("test", True):
@@ -191,9 +243,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     finally:
         _finish_wandb()
-    out = _output_dir(cfg)
-    if out is not None:
-        print(f"[spikelight] outputs in {out}")
+    clear_failed_mark(out)
+    _summary(metrics, out)
     return metrics
 
 
@@ -219,22 +270,32 @@ def load_trained(path: str) -> tuple[SpikingClassifier, DictConfig]:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint. The model is rebuilt from the config stored in the
     checkpoint; ``data`` defaults to the training data unless given."""
+    check_types(cfg)
+    check_accelerator(cfg.trainer)
     L.seed_everything(cfg.seed, workers=True)
-    saved = OmegaConf.create(load_checkpoint_config(cfg.ckpt_path))
+    out = _output_dir(cfg)
+    _save_config(cfg, out)
+    module, saved = load_trained(cfg.ckpt_path)
     if cfg.get("data") is not None:
-        saved.data = cfg.data
-    _save_config(cfg, _output_dir(cfg))
+        # resolved here: ${paths.data_dir} and ${seed} live in eval's config, not in the saved one
+        saved.data = OmegaConf.create(_plain(cfg.data))
     datamodule = build_datamodule(saved)
-    module = build_module(saved)
     loggers = build_loggers(cfg)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False, _convert_="all"
-    )
+    # the weights are loaded above; no checkpoints (nor Lightning's restore of training callbacks) in eval
+    trainer = build_trainer(cfg, loggers, enable_checkpointing=False)
+    log.info(f"[spikelight] testing {cfg.ckpt_path}")
     try:
-        trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.test(module, datamodule=datamodule)
     finally:
         _finish_wandb()
-    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    clear_failed_mark(out)
+    _summary(metrics, out)
+    return metrics
+
+
+# errors a user fixes from the command line: one line, no traceback
+USER_ERRORS = (InstantiationException, SpikelightError, OmegaConfBaseException, MisconfigurationException)
 
 
 def _root_cause(err: BaseException) -> BaseException:
@@ -243,24 +304,54 @@ def _root_cause(err: BaseException) -> BaseException:
     return err
 
 
+def _one_line(err: BaseException) -> str | None:
+    """The one-line message for a user error, or None for a bug (keep the traceback)."""
+    cause = _root_cause(err)
+    # a bad constructor argument surfaces as ValueError/TypeError inside InstantiationException
+    if not isinstance(cause, (SpikelightError, ValueError, TypeError, OmegaConfBaseException, MisconfigurationException)):
+        return None
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
+
+def _sweep_dir() -> Path | None:
+    """The folder of the running ``-m`` sweep, if this job is part of one."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+
+
+def _failed(cfg: DictConfig, reason: str) -> None:
+    if rank_zero_only.rank == 0:
+        finish_failed_run(_output_dir(cfg), reason, _sweep_dir())
+
+
 def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> float | None:
     """Run ``task``; known user errors become one line on stderr and exit code 2
-    (``HYDRA_FULL_ERROR=1`` shows the full traceback instead).
+    (``HYDRA_FULL_ERROR=1`` shows the full traceback instead). A failed run's
+    folder is removed if it holds nothing yet, else marked ``FAILED``.
 
     Returns ``cfg.optimized_metric`` from the metrics (for Hydra sweepers) if set.
     """
     try:
         metrics = task(cfg)
-    except (InstantiationException, SpikelightError, OmegaConfBaseException) as err:
-        cause = _root_cause(err)
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except USER_ERRORS as err:
+        msg = _one_line(err)
+        _failed(cfg, f"error: {msg}" if msg else f"{type(err).__name__}: {err}")
+        if msg is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        # a bad constructor argument surfaces as ValueError/TypeError inside InstantiationException
-        if not isinstance(cause, (SpikelightError, ValueError, TypeError, OmegaConfBaseException)):
-            raise
-        msg = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
+    except SystemExit as err:  # Lightning exits 1 after a Ctrl-C it handled
+        _failed(cfg, "interrupted" if err.code else "stopped")
+        raise
+    except BaseException as err:
+        _failed(cfg, f"{type(err).__name__}: {err}")
+        raise
     name = cfg.get("optimized_metric")
     if name:
         if name not in metrics:
@@ -268,3 +359,16 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
             sys.exit(2)
         return metrics[name]
     return None
+
+
+def preflight_or_exit(argv: list[str], config_name: str) -> list[str]:
+    """:func:`spikelight.checks.preflight` for a script's ``sys.argv``: one line and exit 2 on a bad argument."""
+    from spikelight.checks import preflight
+
+    try:
+        return [argv[0], *preflight(argv[1:], config_name)]
+    except ConfigError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

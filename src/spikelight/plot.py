@@ -2,9 +2,10 @@
 
     python -m spikelight.plot logs/train/runs/<ts> [--ckpt last|PATH] [--samples 3] [--out DIR]
 
-Writes output traces / rasters, output heatmap, input raster, firing-rate
-histograms (first test batch) and, if the run logged to CSV, loss / accuracy
-curves, as PNGs into ``<run_dir>/plots`` (or ``--out``).
+Writes output traces / rasters, output heatmaps, the encoded input, a spike
+raster of every layer, firing-rate histograms (first test batch) and the loss /
+accuracy curves (from the checkpoint, else the CSV log), as PNGs into
+``<run_dir>/plots`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -14,24 +15,42 @@ import csv
 import sys
 from pathlib import Path
 
+import torch
+
 from spikelight.cli import build_datamodule, load_trained
 from spikelight.errors import ConfigError, SpikelightError
 from spikelight.visualize import plot_curves, sample_figures
 
-__all__ = ["main", "read_history"]
+__all__ = ["main", "read_history", "curves_from_checkpoint"]
 
 
-def read_history(metrics_csv: Path) -> list[dict[str, float]]:
-    """Per-epoch rows from a Lightning CSVLogger ``metrics.csv`` (epoch-level keys only)."""
+def read_history(metrics_csv: Path) -> tuple[list[dict[str, float]], list[tuple[int, float]]]:
+    """Curves from a Lightning CSVLogger ``metrics.csv``: per-epoch rows
+    (``epoch``, ``step`` and the epoch-level keys) and the per-step training
+    loss ``(step, loss)`` rows (every ``trainer.log_every_n_steps``)."""
     keys = {"train/loss_epoch": "train/loss", "train/acc": "train/acc", "val/loss": "val/loss", "val/acc": "val/acc"}
     epochs: dict[int, dict[str, float]] = {}
+    steps: list[tuple[int, float]] = []
     with open(metrics_csv) as f:
         for r in csv.DictReader(f):
-            if not r.get("epoch"):
+            step = int(float(r["step"])) + 1 if r.get("step") else None  # Lightning logs global_step - 1
+            if r.get("train/loss_step") and step is not None:
+                steps.append((step, float(r["train/loss_step"])))
+            if not r.get("epoch") or not any(r.get(k) for k in keys):
                 continue
-            row = epochs.setdefault(int(r["epoch"]), {"epoch": int(r["epoch"])})
+            row = epochs.setdefault(int(float(r["epoch"])), {"epoch": int(float(r["epoch"]))})
+            if step is not None:
+                row["step"] = max(step, row.get("step", 0))
             row.update({new: float(r[old]) for old, new in keys.items() if r.get(old)})
-    return [epochs[e] for e in sorted(epochs)]
+    return [epochs[e] for e in sorted(epochs)], steps
+
+
+def curves_from_checkpoint(ckpt: dict) -> tuple[list[dict[str, float]], list[tuple[int, float]]]:
+    """The curve data the plot callback keeps in a checkpoint (empty if none)."""
+    for key, state in (ckpt.get("callbacks") or {}).items():
+        if str(key).startswith("SpikePlotCallback") and isinstance(state, dict):
+            return list(state.get("history", [])), [tuple(p) for p in state.get("steps", [])]
+    return [], []
 
 
 def _resolve_ckpt(run_dir: Path, ckpt: str) -> Path:
@@ -60,11 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.run_dir / "plots"
     out.mkdir(parents=True, exist_ok=True)
     figs = sample_figures(module, x, y, args.samples)
+    # the callback's record (every step) when the checkpoint has it, else the CSV log
+    history, steps = curves_from_checkpoint(torch.load(ckpt, map_location="cpu", weights_only=True))
     metrics = args.run_dir / "csv" / "metrics.csv"
-    if metrics.exists():
-        history = read_history(metrics)
-        if history:
-            figs["curves"] = plot_curves(history)
+    if not (history or steps) and metrics.exists():
+        history, steps = read_history(metrics)
+    if history or steps:
+        figs["curves"] = plot_curves(history, steps)
     for name, fig in figs.items():
         fig.savefig(out / f"{name}.png", dpi=110)
         print(out / f"{name}.png")
