@@ -8,6 +8,8 @@ the real CLI are walked by tests/test_readme.py (README's error examples).
 from __future__ import annotations
 
 import csv
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,8 +50,10 @@ def test_bad_train_arguments_are_one_line(argv, needle):
 
 
 def test_eval_arguments():
-    with pytest.raises(ConfigError, match=r"'data.batch_size=16' sets a key inside data, .* e.g. data=digits"):
+    with pytest.raises(ConfigError, match=r"'data.batch_size=16' sets a key inside data, .* e.g. data=\w+ ") as err:
         preflight(["ckpt_path=x.ckpt", "data.batch_size=16"], "eval")
+    example = re.search(r"e\.g\. data=(\w+) data\.batch_size=16$", str(err.value)).group(1)
+    assert (Path(__file__).parents[1] / "conf" / "data" / f"{example}.yaml").is_file(), example
     with pytest.raises(ConfigError, match="unknown config key 'neuron'"):
         preflight(["ckpt_path=x.ckpt", "neuron.tau=2"], "eval")
     assert preflight(["ckpt_path=x.ckpt", "data=fashion_mnist"], "eval") == ["ckpt_path=x.ckpt", "data=fashion_mnist"]
