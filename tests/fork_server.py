@@ -5,7 +5,8 @@ imported), so it pays no interpreter start-up and leaves no state behind: exactl
 like a fresh ``python`` process, minus five seconds. Used by tests/test_readme.py.
 
 Protocol, one JSON object per line. Request on stdin:
-``{"argv": ["/abs/train.py" | "-m", "module", ...args], "cwd": str, "env": {name: value | null}, "timeout": s}``;
+``{"argv": ["/abs/train.py" | "-m", "module", ...args], "cwd": str, "env": {name: value | null}, "timeout": s,
+"preload": optional path of a Python file run in the fork first}``;
 reply on stdout: ``{"rc": int, "out": str, "err": str, "seconds": float}`` (rc -9: timed out).
 """
 
@@ -45,6 +46,8 @@ def _child(req: dict, out_fd: int, err_fd: int) -> None:
                 os.environ[name] = value
         argv = req["argv"]
         try:
+            if req.get("preload"):  # test set-up that must run inside the command's process
+                runpy.run_path(req["preload"], run_name="__preload__")
             if argv[0] == "-m":
                 sys.argv = [argv[1], *argv[2:]]
                 runpy.run_module(argv[1], run_name="__main__", alter_sys=True)

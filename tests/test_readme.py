@@ -33,9 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torchvision import datasets
 
+from spikelight.data.cifar import write_cifar
 from spikelight.data.mnist import MNIST_FILES
 
 from .conftest import ROOT, make_mnist_files
@@ -95,10 +98,22 @@ def _write_mnist_like(name: str) -> Callable[[Path], None]:
 
 # datasets a README command may use that cannot be downloaded here: small files in
 # the real on-disk format under data/ (the default data root)
+def _write_cifar10(data_root: Path) -> None:
+    """5,200 / 200 small images (enough for val_size=5000); torchvision's md5 check is satisfied in
+    the command's process by tests/readme_preload.py from the checksums recorded here."""
+    rng = np.random.default_rng(0)
+    split = {n: (rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8), [i % 10 for i in range(n)])
+             for n in (5200, 200)}
+    md5 = write_cifar(data_root, datasets.CIFAR10, split[5200], split[200])
+    (data_root / "cifar-md5.json").write_text(json.dumps({"CIFAR10": md5}))
+
+
 DATA_WRITERS: dict[str, Callable[[Path], None]] = {
     "mnist": _write_mnist_like("MNIST"),
     "fashion_mnist": _write_mnist_like("FashionMNIST"),
+    "cifar10": _write_cifar10,
 }
+PRELOAD = ROOT / "tests" / "readme_preload.py"
 
 
 @dataclass
@@ -210,7 +225,8 @@ class ForkServer:
         assert json.loads(self.proc.stdout.readline())["ready"]
 
     def run(self, argv: list[str], cwd: Path, env: dict, timeout: float = 240) -> dict:
-        self.proc.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "env": env, "timeout": timeout}) + "\n")
+        req = {"argv": argv, "cwd": str(cwd), "env": env, "timeout": timeout, "preload": str(PRELOAD)}
+        self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
         return json.loads(self.proc.stdout.readline())
 
