@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+import torch.utils._pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from spikelight.cli import train
 from spikelight.errors import ConfigError
@@ -146,6 +148,42 @@ def test_memory_eprop_is_independent_of_sequence_length_bptt_is_not():
         assert eprop_saved == 0
     assert bptt[1] > 3.5 * bptt[0]  # grows with T
     assert eprop[0] == eprop[1]  # does not
+
+
+class _BigAllocations(TorchDispatchMode):
+    """Counts fresh tensors (not views, not in-place / out= results) of a given shape."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape, self.count = torch.Size(shape), 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = {a.untyped_storage().data_ptr() for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)}
+        for t in pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.shape == self.shape and t.untyped_storage().data_ptr() not in inputs:
+                self.count += 1
+        return out
+
+
+@pytest.mark.parametrize("readout_tau,per_step", [(None, False), (5.0, True)])
+def test_eprop_allocates_its_trace_buffers_once(readout_tau, per_step):
+    """A [B, H, P] temporary per step makes the process's resident memory grow with T (the heap
+    fragments): measured 0.24 GB at T=28 and 3.7 GB at T=784 before the buffers were reused."""
+    model = LSNN(lambda: ALIFNode(tau=5.0, tau_adapt=20.0, beta=1.0), in_features=F_IN, hidden=H,
+                 readout_tau=readout_tau)
+    readout = RateReadout() if not per_step else MembraneReadout("mean")
+    loss = ReadoutCrossEntropyLoss().bind(readout) if not per_step else CEMembranePerStepLoss()
+    rule = EProp()
+    rule.attach(model, readout, loss, None)
+    counts = []
+    for steps in (10, 40):
+        mode = _BigAllocations((B, H, F_IN + H))
+        with mode:
+            rule.gradients(model, torch.rand(steps, B, F_IN) * 2.5, torch.randint(0, C, (B,)), readout, loss, None)
+        counts.append(mode.count)
+    assert counts[0] == counts[1], counts
 
 
 @pytest.mark.parametrize(

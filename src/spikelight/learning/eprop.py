@@ -206,7 +206,10 @@ class EProp(nn.Module):
         z = torch.zeros(batch, H, dtype=dt, device=x.device)
         eps_h = torch.zeros((batch, H, P) if dyn["hard"] else (batch, P), dtype=dt, device=x.device)
         eps_a = torch.zeros(batch, H, P, dtype=dt, device=x.device) if dyn["adaptive"] else None
-        ebar = torch.zeros(batch, H, P, dtype=dt, device=x.device)
+        # every [B, H, P] buffer is allocated once: a fresh temporary per step lets glibc's heap grow with T
+        e = torch.empty(batch, H, P, dtype=dt, device=x.device)
+        ebar = e if kappa == 0.0 else torch.zeros(batch, H, P, dtype=dt, device=x.device)
+        signal_e = torch.empty_like(e) if kind != "window" else None
         ebar_sum = torch.zeros_like(ebar) if kind == "window" else None
         reg_e = torch.zeros(H, P, dtype=dt, device=x.device) if regularizer is not None else None
         g_w = torch.zeros(H, P, dtype=dt, device=x.device)
@@ -234,15 +237,15 @@ class EProp(nn.Module):
             else:
                 eps_h.mul_(dyn["alpha"]).add_(p, alpha=dyn["c"])
                 eps_hb = eps_h.unsqueeze(1)
-            # in place where the [B, H, P] buffers allow: one temporary per step
             if eps_a is not None:
-                e = torch.mul(eps_a, -beta[None, :, None]).add_(eps_hb).mul_(psi.unsqueeze(-1))
+                torch.mul(eps_a, -beta[None, :, None], out=e).add_(eps_hb).mul_(psi.unsqueeze(-1))
                 rho = dyn["rho"]
                 eps_a.mul_((rho - (1.0 - rho) * beta * psi).unsqueeze(-1))
                 eps_a.addcmul_(((1.0 - rho) * psi).unsqueeze(-1), eps_hb)
             else:
-                e = psi.unsqueeze(-1) * eps_hb
-            ebar.mul_(kappa).add_(e, alpha=1.0 - kappa)
+                torch.mul(psi.unsqueeze(-1), eps_hb, out=e)
+            if ebar is not e:  # kappa = 0: the filtered trace is e itself
+                ebar.mul_(kappa).add_(e, alpha=1.0 - kappa)
             if reg_e is not None:
                 reg_e.add_(e.sum(0))
             # readout (leaky, non-spiking) and the learning signal
@@ -258,7 +261,8 @@ class EProp(nn.Module):
                 scale = 1.0 / (batch * (T if loss.time_reduction == "mean" else 1))
                 delta = (torch.softmax(logit, -1) - onehot) * scale  # dE/dlogit_t [B, C]
                 loss_steps = loss_steps + F.cross_entropy(logit, y) * scale * batch
-                g_w.add_(torch.einsum("bj,bjp->jp", delta @ fb.t(), ebar))
+                torch.mul(ebar, (delta @ fb.t()).unsqueeze(-1), out=signal_e)
+                g_w.add_(signal_e.sum(0))
                 g_out.add_(delta.t() @ ybar)
                 g_bout.add_(delta.sum(0))
 
@@ -278,7 +282,8 @@ class EProp(nn.Module):
             rate = count.sum(0) / (batch * T)  # spikes per step of each neuron
             total = total + regularizer.weight * (rate - regularizer.target).pow(2).sum()
             g_w.add_((2.0 * regularizer.weight * (rate - regularizer.target) / (batch * T)).unsqueeze(-1) * reg_e)
-        trace_bytes = sum(b.numel() * b.element_size() for b in (eps_h, eps_a, ebar, ebar_sum, reg_e) if b is not None)
+        buffers = {id(b): b for b in (eps_h, eps_a, e, ebar, ebar_sum, signal_e, reg_e) if b is not None}
+        trace_bytes = sum(b.numel() * b.element_size() for b in buffers.values())
         grads = {
             "w_in": g_w[:, :n_in],
             "w_rec": g_w[:, n_in : n_in + H] * layer.rec_mask,
