@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Job", "read_sweep", "swept_keys", "write_report", "sweep_group", "main"]
+__all__ = ["Job", "read_sweep", "swept_keys", "table", "heat_grid", "plot", "write_report", "sweep_group", "main"]
 
 METRIC = "val/acc_best"
 COLUMNS = ("val/acc_best", "test/acc")
@@ -146,6 +146,14 @@ def _number(text: str) -> float | None:
         return None
 
 
+def heat_grid(jobs: list[Job], metric: str, kx: str, ky: str, xs: list[str], ys: list[str]) -> list[list[float]]:
+    """``grid[i][j]``: the best ``metric`` of the finished jobs with ``ky = ys[i]`` and ``kx = xs[j]``
+    (NaN where every such job failed)."""
+    done = [j for j in jobs if j.status == "ok" and not math.isnan(j.value(metric))]
+    return [[max((j.value(metric) for j in done if j.overrides.get(kx) == x and j.overrides.get(ky) == y),
+                 default=math.nan) for x in xs] for y in ys]
+
+
 def plot(jobs: list[Job], metric: str, path: Path) -> Path | None:
     """Draw the metric over the swept parameters into ``path``; None when nothing was swept or no job
     finished."""
@@ -176,8 +184,7 @@ def plot(jobs: list[Job], metric: str, path: Path) -> Path | None:
         ax.set_title(f"{metric} over {k}" + (f" (failed: {', '.join(failed)})" if failed else ""))
     elif all(len(values[k]) <= MAX_GRID_VALUES for k in keys[:2]):
         kx, ky = keys[0], keys[1]
-        grid = [[max((j.value(metric) for j in done if j.overrides.get(kx) == x and j.overrides.get(ky) == y),
-                     default=math.nan) for x in values[kx]] for y in values[ky]]
+        grid = heat_grid(jobs, metric, kx, ky, values[kx], values[ky])
         im = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
         ax.set_xticks(range(len(values[kx])), values[kx])
         ax.set_yticks(range(len(values[ky])), values[ky])
