@@ -243,3 +243,34 @@ def test_ddp_inside_a_sweep_runs_each_job_once(tmp_path):
         assert names == [".hydra", "checkpoints", "config_resolved.yaml", "csv", "results.json", "train.log"], names
         assert len((sweep / job / "csv" / "metrics.csv").read_text().splitlines()) >= 3
     assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
+
+
+@pytest.mark.parametrize("search", ["tau_grid", "tau_beta_grid", "optuna"])
+def test_every_search_sweeps_keys_the_config_has(tmp_path, search):
+    from omegaconf import OmegaConf
+
+    cfg = compose_cfg("train", [f"hparams_search={search}"], tmp_path)
+    params = cfg.hydra.sweeper.params
+    assert params and cfg.hydra.mode.name == "MULTIRUN"
+    for key in params:
+        assert OmegaConf.select(cfg, key, default="MISSING") != "MISSING", (search, key)
+    if search == "optuna":
+        assert 0 < cfg.hydra.sweeper.max_failure_rate < 1 and cfg.optimized_metric == "val/acc_best"
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_ranks_write_one_run_folder(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "train.py", "accelerator=ddp", "trainer.devices=2", *SMALL[:1], *SMALL[2:],
+                           f"paths.log_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=400, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MEMBER: 2/2" in proc.stdout + proc.stderr
+    runs = list((tmp_path / "train" / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("torchrun-"), runs
+    assert json.loads((runs[0] / "results.json").read_text())["status"] == "ok"

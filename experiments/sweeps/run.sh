@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Real sweeps on Fashion-MNIST sized for a 2-core CPU (see README.md here for the numbers).
-#   bash experiments/sweeps/run.sh [fc_lif|lsnn]...    (from the repo root; default: both)
+#   bash experiments/sweeps/run.sh [fc_lif|lsnn|lsnn_seed1]...    (from the repo root; default: fc_lif lsnn)
 # Each sweep runs into $SWEEPS (default /tmp/spikelight-sweeps) and its report/ is copied here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,9 +16,9 @@ for name in "${@:-fc_lif lsnn}"; do
         python train.py -m model=fc_lif data=fashion_mnist T=8 neuron.tau=2.0,5.0,10.0 surrogate.alpha=1.0,2.0,4.0 \
           trainer.limit_train_batches=100 trainer.limit_val_batches=8 trainer.limit_test_batches=20 \
           "${COMMON[@]}" hydra.sweep.dir="$SWEEPS/$n" ;;
-      lsnn)  # ALIF tau_adapt x beta; LSNN (28-220-10), row-by-row sequential Fashion-MNIST (28 steps)
+      lsnn|lsnn_seed1)  # ALIF tau_adapt x beta; LSNN (28-220-10), row-by-row sequential Fashion-MNIST (28 steps)
         python train.py -m model=lsnn neuron=sfa data=sfmnist data.order=row data.batch_size=128 \
-          neuron.tau_adapt=50.0,200.0 neuron.beta=0.5,1.8 optimizer.lr=5e-3 \
+          neuron.tau_adapt=50.0,200.0 neuron.beta=0.5,1.8 optimizer.lr=5e-3 seed=$([ $n = lsnn ] && echo 0 || echo 1) \
           trainer.limit_train_batches=150 trainer.limit_val_batches=8 trainer.limit_test_batches=20 \
           "${COMMON[@]}" hydra.sweep.dir="$SWEEPS/$n" ;;
     esac

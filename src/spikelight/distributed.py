@@ -52,8 +52,9 @@ def _quote(value: str) -> str:
 
 
 def _script_command() -> list[str]:
-    import __main__
     from hydra.utils import to_absolute_path
+
+    import __main__
 
     spec = getattr(__main__, "__spec__", None)
     if spec is None:
