@@ -47,7 +47,7 @@ README = ROOT / "README.md"
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
 COMMAND_WORDS = ("python", "make", "pip", "source")
 HYDRA_SCRIPTS = ("train.py", "eval.py")
-MODULES = ("spikelight.plot",)
+MODULES = ("spikelight.plot", "spikelight.sweep_report")
 
 # added to every train.py / eval.py command unless it sets the key itself: one
 # epoch of two batches of 16; plots are drawn by the README's `python -m spikelight.plot`
@@ -257,8 +257,8 @@ class Walk:
         self.made_by: dict[Path, list[str]] = {}  # run folder -> README arguments of the command that made it
 
     def fill(self, cmd: Command) -> str:
-        """``<ts>`` → the newest run of that task with a last.ckpt; ``<same overrides>``
-        → the README arguments of the command that made it."""
+        """``<ts>`` → the newest run of that task with a last.ckpt (in ``multiruns/<ts>``: the newest
+        sweep); ``<same overrides>`` → the README arguments of the command that made it."""
         text = cmd.text
         for task in re.findall(r"logs/([\w.-]+)/runs/<ts>", text):
             runs = sorted(p for p in (self.cwd / "logs" / task / "runs").glob("*")
@@ -270,6 +270,11 @@ class Walk:
             text = text.replace(f"logs/{task}/runs/<ts>", str(run.relative_to(self.cwd)))
             if "<same overrides>" in text:
                 text = text.replace("<same overrides>", shlex.join(self.made_by.get(run, [])))
+        for task in re.findall(r"logs/([\w.-]+)/multiruns/<ts>", text):  # the newest sweep of that task
+            sweeps = sorted(p for p in (self.cwd / "logs" / task / "multiruns").glob("*") if p.is_dir())
+            if not sweeps:
+                pytest.fail(f"{cmd.where} refers to logs/{task}/multiruns/<ts>, but no README command above it swept")
+            text = text.replace(f"logs/{task}/multiruns/<ts>", str(sweeps[-1].relative_to(self.cwd)))
         left = re.findall(r"<[^<>=]+>", text)
         if left:
             pytest.fail(f"{cmd.where}: placeholder {left[0]} is unknown to tests/test_readme.py; teach Walk.fill")

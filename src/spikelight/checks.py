@@ -110,7 +110,12 @@ def preflight(argv: list[str], config_name: str, conf_dir: Path = CONF) -> list[
         if known and top not in known:
             raise ConfigError(_unknown_key_message(o.input_line or key, top, known, config_name))
         try:
-            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+            if o.is_sweep_override():
+                values = list(o.sweep_string_iterator())
+            elif isinstance(o.value(), list):  # several options of one group: logger=[csv,wandb]
+                values = [str(v) for v in o.value()]
+            else:
+                values = [o.get_value_element_as_str()]
         except Exception:  # noqa: BLE001 - interval / glob sweeps name no options
             values = []
         for value in values:

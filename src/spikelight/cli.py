@@ -6,10 +6,12 @@ Everything here also works without the Hydra decorator: compose a config with
 
 from __future__ import annotations
 
+import json
 import logging
 import netrc
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -30,6 +32,7 @@ from rich.syntax import Syntax
 
 from spikelight import console
 from spikelight.checks import check_accelerator, check_types, resume_run_dir
+from spikelight.distributed import install_ddp_job_command, job_scope, launcher_overrides
 from spikelight.errors import ConfigError, SpikelightError
 from spikelight.lit import SpikingClassifier
 from spikelight.rundir import clear_failed_mark, continue_metrics_csv, finish_failed_run
@@ -129,12 +132,50 @@ def build_loggers(cfg: DictConfig, append: bool = False) -> list[Logger]:
             if not conf.get("offline") and not os.environ.get("WANDB_MODE") and not _has_wandb_credentials():
                 log.info("[spikelight] wandb: no API key configured, logging offline (upload later with `wandb sync`)")
                 conf = OmegaConf.merge(conf, {"offline": True})
+            # passed as arguments, not merged into the node: config keys are free text
+            factory = instantiate(conf, _convert_="all", _partial_=True)
+            loggers.append(factory(**_wandb_run_fields(cfg, conf)))
+            continue
         if append and conf._target_ == "spikelight.loggers.CSVLogger":
             conf = conf.copy()
             with open_dict(conf):
                 conf.append = True
         loggers.append(_build(conf))
     return loggers
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested plain config as ``{"a/b/c": value}`` (wandb's run table shows one column per key)."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}{key}/"))
+        return out
+    return {prefix.rstrip("/"): node if isinstance(node, (int, float, str, bool)) or node is None else str(node)}
+
+
+def _wandb_run_fields(cfg: DictConfig, conf: DictConfig) -> dict[str, Any]:
+    """wandb.init fields of a run: in a ``-m`` sweep the group is the sweep (``<task>/<sweep folder>``,
+    unless ``logger.wandb.group`` is set) and the name the job's overrides; the config holds the
+    job's overrides and the flattened run config (the checkpoint's nested config is logged too)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from spikelight.sweep_report import sweep_group
+
+    fields: dict[str, Any] = {}
+    plain = {k: v for k, v in _plain(cfg).items() if k != "hydra"}
+    overrides: list[str] = []
+    sweep = _sweep_dir()
+    if HydraConfig.initialized():
+        overrides = list(HydraConfig.get().overrides.task)
+    if sweep is not None:
+        if not conf.get("group"):
+            fields["group"] = sweep_group(str(cfg.get("task_name", "train")), sweep)
+        if conf.get("name") in (None, cfg.get("task_name")):
+            job = HydraConfig.get().job.num
+            fields["name"] = f"{job}: {' '.join(o for o in overrides if not o.startswith('hparams_search='))}"[:120]
+    fields["config"] = {"overrides": overrides, **_flat(plain)}
+    return fields
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
@@ -325,33 +366,75 @@ def _sweep_dir() -> Path | None:
     return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
 
 
-def _failed(cfg: DictConfig, reason: str) -> None:
+RESULTS = "results.json"
+
+
+class SweepJobError(SpikelightError, CompactHydraException):
+    """A job of a ``-m`` sweep failed. Raised (not ``sys.exit``) so Hydra's sweepers go on with
+    the other jobs (the Optuna sweeper counts it against ``max_failure_rate``); Hydra prints it
+    as one line when it ends the sweep."""
+
+
+def _write_results(cfg: DictConfig, status: str, seconds: float, metrics: dict[str, float],
+                   error: str | None = None) -> None:
+    """``<run>/results.json``: status (ok | failed), wall seconds, final metrics, the error line.
+    Read by :mod:`spikelight.sweep_report`."""
+    out = _output_dir(cfg)
+    if rank_zero_only.rank != 0 or out is None or not out.is_dir():
+        return
+    body = {"status": status, "seconds": round(seconds, 3), "metrics": metrics, "error": error}
+    (out / RESULTS).write_text(json.dumps(body, indent=1) + "\n")
+
+
+def _failed(cfg: DictConfig, reason: str, seconds: float) -> None:
     if rank_zero_only.rank == 0:
-        finish_failed_run(_output_dir(cfg), reason, _sweep_dir())
+        sweep = _sweep_dir()
+        # a sweep keeps a failed job's folder (its FAILED note and results) for the sweep report
+        if finish_failed_run(_output_dir(cfg), reason, sweep, keep=sweep is not None) == "marked":
+            _write_results(cfg, "failed", seconds, {}, reason)
+
+
+def _job_failed_line(cfg: DictConfig, msg: str) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    sweep = _sweep_dir()
+    return (f"sweep job {HydraConfig.get().job.num} failed ({_output_dir(cfg)}): {msg}; the other jobs ran: "
+            f"python -m spikelight.sweep_report {sweep} lists them")
 
 
 def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> float | None:
     """Run ``task``; known user errors become one line on stderr and exit code 2
     (``HYDRA_FULL_ERROR=1`` shows the full traceback instead). A failed run's
-    folder is removed if it holds nothing yet, else marked ``FAILED``.
+    folder is removed if it holds nothing yet, else marked ``FAILED``. Inside a
+    ``-m`` sweep a failed job raises :class:`SweepJobError` instead, so the sweep goes on.
+
+    Each job runs in :func:`~spikelight.distributed.job_scope` (DDP processes of its own) and
+    leaves ``results.json`` (status, seconds, metrics).
 
     Returns ``cfg.optimized_metric`` from the metrics (for Hydra sweepers) if set.
     """
+    install_ddp_job_command()
+    sweep = _sweep_dir() is not None
+    start = time.perf_counter()
     try:
-        metrics = task(cfg)
+        with job_scope():
+            metrics = task(cfg)
     except USER_ERRORS as err:
         msg = _one_line(err)
-        _failed(cfg, f"error: {msg}" if msg else f"{type(err).__name__}: {err}")
+        _failed(cfg, f"error: {msg}" if msg else f"{type(err).__name__}: {err}", time.perf_counter() - start)
         if msg is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {msg}", file=sys.stderr)
+        if sweep:
+            raise SweepJobError("error: " + _job_failed_line(cfg, msg)) from None
         sys.exit(2)
     except SystemExit as err:  # Lightning exits 1 after a Ctrl-C it handled
-        _failed(cfg, "interrupted" if err.code else "stopped")
+        _failed(cfg, "interrupted" if err.code else "stopped", time.perf_counter() - start)
         raise
     except BaseException as err:
-        _failed(cfg, f"{type(err).__name__}: {err}")
+        _failed(cfg, f"{type(err).__name__}: {err}", time.perf_counter() - start)
         raise
+    _write_results(cfg, "ok", time.perf_counter() - start, metrics)
     name = cfg.get("optimized_metric")
     if name:
         if name not in metrics:
@@ -362,11 +445,14 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
 
 
 def preflight_or_exit(argv: list[str], config_name: str) -> list[str]:
-    """:func:`spikelight.checks.preflight` for a script's ``sys.argv``: one line and exit 2 on a bad argument."""
+    """:func:`spikelight.checks.preflight` for a script's ``sys.argv``, plus the run folder shared by the
+    ranks of a ``torchrun`` / ``srun`` launch (:func:`~spikelight.distributed.launcher_overrides`);
+    one line and exit 2 on a bad argument."""
     from spikelight.checks import preflight
 
     try:
-        return [argv[0], *preflight(argv[1:], config_name)]
+        args = preflight(argv[1:], config_name)
+        return [argv[0], *args, *launcher_overrides(args)]
     except ConfigError as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

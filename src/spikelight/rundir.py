@@ -30,17 +30,17 @@ def is_bookkeeping(path: Path, run_dir: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
 
-def finish_failed_run(run_dir: Path | None, reason: str, sweep_dir: Path | None = None) -> str:
-    """Remove ``run_dir`` if it holds only bookkeeping; else write ``FAILED`` there.
-    A sweep folder (``sweep_dir``) left with nothing but Hydra's ``multirun.yaml``
-    goes too.
+def finish_failed_run(run_dir: Path | None, reason: str, sweep_dir: Path | None = None, keep: bool = False) -> str:
+    """Remove ``run_dir`` if it holds only bookkeeping (unless ``keep``: a sweep job's folder is
+    the sweep report's record of it); else write ``FAILED`` there. A sweep folder (``sweep_dir``)
+    left with nothing but Hydra's ``multirun.yaml`` goes too.
 
     Returns what happened ("removed" | "marked" | "none").
     """
     if run_dir is None or not run_dir.is_dir():
         return "none"
     files = [p for p in run_dir.rglob("*") if p.is_file()]
-    if all(is_bookkeeping(p, run_dir) for p in files):
+    if not keep and all(is_bookkeeping(p, run_dir) for p in files):
         shutil.rmtree(run_dir, ignore_errors=True)
         if sweep_dir is not None and sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
             shutil.rmtree(sweep_dir, ignore_errors=True)

@@ -1,0 +1,276 @@
+"""Sweeps and scale-out: a real ``-m`` grid with its report and wandb group, Optuna, DDP
+processes per sweep job, torchrun / srun run folders, same seed → same metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from spikelight import distributed
+from spikelight.errors import ConfigError
+from spikelight.sweep_report import Job, heat_grid, main, table
+
+from .conftest import compose_cfg, run_cli
+
+SMALL = ["print_config=false", "accelerator=cpu", "data=digits", "T=4", "trainer.max_epochs=1",
+         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+         "trainer.num_sanity_val_steps=0", "++callbacks.spike_plots=null"]
+
+
+def _wandb_records(path: Path) -> list:
+    """The records of an offline wandb run file (``run-<id>.wandb``): what ``wandb sync`` uploads.
+    LevelDB-style log: a 7-byte file header, 32 KiB blocks of (crc32, length, type) chunks."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, out, parts = 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7]) if left >= 7 else (0, 0)
+        if left < 7 or (length == 0 and kind == 0):  # block padding
+            pos += left
+            continue
+        parts += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            record = pb.Record()
+            record.ParseFromString(parts)
+            out.append(record)
+            parts = b""
+    return out
+
+
+def _offline_run(folder: Path) -> dict:
+    """group, name, config, logged scalar keys and image files of the one offline run under ``folder``."""
+    runs = list(folder.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, runs
+    run: dict = {"scalars": {}, "files": set()}
+    for r in _wandb_records(runs[0]):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            run.update(group=r.run.run_group, name=r.run.display_name,
+                       config={i.key: json.loads(i.value_json) for i in r.run.config.update})
+        elif kind == "history":
+            for item in r.history.item:
+                run["scalars"][item.key or "/".join(item.nested_key)] = item.value_json
+        elif kind == "files":
+            run["files"] |= {f.path for f in r.files.files}
+        elif kind == "exit":
+            run["finished"] = True
+    return run
+
+
+def test_grid_sweep_report_and_wandb_group(tmp_path):
+    """A 2x2 grid (one tau invalid: two jobs fail) with CSV + wandb offline: every job gets its
+    folder, the sweep goes on past failures and ends with one line; the report lists all four,
+    sorted, failed last, with a heat-map; each job is one finished wandb run in the sweep's group."""
+    sweep = tmp_path / "sweep"
+    home = tmp_path / "home"  # no ~/.netrc: wandb goes offline on its own
+    home.mkdir()
+    proc = run_cli("train.py", "-m", "neuron.tau=0.5,2.0", "surrogate.alpha=2,4", "logger=[csv,wandb]", *SMALL[:-1],
+                   f"hydra.sweep.dir={sweep}", env={"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": str(home)})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in proc.stderr and lines[-1].startswith("Set the environment variable HYDRA_FULL_ERROR")
+    last = lines[-2]  # Hydra's one line for the sweep (its hint above follows)
+    assert last.startswith("error: sweep job 0 failed") and "LIF tau must be > 1" in last, last
+    assert f"spikelight.sweep_report {sweep}" in last
+    # the offline switch of job 1 (wandb sets WANDB_MODE for its process) did not leak into job 2
+    assert proc.stdout.count("logging offline") == 2, proc.stdout[-2000:]
+
+    # as a user runs it: the report goes to wandb as the jobs did (offline)
+    report = run_cli("-m", "spikelight.sweep_report", str(sweep), env={"WANDB_MODE": None, "HOME": str(home)})
+    assert report.returncode == 0, report.stderr[-3000:]
+    out = report.stdout
+    assert "4 jobs, 2 ok" in out
+    with open(sweep / "report" / "report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(int(r["job"]) for r in rows) == [0, 1, 2, 3]
+    done = [r for r in rows if r["status"] == "ok"]
+    assert [r["neuron.tau"] for r in done] == ["2.0", "2.0"] and [r["neuron.tau"] for r in rows[2:]] == ["0.5", "0.5"]
+    accs = [float(r["val/acc_best"]) for r in done]
+    assert accs == sorted(accs, reverse=True)
+    for r in done:
+        body = json.loads((sweep / r["job"] / "results.json").read_text())
+        assert float(r["val/acc_best"]) == pytest.approx(body["metrics"]["val/acc_best"], abs=1e-4)
+        assert float(r["test/acc"]) == pytest.approx(body["metrics"]["test/acc"], abs=1e-4) and float(r["seconds"]) > 0
+    assert all(r["status"].startswith("failed: LIF tau must be > 1") for r in rows[2:])
+    assert (sweep / "report" / "val_acc_best.png").stat().st_size > 5000
+
+    groups = set()
+    for job in ("2", "3"):
+        run = _offline_run(sweep / job)
+        groups.add(run["group"])
+        assert run["finished"] and run["name"].startswith(f"{job}: neuron.tau=2.0 surrogate.alpha=")
+        assert run["config"]["neuron/tau"] == 2.0 and "neuron.tau=2.0" in run["config"]["overrides"]
+        assert {"val/acc", "val/acc_best", "test/acc", "train/fr/neuron"} <= set(run["scalars"])
+        assert any(f.startswith("media/images/plots/curves") for f in run["files"]), run["files"]
+    assert groups == {f"train/{sweep.name}"}
+    report = _offline_run(sweep / "report")  # the report, logged to the same group
+    assert report["group"] == f"train/{sweep.name}" and report["name"] == "sweep report"
+    assert any("table" in f for f in report["files"]) and any(f.endswith(".png") for f in report["files"])
+
+
+def _job(num: int, tau: str, alpha: str, acc: float | None) -> Job:
+    if acc is None:
+        return Job(num, Path(str(num)), {"neuron.tau": tau, "surrogate.alpha": alpha, "seed": "0"}, "failed",
+                   error="error: diverged")
+    return Job(num, Path(str(num)), {"neuron.tau": tau, "surrogate.alpha": alpha, "seed": "0"}, "ok", 1.0,
+               {"val/acc_best": acc, "test/acc": acc - 0.01, "test/fr/a.neuron": 0.1, "test/fr/b.neuron": 0.3})
+
+
+def test_report_table_and_heat_grid_from_jobs():
+    jobs = [_job(0, "2", "1", 0.5), _job(1, "2", "4", 0.7), _job(2, "10", "1", None), _job(3, "10", "4", 0.6),
+            _job(4, "10", "4", 0.65)]  # 4: a second seed of 3's cell
+    header, rows = table(jobs)
+    assert header[:3] == ["job", "neuron.tau", "surrogate.alpha"] and "seed" not in header
+    assert [r[0] for r in rows] == [1, 4, 3, 0, 2]
+    assert rows[0][header.index("firing_rate")] == pytest.approx(0.2)
+    assert rows[-1][-1] == "failed: diverged"
+    grid = heat_grid(jobs, "val/acc_best", "neuron.tau", "surrogate.alpha", ["2", "10"], ["1", "4"])
+    assert grid[0][0] == 0.5 and math.isnan(grid[0][1]) and grid[1] == [0.7, 0.65]
+
+
+def test_report_refuses_a_folder_without_jobs(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path} holds no job folders")
+
+
+def test_optuna_three_trials_survive_a_failed_trial(tmp_path):
+    """TPE (seeded) over tau in {0.5 (refused), 5}: failed trials are recorded and the search goes
+    on (max_failure_rate); the sweeper's best value is the best job's val/acc_best."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "optuna"
+    proc = run_cli("train.py", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
+                   "hydra.sweeper.max_failure_rate=1.0", "neuron.tau=choice(0.5,5.0)", *SMALL,
+                   f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+    assert sorted(results) == ["0", "1", "2"]
+    statuses = [r["status"] for r in results.values()]
+    assert "failed" in statuses and "ok" in statuses, statuses
+    best = max(r["metrics"]["val/acc_best"] for r in results.values() if r["status"] == "ok")
+    assert f"best_value: {best}" in (sweep / "optimization_results.yaml").read_text()
+
+
+def test_same_seed_same_metrics_on_cpu(tmp_path):
+    overrides = [o for o in SMALL if not o.startswith("++")] + ["callbacks=none", "logger=none"]
+
+    def run(seed: int, name: str) -> dict[str, float]:
+        from spikelight.cli import train
+
+        return train(compose_cfg("train", [*overrides, f"seed={seed}"], tmp_path / name))
+
+    a, b, c = run(0, "a"), run(0, "b"), run(1, "c")
+    for key in ("val/acc", "val/loss", "train/loss_epoch", "test/acc"):
+        assert a[key] == b[key], key
+    assert a["train/loss_epoch"] != c["train/loss_epoch"]  # the seed matters (Poisson spikes, init)
+
+
+# --- DDP: processes of one job only --------------------------------------------------------
+def test_ddp_processes_run_this_job_in_its_folder(tmp_path):
+    """The command Lightning's DDP launcher starts for rank 1 inside a sweep job: the job's own
+    overrides, as a single run in the job's folder, writing no Hydra files; never ``-m``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    cfg = compose_cfg("train", ["neuron.tau=5.0", "accelerator=ddp"], tmp_path / "sweep" / "3")
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.overrides.hydra = ["hydra.sweep.dir=/x", "hydra.mode=MULTIRUN", "hydra.verbose=true"]
+    HydraConfig().set_config(cfg)
+    try:
+        command, cwd = distributed.ddp_job_command(1)
+    finally:  # later tests must not see a sweep
+        HydraConfig.instance().cfg = None
+    i = command.index("neuron.tau=5.0")
+    assert "-m" not in command[3:] and command[i + 1] == "accelerator=ddp"
+    assert f"hydra.run.dir='{tmp_path / 'sweep' / '3'}'" in command and "hydra.mode=RUN" in command
+    assert "hydra.verbose=true" in command and not any(c.startswith("hydra.sweep.dir") for c in command)
+    assert "hydra.output_subdir=null" in command and cwd == os.getcwd()
+    distributed.install_ddp_job_command()
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    assert subprocess_script._hydra_subprocess_cmd is distributed.ddp_job_command
+
+
+def test_job_scope_restores_the_job_environment(monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    with distributed.job_scope():
+        os.environ["LOCAL_RANK"] = "0"  # what Lightning's launcher sets for the main process
+        os.environ["WANDB_MODE"] = "dryrun"  # what an offline WandbLogger sets
+    assert "LOCAL_RANK" not in os.environ and os.environ["WANDB_MODE"] == "disabled"
+
+
+@pytest.mark.parametrize(("env", "rank_dir"), [
+    ({"TORCHELASTIC_RUN_ID": "abc", "WORLD_SIZE": "2", "RANK": "1"}, "torchrun-abc"),
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_JOB_ID": "77", "SLURM_STEP_ID": "0",
+      "SLURM_JOB_NAME": "job"}, "slurm-77.0"),
+])
+def test_torchrun_and_srun_ranks_share_one_run_folder(env, rank_dir):
+    extra = distributed.launcher_overrides(["model=lsnn"], env)
+    assert extra[0] == f"hydra.run.dir=${{paths.log_dir}}/${{task_name}}/runs/{rank_dir}"
+    assert ("hydra.output_subdir=null" in extra) == (env.get("RANK", env.get("SLURM_PROCID")) != "0")
+    assert distributed.launcher_overrides(["hydra.run.dir=here"], env) == extra[1:]
+    with pytest.raises(ConfigError, match="hydra/launcher=slurm"):
+        distributed.launcher_overrides(["-m", "neuron.tau=2,5"], env)
+    assert distributed.launcher_overrides(["model=lsnn"], {"WORLD_SIZE": "1"}) == []
+
+
+@pytest.mark.slow
+def test_ddp_inside_a_sweep_runs_each_job_once(tmp_path):
+    """-m with accelerator=ddp devices=2 (CPU, gloo): each job starts its own 2 processes, which run
+    that job only (Lightning alone re-runs the whole sweep in them and hangs), one set of outputs."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli("train.py", "-m", "seed=0,1", "accelerator=ddp", "trainer.devices=2", *SMALL[:1], *SMALL[2:],
+                   f"hydra.sweep.dir={sweep}", timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("MEMBER: 2/2") + proc.stderr.count("MEMBER: 2/2") == 2
+    for job in ("0", "1"):
+        body = json.loads((sweep / job / "results.json").read_text())
+        assert body["status"] == "ok" and 0 <= body["metrics"]["test/acc"] <= 1
+        names = sorted(p.name for p in (sweep / job).iterdir())
+        assert names == [".hydra", "checkpoints", "config_resolved.yaml", "csv", "results.json", "train.log"], names
+        assert len((sweep / job / "csv" / "metrics.csv").read_text().splitlines()) >= 3
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
+
+
+@pytest.mark.parametrize("search", ["tau_grid", "tau_beta_grid", "optuna"])
+def test_every_search_sweeps_keys_the_config_has(tmp_path, search):
+    from omegaconf import OmegaConf
+
+    cfg = compose_cfg("train", [f"hparams_search={search}"], tmp_path)
+    params = cfg.hydra.sweeper.params
+    assert params and cfg.hydra.mode.name == "MULTIRUN"
+    for key in params:
+        assert OmegaConf.select(cfg, key, default="MISSING") != "MISSING", (search, key)
+    if search == "optuna":
+        assert 0 < cfg.hydra.sweeper.max_failure_rate < 1 and cfg.optimized_metric == "val/acc_best"
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_ranks_write_one_run_folder(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "train.py", "accelerator=ddp", "trainer.devices=2", *SMALL[:1], *SMALL[2:],
+                           f"paths.log_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=400, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MEMBER: 2/2" in proc.stdout + proc.stderr
+    runs = list((tmp_path / "train" / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("torchrun-"), runs
+    assert json.loads((runs[0] / "results.json").read_text())["status"] == "ok"
