@@ -75,6 +75,13 @@ def test_dual_exp_neuron_is_the_kernel_sum_and_resets_everything():
     assert spike.item() == 1 and all(float(v) == 0 for v in state)
 
 
+def test_dual_exp_trains_with_the_surrogate_elsewhere():
+    """neuron=dual_exp in a BPTT model: spikes carry the surrogate's gradient back to the input."""
+    x = (torch.rand(6, 3, 5) * 2).requires_grad_(True)
+    DualExpNode().multi_step(x).spikes.sum().backward()
+    assert x.grad.abs().sum() > 0
+
+
 def test_dual_exp_refuses_bad_constants():
     with pytest.raises(ValueError, match="tau_m != tau_s"):
         DualExpNode(4.0, 4.0)
@@ -116,11 +123,11 @@ def test_fast_backward_is_the_authors_loop(grad_type):
 
 
 # --- a slow, obviously correct reference --------------------------------------------------------
-def _slow_neuron_grads(I, G, cfg):
+def _slow_neuron_grads(cur, G, cfg):
     """Per neuron, spike by spike: the forward by the kernel sum, then for each output spike t_k
     (window (t_{k−1}, t_k]) dL/dI_t = G_{t_k}·clamp(−1/Δu_{t_k}, −4, 0)·ε(t_k − t + 1) (weights) and
-    G_{t_k}·clamp(−1/Δu^g_{t_k})·(−κ(t_k − t)) (input spikes). I, G: [T, N] float64."""
-    T, N = I.shape
+    G_{t_k}·clamp(−1/Δu^g_{t_k})·(−κ(t_k − t)) (input spikes). cur: synaptic input I, G: [T, N] float64."""
+    T, N = cur.shape
     tm, ts, tg = (1 / cfg.tau_m, 1 / cfg.tau_s, 1 / cfg.tau_grad)
 
     def eps(k):
@@ -129,13 +136,13 @@ def _slow_neuron_grads(I, G, cfg):
     def kappa(d):  # delta_syn_a
         return (1 - tg) ** (d + 1) if cfg.grad_type == "exponential" else eps(d + 1) - eps(d)
 
-    g_in, g_w = torch.zeros(T, N, dtype=I.dtype), torch.zeros(T, N, dtype=I.dtype)
-    spikes = torch.zeros(T, N, dtype=I.dtype)
+    g_in, g_w = torch.zeros(T, N, dtype=cur.dtype), torch.zeros(T, N, dtype=cur.dtype)
+    spikes = torch.zeros(T, N, dtype=cur.dtype)
     for j in range(N):
         start, u_prev = 0, 0.0
         for t in range(T):
-            u = sum(float(I[tp, j]) * eps(t - tp + 1) for tp in range(start, t + 1))
-            g = sum(float(I[tp, j]) * (1 - tg) ** (t - tp + 1) for tp in range(start, t + 1))
+            u = sum(float(cur[tp, j]) * eps(t - tp + 1) for tp in range(start, t + 1))
+            g = sum(float(cur[tp, j]) * (1 - tg) ** (t - tp + 1) for tp in range(start, t + 1))
             du = u - u_prev
             if u < cfg.threshold:
                 u_prev = u
@@ -157,11 +164,11 @@ def _slow_layer(x, w_hat, op, cfg, G):
     T, B = x.shape[:2]
     xf = x.detach().reshape(T * B, *x.shape[2:]).clone().requires_grad_(True)
     wf = w_hat.detach().clone().requires_grad_(True)
-    I = op(xf, wf)
-    shape = I.shape[1:]
-    spikes, g_in, g_w = _slow_neuron_grads(I.detach().reshape(T, -1), G.reshape(T, -1), cfg)
-    (dw,) = torch.autograd.grad(I, wf, g_w.reshape(T * B, *shape), retain_graph=True)
-    (dx,) = torch.autograd.grad(I, xf, g_in.reshape(T * B, *shape))
+    cur = op(xf, wf)
+    shape = cur.shape[1:]
+    spikes, g_in, g_w = _slow_neuron_grads(cur.detach().reshape(T, -1), G.reshape(T, -1), cfg)
+    (dw,) = torch.autograd.grad(cur, wf, g_w.reshape(T * B, *shape), retain_graph=True)
+    (dx,) = torch.autograd.grad(cur, xf, g_in.reshape(T * B, *shape))
     dx = dx.reshape(x.shape) * x.detach() * cfg.input_grad_damping
     return spikes.reshape(T, B, *shape), dx, dw
 
@@ -415,12 +422,10 @@ def test_model_output_sign_labels_and_emitted_spikes():
         net = _net(loss_reverse=reverse)
         net.data_init(x)
         net.blocks[-1].neuron.v_threshold = 1e9  # a silent output layer: all its spikes are injected
-        seen = {}
-        net.blocks[-1].neuron.register_forward_hook(lambda m, a, out: seen.update(s=out.spikes))
-        seen_grad = {}
+        seen, seen_grad = {}, {}
+        net.blocks[-1].neuron.register_forward_hook(lambda m, a, out, seen=seen: seen.update(s=out.spikes))
         out = net(x, labels=y)
-        out.spikes.register_hook(lambda g: seen_grad.update(g=g))
-        seen["s"].register_hook(lambda g: seen_grad.update(inner=g))
+        seen["s"].register_hook(lambda g, seen_grad=seen_grad: seen_grad.update(inner=g))
         assert out.emitted_spikes is not None and out.emitted_spikes.sum() == 0
         injected = out.spikes.detach() - out.emitted_spikes
         label = torch.nn.functional.one_hot(y, 3).bool().expand_as(injected)
@@ -456,6 +461,16 @@ def test_data_init_reaches_the_target_rate():
         h = block.post_process(spikes)
 
 
+def test_data_init_flag_is_checkpointed():
+    net = _net()
+    net.data_init(torch.rand(5, 4, 1, 8, 8))
+    fresh = _net()
+    assert not bool(fresh.data_initialized)
+    fresh.load_state_dict(net.state_dict())
+    assert bool(fresh.data_initialized)  # a resumed run does not initialise again
+    assert bool(_net(data_init=False).data_initialized)  # data_init=false: the classifier skips it
+
+
 def test_param_groups_scale_the_gain_learning_rate(tmp_path):
     from spikelight.encoding import DirectEncoder
     from spikelight.lit import SpikingClassifier
@@ -478,7 +493,7 @@ def test_param_groups_scale_the_gain_learning_rate(tmp_path):
 def test_losses_that_need_membrane_gradients_are_refused():
     from spikelight.encoding import DirectEncoder
     from spikelight.lit import SpikingClassifier
-    from spikelight.losses import CEMembranePerStepLoss, FiringRateRegularizer, ReadoutCrossEntropyLoss
+    from spikelight.losses import CEMembranePerStepLoss, CERateLoss, FiringRateRegularizer, ReadoutCrossEntropyLoss
     from spikelight.readout import MembraneReadout, RateReadout
 
     opt = functools.partial(torch.optim.Adam, lr=1e-3)
@@ -494,6 +509,7 @@ def test_losses_that_need_membrane_gradients_are_refused():
     # what it can train is accepted: loss=ce through a spike readout, membrane readout for prediction only
     SpikingClassifier(_net(), DirectEncoder(5), RateReadout(), ReadoutCrossEntropyLoss(), opt)
     SpikingClassifier(_net(), DirectEncoder(5), MembraneReadout(), SpikeCountLoss(), opt)
+    SpikingClassifier(_net(), DirectEncoder(5), TimeWeightedCountReadout(), CERateLoss(), opt)  # loss=tet
 
 
 def test_layer_specs_refuse_conv_only_keys_and_bad_neurons():

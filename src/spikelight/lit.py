@@ -62,6 +62,14 @@ class SpikingClassifier(L.LightningModule):
         config: plain (resolved, JSON-like) run config stored in the checkpoint
             so it reloads with ``torch.load(weights_only=True)`` and ``eval.py``
             can rebuild the model.
+
+    Optional model attributes it honours (event-driven BP uses all of them):
+    ``takes_labels`` (training forward gets ``labels=y``), ``data_init(x_seq)`` with a
+    ``data_initialized`` buffer (run once on the first training batch),
+    ``param_groups()`` (optimiser groups; an ``lr_scale`` key multiplies the group's lr),
+    ``membrane_grad = False`` (losses that train through the membrane are refused),
+    ``output_spikes = False`` (readouts / losses that read spikes are refused).
+    ``SpikeOutput.emitted_spikes``, when set, is what the readout scores.
     """
 
     def __init__(

@@ -41,7 +41,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
 __all__ = [
     "GRAD_TYPES",
     "AUTHORS_INPUT_GRAD_DAMPING",
@@ -437,8 +436,12 @@ def standardize_weight(weight: Tensor, gain: Tensor, shift: Tensor) -> Tensor:
     μ_c and σ²_c (unbiased, as ``torch.std``²) are over the channel's fan-in; ``shift`` moves every
     weight of the channel (it is not an output bias). weight [C, ...]; gain, shift [C].
     """
-    mean, var, shape = _channel_stats(weight)
-    return (weight - mean) / torch.sqrt(var + STD_EPS) * gain.view(shape) + shift.view(shape)
+    C = weight.shape[0]
+    shape = (C,) + (1,) * (weight.dim() - 1)
+    var, mean = torch.var_mean(weight.reshape(C, -1), dim=1, correction=1)
+    # Ŵ = W·a + b with per-channel a = gain/σ, b = shift − μ·a: one pass over W forward, few backward
+    scale = gain * torch.rsqrt(var + STD_EPS)
+    return torch.addcmul((shift - mean * scale).view(shape), weight, scale.view(shape))
 
 
 class StandardizeAuthorsFunction(torch.autograd.Function):

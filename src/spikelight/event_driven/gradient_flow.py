@@ -51,7 +51,7 @@ def read_gradient_flow(path: Path) -> list[dict]:
 
 def plot_gradient_flow(rows: list[dict]) -> Figure:
     """Left: per layer, Σ dL/d(output spikes) and Σ dL/d(input spikes) over all recorded epochs.
-    Right: per epoch, each layer's output-spike gradient sum."""
+    Right: per epoch, each layer's output-spike gradient sum per training step."""
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     total_out = {name: sum(r["grad_out"] for r in rows if r["layer"] == name) for name in layers}
     total_in = {
@@ -75,12 +75,12 @@ def plot_gradient_flow(rows: list[dict]) -> Figure:
     ax0.legend(fontsize=8)
     epochs = sorted({r["epoch"] for r in rows})
     for n in layers:
-        by_epoch = {r["epoch"]: r["grad_out"] for r in rows if r["layer"] == n}
+        by_epoch = {r["epoch"]: r["grad_out"] / max(r["steps"], 1) for r in rows if r["layer"] == n}
         ax1.plot(epochs, [by_epoch.get(e, float("nan")) for e in epochs], marker="o", ms=3,
                  label=n.replace(".neuron", ""))
     ax1.axhline(0, color="k", lw=0.5)
     ax1.set_xlabel("epoch")
-    ax1.set_title("Σ dL/d output spikes per epoch")
+    ax1.set_title("Σ dL/d output spikes per training step (epoch mean)")
     ax1.legend(fontsize=7)
     fig.tight_layout()
     return fig
