@@ -539,7 +539,7 @@ def test_blocks_count_synaptic_operations():
     c = counter.count
     hidden = net.blocks[0].post_process(out.hidden["blocks.0.neuron"])
     fc_in_events = float((hidden != 0).sum()) * 16  # pooled fractions: one MAC per non-zero input and target
-    assert c.samples == 2 and c.sops == float(out.hidden["blocks.1.neuron"].sum()) * 3
+    assert c.samples == 2 and c.sops == float(out.hidden["blocks.1.neuron"].detach().sum()) * 3
     assert math.isclose(c.macs, 5 * 2 * 64 * 4 * 9 + fc_in_events)
 
 
@@ -547,3 +547,18 @@ def test_event_block_types():
     blk = EventBlock(EventLinear(4, 3), DualExpNode(), torch.nn.Sequential())
     conv = EventConv2d(1, 2, 3, padding=1)
     assert blk.config().tau_m == 5.0 and conv.weight.shape == (2, 1, 3, 3) and conv.gain.shape == (2,)
+
+
+@pytest.mark.parametrize("mask", ["channel", "neuron"])
+def test_dropout_mask_is_shared_over_time(mask):
+    """One mask per sample and channel (the authors' dropout2d) or per neuron, the same at every step."""
+    torch.manual_seed(0)
+    net = EventDrivenSNN(functools.partial(DualExpNode), [{"conv": 6, "kernel": 3, "dropout": 0.5}],
+                         in_shape=(1, 4, 4), num_classes=3, dropout_mask=mask).train()
+    spikes = torch.ones(5, 3, 6, 4, 4)
+    kept = net.blocks[0].post_process(spikes)
+    assert set(kept.unique().tolist()) == {0.0, 2.0}  # dropped, or kept and scaled by 1/(1-p)
+    assert torch.equal(kept, kept[:1].expand_as(kept))  # the same mask at every step
+    per_channel = (kept == kept[..., :1, :1]).all(-1).all(-1).all()
+    assert bool(per_channel) == (mask == "channel")
+    assert torch.equal(net.eval().blocks[0].post_process(spikes), spikes)  # no dropout in eval
