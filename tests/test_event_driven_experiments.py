@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from torchvision import datasets
 
 from spikelight.cli import train
@@ -14,6 +15,17 @@ from spikelight.event_driven.gradient_flow import read_gradient_flow
 
 from .conftest import compose_cfg, make_mnist_files
 from .test_cifar import make_cifar
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The event-driven time loops are many small elementwise ops: on this shared 2-core machine a second
+    torch thread makes each wait for the slower core (the CIFAR-10 case took 15-80 s with 2 threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 COMMON = ["trainer.fast_dev_run=true", "accelerator=cpu", "print_config=false", "logger=csv", "callbacks=none",
           "data.download=false"]
