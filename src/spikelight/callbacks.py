@@ -3,6 +3,7 @@ logged into whatever logger the run uses."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -13,10 +14,11 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from spikelight.event_driven.gradient_flow import GradientFlowCallback
 from spikelight.synops import E_AC_PJ, E_MAC_PJ, SynOpCounter
 from spikelight.visualize import plot_curves, sample_figures
 
-__all__ = ["SpikePlotCallback", "SynOpsCallback", "log_figure"]
+__all__ = ["SpikePlotCallback", "SynOpsCallback", "GradientFlowCallback", "EpochTimeCallback", "log_figure"]
 
 
 def log_figure(trainer: L.Trainer, name: str, fig: Figure, out_dir: Path) -> Path:
@@ -150,3 +152,24 @@ class SynOpsCallback(L.Callback):
             f"[spikelight] per test sample: {c.sops_per_sample:,.0f} SOPs, SNN ≈ {c.snn_energy_nj:,.1f} nJ vs "
             f"equivalent ANN {c.ann_energy_nj:,.1f} nJ (AC {E_AC_PJ} pJ, MAC {E_MAC_PJ} pJ)"
         )
+
+
+class EpochTimeCallback(L.Callback):
+    """Wall-clock timing in the logs: ``time/epoch_s`` (one training epoch, validation runs
+    inside it included) and ``time/elapsed_s`` (since the fit started) at every validation."""
+
+    def __init__(self) -> None:
+        self._fit_start = self._epoch_start = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.log("time/epoch_s", time.perf_counter() - self._epoch_start)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            pl_module.log("time/elapsed_s", time.perf_counter() - self._fit_start)

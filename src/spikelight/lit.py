@@ -20,6 +20,26 @@ from spikelight.readout import Readout
 __all__ = ["SpikingClassifier", "NonFiniteLossError"]
 
 
+def _refuse_membrane_losses(model: nn.Module, loss: nn.Module, regularizer: nn.Module | None) -> None:
+    """One line at build time for a loss the model cannot train (``model.membrane_grad = False``:
+    gradients reach it only through output spike times, as in event-driven BP)."""
+    if getattr(model, "membrane_grad", True):
+        return
+    name = type(model).__name__
+    if getattr(loss, "needs_membrane_grad", False):
+        readout = getattr(loss, "_readout", None)
+        what = f"loss=ce through readout={type(readout).__name__}" if readout is not None else f"loss={type(loss).__name__}"
+        raise ConfigError(
+            f"{what} needs gradients through the output membrane, but {name} passes gradients only at spike "
+            "times; use loss=spike_count|tet|mse_count|ce_rate|ce_count (or loss=ce with readout=rate|time_weighted)"
+        )
+    if regularizer is not None:
+        raise ConfigError(
+            f"regularizer={type(regularizer).__name__} is not supported by {name}: its gradients w.r.t. hidden "
+            "spikes would be read as spike-time gradients; use regularizer=null"
+        )
+
+
 class SpikingClassifier(L.LightningModule):
     """Train / evaluate any spiking classifier.
 
@@ -42,6 +62,14 @@ class SpikingClassifier(L.LightningModule):
         config: plain (resolved, JSON-like) run config stored in the checkpoint
             so it reloads with ``torch.load(weights_only=True)`` and ``eval.py``
             can rebuild the model.
+
+    Optional model attributes it honours (event-driven BP uses all of them):
+    ``takes_labels`` (training forward gets ``labels=y``), ``data_init(x_seq)`` with a
+    ``data_initialized`` buffer (run once on the first training batch),
+    ``param_groups()`` (optimiser groups; an ``lr_scale`` key multiplies the group's lr),
+    ``membrane_grad = False`` (losses that train through the membrane are refused),
+    ``output_spikes = False`` (readouts / losses that read spikes are refused).
+    ``SpikeOutput.emitted_spikes``, when set, is what the readout scores.
     """
 
     def __init__(
@@ -70,6 +98,7 @@ class SpikingClassifier(L.LightningModule):
                     )
         if isinstance(loss, ReadoutCrossEntropyLoss):
             loss.bind(readout)
+        _refuse_membrane_losses(model, loss, regularizer)
         self.model = model
         self.encoder = encoder
         self.readout = readout
@@ -106,7 +135,10 @@ class SpikingClassifier(L.LightningModule):
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy) -> Tensor:
         x, y = batch
-        out = self(x)
+        if stage == "train" and getattr(self.model, "takes_labels", False):
+            out = self.model(self.encode(x), labels=y)  # e.g. event-driven label-spike injection
+        else:
+            out = self(x)
         loss = self.loss_fn(out, y)
         if self.regularizer is not None:
             reg = self.regularizer(out)
@@ -117,7 +149,7 @@ class SpikingClassifier(L.LightningModule):
     def _log_step(self, stage: str, out: SpikeOutput, y: Tensor, loss: Tensor, metric: MulticlassAccuracy) -> Tensor:
         if stage == "train":
             self._check_finite(loss, self.global_step)
-        scores = self.readout(out)
+        scores = self.readout(out.as_emitted())  # accuracy on what the network emitted
         metric(scores, y)
         bs = y.shape[0]
         train = stage == "train"
@@ -129,6 +161,21 @@ class SpikingClassifier(L.LightningModule):
             rate = spikes.detach().float().mean()
             self.log(f"{stage}/fr/{name}", rate, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         return loss
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # models with a data-driven initialisation (event-driven gains) run it once, on the first
+        # training batch; the model's ``data_initialized`` buffer is checkpointed, so resuming skips it
+        init = getattr(self.model, "data_init", None)
+        if not callable(init) or bool(getattr(self.model, "data_initialized", True)):
+            return
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        with torch.no_grad():
+            factors = init(self.encode(x))
+        if self.trainer.world_size > 1:  # every rank starts from rank 0's initialisation
+            for t in (*self.model.parameters(), *self.model.buffers()):
+                t.data.copy_(self.trainer.strategy.broadcast(t.data, src=0))
+        self.print(f"[spikelight] data-driven init on one batch of {x.shape[0]}: gain factors "
+                   + ", ".join(f"{f:.3g}" for f in factors))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         if self.learning is not None:
@@ -215,11 +262,25 @@ class SpikingClassifier(L.LightningModule):
 
     # --- optimisation ------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self._param_groups())
+        for group in optimizer.param_groups:  # a model's group with its own learning-rate factor
+            if "lr_scale" in group:
+                group["lr"] = group["lr"] * group["lr_scale"]
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+
+    def _param_groups(self) -> Any:
+        """The model's ``param_groups()`` (dicts that may carry an ``lr_scale``) plus every other
+        parameter of the module in one more group; plain ``parameters()`` otherwise."""
+        groups_fn = getattr(self.model, "param_groups", None)
+        if not callable(groups_fn):
+            return self.parameters()
+        groups = [dict(g, params=list(g["params"])) for g in groups_fn()]
+        seen = {id(p) for g in groups for p in g["params"]}
+        rest = [p for p in self.parameters() if id(p) not in seen]
+        return [g for g in groups if g["params"]] + ([{"params": rest}] if rest else [])
 
     # --- exact resume ------------------------------------------------------------
     # Lightning does not checkpoint RNG state, but Poisson encoding and shuffling

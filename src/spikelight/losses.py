@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -15,6 +16,7 @@ __all__ = [
     "CERateLoss",
     "CEMembranePerStepLoss",
     "ReadoutCrossEntropyLoss",
+    "SpikeCountLoss",
     "FiringRateRegularizer",
 ]
 
@@ -23,9 +25,13 @@ _REDUCTIONS = ("mean", "sum")
 
 class SpikeLoss(nn.Module):
     """Base: ``forward(out, y) -> scalar``. ``needs_spikes``: the loss reads output spikes
-    (refused at build time for models whose output layer does not spike)."""
+    (refused at build time for models whose output layer does not spike).
+    ``needs_membrane_grad``: it trains through the output membrane (refused for models
+    whose gradients flow only through spike times, ``model.membrane_grad = False``:
+    event-driven BP)."""
 
     needs_spikes: bool = False
+    needs_membrane_grad: bool = False
 
     def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
         raise NotImplementedError
@@ -81,6 +87,8 @@ class CEMembranePerStepLoss(_PerStep):
     """Cross-entropy of the output membrane at each step (snnTorch tutorial 5 sums over
     steps: ``time_reduction=sum``)."""
 
+    needs_membrane_grad = True
+
     def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
         T = out.membrane.shape[0]
         ce = F.cross_entropy(out.membrane.flatten(0, 1), y.repeat(T), reduction="none")
@@ -134,10 +142,53 @@ class ReadoutCrossEntropyLoss(SpikeLoss):
         self._readout = readout
         return self
 
+    @property
+    def needs_membrane_grad(self) -> bool:  # type: ignore[override]
+        """Whatever the bound readout reads is trained: its membrane, if it reads one."""
+        return bool(getattr(self._readout, "reads_membrane", False))
+
     def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
         if self._readout is None:
             raise RuntimeError("loss=ce needs a readout: SpikingClassifier binds it (or call .bind(readout))")
         return F.cross_entropy(self._readout(out), y)
+
+
+class SpikeCountLoss(SpikeLoss):
+    """Spike-count loss with a one-sided error (event-driven BP, Zhu et al. 2022; their ``count``).
+
+    c_j = Σ_t o_jt; target c* = ``desired_count`` for the label, ``undesired_count`` for the
+    others; δ_j = (c_j − c*_j)/T, set to 0 where the label neuron fires more than desired or
+    another fires less than undesired. L = ½ Σ_t Σ_j δ_j² = ½·T·Σ_j δ_j², so dL/do_jt = δ_j at
+    every step, exactly the authors' gradient. ``reduction=sum`` over the batch is theirs
+    (their learning rates are for it); ``mean`` divides by the batch size.
+    """
+
+    needs_spikes = True
+
+    def __init__(self, desired_count: float = 5.0, undesired_count: float = 1.0, reduction: str = "sum") -> None:
+        super().__init__()
+        if not 0 <= undesired_count < desired_count:
+            raise ValueError(
+                f"spike_count needs 0 <= undesired_count < desired_count, got {undesired_count} / {desired_count}"
+            )
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"spike_count reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.desired_count, self.undesired_count = float(desired_count), float(undesired_count)
+        self.reduction = reduction
+
+    def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
+        T = out.spikes.shape[0]
+        count = out.spikes.sum(0)
+        label = F.one_hot(y, count.shape[-1]).bool()
+        target = torch.where(label, self.desired_count, self.undesired_count).to(count.dtype)
+        delta = (count - target) / T
+        satisfied = (label & (delta > 0)) | (~label & (delta < 0))
+        delta = torch.where(satisfied, torch.zeros_like(delta), delta)
+        loss = 0.5 * T * delta.pow(2).sum()
+        return loss / count.shape[0] if self.reduction == "mean" else loss
+
+    def extra_repr(self) -> str:
+        return f"desired_count={self.desired_count}, undesired_count={self.undesired_count}, reduction={self.reduction!r}"
 
 
 class FiringRateRegularizer(nn.Module):

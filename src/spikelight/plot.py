@@ -3,8 +3,9 @@
     python -m spikelight.plot logs/train/runs/<ts> [--ckpt last|PATH] [--samples 3] [--out DIR]
 
 Writes output traces / rasters, output heatmaps, the encoded input, a spike
-raster of every layer, firing-rate histograms (first test batch) and the loss /
-accuracy curves (from the checkpoint, else the CSV log), as PNGs into
+raster of every layer, firing-rate histograms (first test batch), the loss /
+accuracy curves (from the checkpoint, else the CSV log) and, for event-driven
+runs (``<run_dir>/gradient_flow.csv``), the gradient-flow figure, as PNGs into
 ``<run_dir>/plots`` (or ``--out``).
 """
 
@@ -19,6 +20,7 @@ import torch
 
 from spikelight.cli import build_datamodule, load_trained
 from spikelight.errors import ConfigError, SpikelightError
+from spikelight.event_driven.gradient_flow import plot_gradient_flow, read_gradient_flow
 from spikelight.visualize import plot_curves, sample_figures
 
 __all__ = ["main", "read_history", "curves_from_checkpoint"]
@@ -86,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         history, steps = read_history(metrics)
     if history or steps:
         figs["curves"] = plot_curves(history, steps)
+    flow = args.run_dir / "gradient_flow.csv"
+    if flow.exists():
+        rows = read_gradient_flow(flow)
+        if rows:
+            figs["gradient_flow"] = plot_gradient_flow(rows)
     for name, fig in figs.items():
         fig.savefig(out / f"{name}.png", dpi=110)
         print(out / f"{name}.png")

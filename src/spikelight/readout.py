@@ -7,14 +7,24 @@ from torch import Tensor, nn
 
 from spikelight.models.output import SpikeOutput
 
-__all__ = ["Readout", "RateReadout", "CountReadout", "MembraneReadout", "FirstSpikeReadout"]
+__all__ = [
+    "Readout",
+    "RateReadout",
+    "CountReadout",
+    "TimeWeightedCountReadout",
+    "MembraneReadout",
+    "FirstSpikeReadout",
+]
 
 
 class Readout(nn.Module):
     """Base readout. ``needs_spikes``: it reads output spikes (models whose output layer
-    does not spike, e.g. the LSNN, are refused when the run is built)."""
+    does not spike, e.g. the LSNN, are refused when the run is built). ``reads_membrane``:
+    its scores depend on the output membrane of a spiking model, so ``loss=ce`` through it
+    needs membrane gradients (refused for event-driven models, which have none)."""
 
     needs_spikes: bool = False
+    reads_membrane: bool = False
 
     def forward(self, out: SpikeOutput) -> Tensor:
         raise NotImplementedError
@@ -47,6 +57,7 @@ class CountReadout(Readout):
         if tie_break not in ("none", "membrane"):
             raise ValueError(f"count readout tie_break must be 'none' or 'membrane', got {tie_break!r}")
         self.tie_break = tie_break
+        self.reads_membrane = tie_break == "membrane"
 
     def forward(self, out: SpikeOutput) -> Tensor:
         count = out.spikes.sum(0)
@@ -56,6 +67,33 @@ class CountReadout(Readout):
 
     def extra_repr(self) -> str:
         return f"tie_break={self.tie_break!r}"
+
+
+class TimeWeightedCountReadout(Readout):
+    """Spike count with a small bonus for early spikes (event-driven BP, Zhu et al. 2022):
+
+        score_j = Σ_t o_jt · (1 + early_bonus·(1 − t/T)),  t = 0..T−1
+
+    ``early_bonus=0.1`` is the authors' ``1.1 − t/(10T)``: a spike at step 0 counts 1.1,
+    one at the last step just above 1, so equal counts are decided by the earlier spikes.
+    """
+
+    needs_spikes = True
+
+    def __init__(self, early_bonus: float = 0.1) -> None:
+        super().__init__()
+        if not 0.0 <= early_bonus < 1.0:
+            raise ValueError(f"readout.early_bonus must be in [0, 1), got {early_bonus}")
+        self.early_bonus = float(early_bonus)
+
+    def forward(self, out: SpikeOutput) -> Tensor:
+        s = out.spikes
+        T = s.shape[0]
+        t = torch.arange(T, device=s.device, dtype=s.dtype).view(T, *([1] * (s.dim() - 1)))
+        return (s * (1.0 + self.early_bonus * (1.0 - t / T))).sum(0)
+
+    def extra_repr(self) -> str:
+        return f"early_bonus={self.early_bonus}"
 
 
 class FirstSpikeReadout(Readout):
@@ -84,6 +122,7 @@ class MembraneReadout(Readout):
     """
 
     MODES = ("mean", "last", "max")
+    reads_membrane = True
 
     def __init__(self, mode: str = "mean", window: int | None = None) -> None:
         super().__init__()

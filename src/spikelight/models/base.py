@@ -62,26 +62,32 @@ class SharedDropout(SequenceLayer):
     """Dropout with one mask per neuron and sample, shared by all T steps.
 
     x_seq [T, B, ...] → same shape. A dropped neuron stays silent for the whole
-    sample (SpikingJelly ``layer.Dropout`` in multi-step mode; the event-driven
-    configs of Zhu et al. 2022). Identity in eval mode.
+    sample (SpikingJelly ``layer.Dropout`` in multi-step mode). Identity in eval mode.
+    ``channelwise``: one mask per channel of a feature map [T, B, C, H, W] (all its
+    positions dropped together, ``dropout2d`` over time; what the event-driven
+    code of Zhu et al. 2022 does for conv layers); per neuron for [T, B, F].
     """
 
-    def __init__(self, p: float = 0.5) -> None:
+    def __init__(self, p: float = 0.5, channelwise: bool = False) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = float(p)
+        self.channelwise = bool(channelwise)
 
     def forward(self, x_seq: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x_seq
-        mask = torch.empty_like(x_seq[0]).bernoulli_(1.0 - self.p).div_(1.0 - self.p)
+        like = x_seq[0]
+        if self.channelwise and like.dim() > 2:
+            like = like[(...,) + (slice(0, 1),) * (like.dim() - 2)]  # [B, C, 1, 1]
+        mask = torch.empty_like(like).bernoulli_(1.0 - self.p).div_(1.0 - self.p)
         if is_repeated(x_seq):  # one step in, one step of work
             return (x_seq[0] * mask).unsqueeze(0).expand_as(x_seq)
         return x_seq * mask
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}, channelwise={self.channelwise}"
 
 
 def _leaves(layer: nn.Module) -> Iterator[nn.Module]:

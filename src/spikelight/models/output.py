@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import Tensor
@@ -22,9 +22,18 @@ class SpikeOutput:
               (output included), used for firing-rate statistics and monitors.
     state:    the model's final recurrent state (pass it back to continue a
               sequence), or None for feed-forward models.
+    emitted_spikes: [T, B, C] the output spikes as the network emitted them when
+              ``spikes`` were changed for training (event-driven label-spike
+              injection); None = ``spikes`` are what it emitted. Readouts (accuracy,
+              prediction) use these, losses use ``spikes``.
     """
 
     spikes: Tensor | None
     membrane: Tensor
     hidden: dict[str, Tensor] = field(default_factory=dict)
     state: Any = None
+    emitted_spikes: Tensor | None = None
+
+    def as_emitted(self) -> SpikeOutput:
+        """This output with ``spikes`` as emitted (unchanged if nothing was injected)."""
+        return self if self.emitted_spikes is None else replace(self, spikes=self.emitted_spikes, emitted_spikes=None)

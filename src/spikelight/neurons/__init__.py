@@ -2,6 +2,7 @@
 
 from spikelight.neurons.alif import ALIFNode, ALIFState
 from spikelight.neurons.base import BaseNode, NeuronOutput, VState, reset_state
+from spikelight.neurons.dual_exp import DualExpNode, DualExpState, dual_exp_update
 from spikelight.neurons.if_lif import (
     IFNode,
     LIFNode,
@@ -17,6 +18,9 @@ __all__ = [
     "ALIFNode",
     "ALIFState",
     "BaseNode",
+    "DualExpNode",
+    "DualExpState",
+    "dual_exp_update",
     "NeuronOutput",
     "VState",
     "IFNode",
