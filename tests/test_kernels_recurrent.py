@@ -338,3 +338,35 @@ def test_fires_at_exactly_the_threshold_like_the_reference(neuron):
         spikes[backend] = out.spikes
         assert out.membrane[0].eq(1.0).all()
     assert spikes["torch"][0].eq(1.0).all() and torch.equal(spikes["fused"], spikes["torch"])
+
+
+@pytest.mark.parametrize("neuron", ["alif_refractory", "alif_soft_normalize", "lif_vreset"])
+def test_plain_python_loops_and_mirror_ops_compute_the_same(neuron):
+    # the loops run TorchScript-compiled on the CPU; uncompiled (no TorchScript) and with the ops other
+    # devices use ("mirror": the reference's scalar arguments) they must give the same numbers
+    from spikelight.kernels.recurrent import _exact_ops
+
+    x, state = _inputs(17, neuron, explicit_state=True)
+    torch.manual_seed(0)
+    node = NEURONS[neuron](ATan(), False, "fused")
+    layer = RecurrentSpikingLayer(F, H, lambda: node, tbptt_steps=6)
+    ff = layer.fc(x).detach()
+    w = (layer.rec.weight * layer.rec_mask).detach()
+    spec, alif = node._kernel_spec(), neuron.startswith("alif")
+    results = []
+    for script, ops in ((True, _exact_ops(x)), (False, "cpu"), (False, "mirror"), (True, "mirror")):
+        ffl, wl, vl = ff.clone().requires_grad_(), w.clone().requires_grad_(), state.neuron.v.clone().requires_grad_()
+        beta = node.beta_per_neuron(H, ff) if alif else None
+        a0, ref0 = (state.neuron.a, state.neuron.ref) if alif else (None, None)
+        s, h, v, a, ref = RecurrentFunction.apply(
+            ffl, wl, vl, a0, ref0, state.spikes, beta, spec, node.surrogate, 6, ops, torch.float32, None, script
+        )
+        g = torch.Generator().manual_seed(3)
+        ((s * torch.randn(s.shape, generator=g)).sum() + h.sum() * 0.1 + v.sum()).backward()
+        results.append((s, h, v, ffl.grad, wl.grad, vl.grad))
+    assert 0.05 < results[0][0].mean() < 0.7
+    for other in results[1:]:
+        for a, b in zip(other[:3], results[0][:3]):
+            assert torch.equal(a, b)
+        for a, b, what in zip(other[3:], results[0][3:], ("ff", "w", "v0")):
+            _close(a, b, what)
