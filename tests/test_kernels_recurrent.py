@@ -24,6 +24,13 @@ from spikelight.surrogate import ATan, Sigmoid, Triangle
 from .conftest import compose_cfg
 from .test_kernels import SURROGATES, ChargeOnly, OwnForward
 
+
+def _strict(node):
+    """The neuron firing on h > v_th (snnTorch's convention, a class attribute a user subclass may set)."""
+    node.strict_threshold = True
+    return node
+
+
 # name -> factory(surrogate, detach_reset, backend); every reset form, refractory, normalize, adaptive or not
 NEURONS = {
     "lif_hard": lambda s, d, b: LIFNode(tau=3.0, surrogate=s, detach_reset=d, backend=b),
@@ -31,6 +38,7 @@ NEURONS = {
     "lif_vreset": lambda s, d, b: LIFNode(
         tau=2.5, decay_input=False, v_reset=-0.2, v_threshold=0.8, surrogate=s, detach_reset=d, backend=b
     ),
+    "lif_strict": lambda s, d, b: _strict(LIFNode(tau=3.0, surrogate=s, detach_reset=d, backend=b)),
     "if_hard": lambda s, d, b: IFNode(surrogate=s, detach_reset=d, backend=b),
     "if_soft": lambda s, d, b: IFNode(v_reset=None, surrogate=s, detach_reset=d, backend=b),
     "alif_hard": lambda s, d, b: ALIFNode(
@@ -48,7 +56,7 @@ NEURONS = {
     ),
 }
 # input gain so that 5-70% of the steps fire (decay_input divides the input by tau)
-GAIN = {"lif_hard": 3.0, "alif_hard": 3.5, "alif_refractory": 3.5, "alif_plain_normalize": 2.5}
+GAIN = {"lif_hard": 3.0, "lif_strict": 3.0, "alif_hard": 3.5, "alif_refractory": 3.5, "alif_plain_normalize": 2.5}
 T, B, F, H = 16, 3, 5, 12
 
 
@@ -324,10 +332,12 @@ def test_recurrent_function_saves_only_what_backward_needs():
     assert isinstance(out.membrane.grad_fn, RecurrentFunction._backward_cls)
 
 
-@pytest.mark.parametrize("neuron", ["lif", "alif"])
+@pytest.mark.parametrize("neuron", ["lif", "alif", "lif_strict"])
 def test_fires_at_exactly_the_threshold_like_the_reference(neuron):
-    # h_0 = (3 - 0)/3 = 1.0 = v_th exactly: SpikingJelly's convention (and ours) fires on h >= v_th
-    make = {"lif": lambda b: LIFNode(tau=3.0, backend=b), "alif": lambda b: ALIFNode(tau=3.0, beta=0.5, backend=b)}
+    # h_0 = (3 - 0)/3 = 1.0 = v_th exactly: SpikingJelly's convention (and ours) fires on h >= v_th;
+    # a strict-threshold neuron does not
+    make = {"lif": lambda b: LIFNode(tau=3.0, backend=b), "alif": lambda b: ALIFNode(tau=3.0, beta=0.5, backend=b),
+            "lif_strict": lambda b: _strict(LIFNode(tau=3.0, backend=b))}  # fmt: skip
     spikes = {}
     for backend in ("torch", "fused"):
         layer = RecurrentSpikingLayer(2, 4, lambda b=backend: make[neuron](b))
@@ -337,7 +347,7 @@ def test_fires_at_exactly_the_threshold_like_the_reference(neuron):
         out = layer(torch.tensor([3.0, 0.0]).expand(2, 1, 2))
         spikes[backend] = out.spikes
         assert out.membrane[0].eq(1.0).all()
-    assert spikes["torch"][0].eq(1.0).all() and torch.equal(spikes["fused"], spikes["torch"])
+    assert spikes["torch"][0].eq(neuron != "lif_strict").all() and torch.equal(spikes["fused"], spikes["torch"])
 
 
 @pytest.mark.parametrize("neuron", ["alif_refractory", "alif_soft_normalize", "lif_vreset"])
@@ -370,3 +380,45 @@ def test_plain_python_loops_and_mirror_ops_compute_the_same(neuron):
             assert torch.equal(a, b)
         for a, b, what in zip(other[3:], results[0][3:], ("ff", "w", "v0")):
             _close(a, b, what)
+
+
+@pytest.mark.parametrize("block", [1, 3])
+@pytest.mark.parametrize(
+    ("neuron", "tbptt"), [("alif_refractory", None), ("alif_soft_normalize", 5), ("lif_vreset", 4), ("if_soft", None)]
+)
+def test_backward_in_several_time_blocks_equals_reference(monkeypatch, neuron, tbptt, block):
+    # at test sizes the backward's non-sequential work is one block of all T steps; at LSNN sizes
+    # (B·H in the thousands, T=784) it is many blocks of a few steps: force that here
+    import spikelight.kernels.recurrent as rec
+
+    monkeypatch.setattr(rec, "_block_steps", lambda T, per_step, backward=False: block)
+    x, state = _inputs(31 + block, neuron, explicit_state=True)
+    ref = _run_layer(neuron, "atan", False, "torch", x, state, tbptt)
+    fast = _run_layer(neuron, "atan", False, "fused", x, state, tbptt)
+    assert 0.05 < ref[0].spikes.mean() < 0.7
+    assert_same_layer(ref, fast)
+
+
+@pytest.mark.parametrize("neuron", ["alif_refractory", "lif_hard"])
+def test_eprop_steps_the_network_the_fused_forward_runs(neuron):
+    # learning=eprop runs its own loop of neuron.step; validation and the logged rates run model(x),
+    # which backend=auto fuses: both must see the same spikes and logits
+    from spikelight.learning import EProp
+    from spikelight.losses import ReadoutCrossEntropyLoss
+    from spikelight.readout import RateReadout
+
+    gen = torch.Generator().manual_seed(41)
+    x = (torch.randn(T, B, F, generator=gen) * 0.8 + 0.5) * GAIN.get(neuron, 1.0)
+    y = torch.randint(0, 4, (B,), generator=gen)
+    torch.manual_seed(0)
+    model = LSNN(lambda: NEURONS[neuron](ATan(), False, "auto"), in_features=F, hidden=H, num_classes=4)
+    out = model(x)
+    assert type(out.hidden["rec.neuron"].grad_fn).__name__ == "RecurrentFunctionBackward"
+    readout, loss = RateReadout(), ReadoutCrossEntropyLoss().bind(RateReadout())
+    rule = EProp("symmetric")
+    rule.attach(model, readout, loss, None)
+    result = rule.gradients(model, x, y, readout, loss, None)
+    rate = out.hidden["rec.neuron"].sum(0, keepdim=True) / T
+    assert rate.sum() > 0 and torch.equal(result.out.hidden["rec.neuron"], rate)
+    torch.testing.assert_close(result.out.membrane, out.membrane, rtol=1e-5, atol=1e-6)
+    assert result.grads["w_rec"].abs().sum() > 0
