@@ -440,7 +440,8 @@ def report(runs: list[tuple[int, list[Case]]], args, load: tuple[str, str], extr
     for threads, cases in runs:
         out += [f"# {threads} torch thread{'s' if threads > 1 else ''}", ""]
         for case in cases:
-            out += [f"## {case.name}", "", case.what + ("; " + case.notes if case.notes else ""), "", *table(case), ""]
+            reps = f"; median of {case.reps} calls" if case.reps else ""
+            out += [f"## {case.name}", "", case.what + ("; " + case.notes if case.notes else "") + reps, "", *table(case), ""]
     out += extra
     return "\n".join(out) + "\n"
 

@@ -3,8 +3,9 @@
 A fused recurrent step is ~10 small ops (forward) and ~7 (backward) on [B, H]
 tensors: at LSNN sizes each op costs a few microseconds, most of it Python
 argument parsing and dispatch. Run by the TorchScript interpreter the same ATen
-ops (the same kernels, the same rounding) cost measurably less (1.5–2× on the
-forward loop, 2-core CPU, B=8 and 32: experiments/benchmarks/README.md).
+ops (the same kernels, the same rounding) cost less: at LSNN sizes (T=784, H=220,
+ALIF, 1 thread, 2-core CPU) the forward loop took 1.45× (B=8) and 1.2× (B=32) less
+CPU time, the backward 1.15× (B=8) and the same (B=32): experiments/benchmarks/README.md.
 ``torch.jit.script`` is deprecated in favour of ``torch.compile``, which was
 measured slower here (its per-call overhead exceeds the ops it fuses), so the
 functions are scripted when TorchScript is available and otherwise run as the
