@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -45,10 +46,11 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from spikelight.encoding import DirectEncoder, PoissonEncoder  # noqa: E402
-from spikelight.losses import CEMembranePerStepLoss, MSERateLoss  # noqa: E402
-from spikelight.models import FCLIF, MLP  # noqa: E402
-from spikelight.neurons import LeakyNode, LIFNode  # noqa: E402
+from spikelight.encoding import DirectEncoder, PoissonEncoder, SequenceEncoder  # noqa: E402
+from spikelight.losses import CEMembranePerStepLoss, MSERateLoss, ReadoutCrossEntropyLoss  # noqa: E402
+from spikelight.models import FCLIF, LSNN, MLP  # noqa: E402
+from spikelight.neurons import ALIFNode, LeakyNode, LIFNode  # noqa: E402
+from spikelight.readout import RateReadout  # noqa: E402
 from spikelight.surrogate import ATan  # noqa: E402
 
 
@@ -66,6 +68,7 @@ class Case:
     ours: list[str]
     anchors: list[str]
     notes: str = ""
+    reps: int | None = None  # timed calls per contender (None: --reps); for cases of seconds per call
     results: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # name → (ms, CPU ms, MB)
 
 
@@ -131,7 +134,7 @@ def run_case(case: Case, ctx: Ctx) -> None:
         for n in names:
             case.contenders[n]()
     times: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
-    for rep in range(ctx.reps):
+    for rep in range(case.reps or ctx.reps):
         for n in names if rep % 2 == 0 else names[::-1]:
             times[n].append(time_once(case.contenders[n], ctx.device))
     for n in names:
@@ -310,6 +313,38 @@ def case_tutorial5(ctx: Ctx) -> list[Case]:
     ]
 
 
+@bench_case
+def case_lsnn(ctx: Ctx) -> list[Case]:
+    """LSNN training step (Bellec et al.): pixel-by-pixel sequences of 784 steps, 220 recurrent neurons
+    (120 LIF + 100 ALIF), leaky readout, CE of the mean readout, BPTT, Adam. Anchor: our reference loop."""
+    dev = ctx.device
+    batches = [256] if dev.type == "cuda" else [32, 8]
+    cases = []
+    for B in batches:
+        gen = torch.Generator().manual_seed(0)
+        x, y = torch.rand(B, 784, 1, generator=gen).to(dev), torch.randint(0, 10, (B,), generator=gen).to(dev)
+        c, ours = {}, []
+        for backend in ("fused", "torch"):
+            torch.manual_seed(0)
+            neuron = partial(ALIFNode, tau=20.0, tau_adapt=200.0, beta=1.8, adaptive_fraction=100 / 220, backend=backend)
+            model = LSNN(neuron, in_features=1, hidden=220, num_classes=10, readout_tau=20.0).to(dev)
+            loss = ReadoutCrossEntropyLoss().bind(RateReadout())
+            name = "spikelight fused (auto)" if backend == "fused" else "plain BPTT loop (spikelight backend=torch)"
+            c[name] = _train_step(model, SequenceEncoder(784), loss, x, y, 1e-3)
+        ours.append("spikelight fused (auto)")
+        cases.append(
+            Case(
+                f"lsnn train step T=784 B={B} H=220",
+                "forward + backward + Adam step; input: uniform random pixels, 1 per step",
+                c,
+                ours,
+                ["plain BPTT loop (spikelight backend=torch)"],
+                reps=max(5, ctx.reps // 2),
+            )
+        )
+    return cases
+
+
 def _train_step(model: nn.Module, encoder, loss_fn, x, y, lr: float) -> Callable[[], None]:
     opt = torch.optim.Adam(model.parameters(), lr)
 
@@ -405,7 +440,8 @@ def report(runs: list[tuple[int, list[Case]]], args, load: tuple[str, str], extr
     for threads, cases in runs:
         out += [f"# {threads} torch thread{'s' if threads > 1 else ''}", ""]
         for case in cases:
-            out += [f"## {case.name}", "", case.what + ("; " + case.notes if case.notes else ""), "", *table(case), ""]
+            reps = f"; median of {case.reps} calls" if case.reps else ""
+            out += [f"## {case.name}", "", case.what + ("; " + case.notes if case.notes else "") + reps, "", *table(case), ""]
     out += extra
     return "\n".join(out) + "\n"
 

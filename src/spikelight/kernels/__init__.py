@@ -10,9 +10,16 @@
             CPU at every size tried, see experiments/benchmarks/RESULTS.md)
 
 A neuron has a fused form when it returns a spec from ``_kernel_spec()``
-(IF, LIF, Leaky do, unless a subclass changed their dynamics). A neuron written
+(IF, LIF, Leaky, ALIF do, unless a subclass changed their dynamics; ALIF has
+no Triton kernel: ``auto`` runs it fused on every device). A neuron written
 by a user (its ``charge`` only) has none and runs the reference loop under
 ``auto``; asking such a neuron for ``fused`` / ``triton`` is refused in one line.
+
+The recurrent layer (LSNN) follows its neuron's ``backend`` the same way
+(:func:`select_recurrent_backend`): ``auto`` / ``fused`` run the whole
+sequence, recurrence included, as one autograd Function
+(:mod:`spikelight.kernels.recurrent`) for IF, LIF and ALIF neurons; ``torch`` is
+the reference per-step loop.
 """
 
 from __future__ import annotations
@@ -21,11 +28,23 @@ import torch
 from torch import Tensor
 
 from spikelight.errors import ConfigError
-from spikelight.kernels.spec import KernelSpec, LeakySpec, LIFSpec
+from spikelight.kernels.recurrent import recurrent_multi_step
+from spikelight.kernels.spec import ALIFSpec, KernelSpec, LeakySpec, LIFSpec
 from spikelight.kernels.torch_fused import leaky_multi_step, lif_multi_step
 from spikelight.surrogate import Surrogate
 
-__all__ = ["BACKENDS", "LIFSpec", "LeakySpec", "KernelSpec", "check_backend", "select_backend", "run_fused"]
+__all__ = [
+    "BACKENDS",
+    "LIFSpec",
+    "LeakySpec",
+    "ALIFSpec",
+    "KernelSpec",
+    "check_backend",
+    "select_backend",
+    "select_recurrent_backend",
+    "run_fused",
+    "recurrent_multi_step",
+]
 
 BACKENDS = ("auto", "fused", "triton", "torch")
 
@@ -45,9 +64,11 @@ def _no_fused_reason(spec: KernelSpec | None, surrogate: Surrogate) -> str | Non
     return None
 
 
-def _no_triton_reason(surrogate: Surrogate, x: Tensor) -> str | None:
+def _no_triton_reason(spec: KernelSpec, surrogate: Surrogate, x: Tensor) -> str | None:
     from spikelight.kernels import triton_neurons as tn
 
+    if isinstance(spec, ALIFSpec):
+        return "has no Triton kernel for ALIF"
     if not tn.triton_available(x.device):
         return "needs a CUDA tensor and triton installed"
     if x.dtype not in tn.DTYPES:
@@ -74,12 +95,35 @@ def select_backend(requested: str, spec: KernelSpec | None, surrogate: Surrogate
     if requested == "fused":
         return "fused"
     if requested == "triton":
-        why = _no_triton_reason(surrogate, x)
+        why = _no_triton_reason(spec, surrogate, x)
         if why is not None:
             raise ConfigError(f"neuron.backend=triton {why}; use neuron.backend=auto or fused")
         return "triton"
-    if x.device.type == "cuda" and _no_triton_reason(surrogate, x) is None:
+    if x.device.type == "cuda" and _no_triton_reason(spec, surrogate, x) is None:
         return "triton"
+    return "fused"
+
+
+def select_recurrent_backend(requested: str, spec: KernelSpec | None, surrogate: Surrogate, who: str) -> str:
+    """The backend a recurrent layer runs with its neuron: ``torch`` (the loop) or ``fused``.
+
+    ``auto`` falls back to the loop for a neuron without a fused recurrent form; an
+    explicit ``fused`` / ``triton`` that cannot run raises one line naming the fix.
+    """
+    check_backend(requested)
+    if requested == "torch":
+        return "torch"
+    why = _no_fused_reason(spec, surrogate)
+    if why is None and not isinstance(spec, (LIFSpec, ALIFSpec)):
+        why = "has no fused recurrent form (IF, LIF and ALIF have)"
+    if why is not None:
+        if requested == "auto":
+            return "torch"
+        raise ConfigError(f"neuron.backend={requested}: {who} {why}; use neuron.backend=auto or torch")
+    if requested == "triton":
+        raise ConfigError(
+            "neuron.backend=triton: the recurrent layer has no Triton kernel; use neuron.backend=auto or fused"
+        )
     return "fused"
 
 

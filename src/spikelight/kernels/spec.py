@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LIFSpec", "LeakySpec", "KernelSpec"]
+__all__ = ["LIFSpec", "LeakySpec", "ALIFSpec", "KernelSpec"]
 
 
 @dataclass(frozen=True)
@@ -52,4 +52,23 @@ class LeakySpec:
     strict: bool = True
 
 
-KernelSpec = LIFSpec | LeakySpec
+@dataclass(frozen=True)
+class ALIFSpec:
+    """Adaptive LIF (:class:`~spikelight.neurons.ALIFNode`): the LIF charge/reset of ``lif``
+    plus the threshold ``A = v_th + β·a_{t-1}``, ``a_t = ρ·a_{t-1} + (1 − ρ)·s_t``.
+
+    β is per neuron (a tensor the caller passes beside the spec); ``adaptive`` is
+    False when every β is 0 (the threshold is then ``v_th`` exactly).
+    rho:         adaptation decay per step, ``exp(−1/tau_adapt)``.
+    refractory:  steps without spiking after a spike (0 = none).
+    normalize:   fire on ``(h − A)/v_th`` (the surrogate sees the scaled value).
+    """
+
+    lif: LIFSpec
+    rho: float
+    refractory: int
+    normalize: bool
+    adaptive: bool
+
+
+KernelSpec = LIFSpec | LeakySpec | ALIFSpec

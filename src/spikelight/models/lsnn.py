@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from spikelight import kernels
+from spikelight.kernels.recurrent import leaky_filter
 from spikelight.models.base import NeuronFactory, apply_over_time, check_features, make_neuron
 from spikelight.models.output import SpikeOutput
 from spikelight.neurons import NeuronOutput
@@ -57,6 +59,11 @@ class RecurrentSpikingLayer(nn.Module):
 
     forward(x_seq [T, B, F], state=None) → NeuronOutput(spikes [T, B, H],
     membrane [T, B, H], RecurrentState, states).
+
+    The steps run on the neuron's ``backend``: ``auto`` / ``fused`` run the whole
+    sequence as one autograd Function for IF, LIF and ALIF neurons
+    (:mod:`spikelight.kernels.recurrent`: same spikes, same gradients), ``torch`` (and
+    any other neuron under ``auto``) the per-step loop below, the reference.
     """
 
     def __init__(
@@ -98,6 +105,8 @@ class RecurrentSpikingLayer(nn.Module):
             state = self.initial_state(ff[0])
         neuron_state, z = state
         w_rec = self.recurrent_weight().to(ff.dtype)
+        if self._backend() == "fused" and ff.shape[0] > 0:
+            return self.neuron(ff, result=self._forward_fused(ff, w_rec, neuron_state, z))
         record = self.neuron.record_states
         spikes, membrane, history = [], [], []
         k = self.tbptt_steps
@@ -115,6 +124,35 @@ class RecurrentSpikingLayer(nn.Module):
         out = NeuronOutput(torch.stack(spikes), torch.stack(membrane), RecurrentState(neuron_state, z), states)
         return self.neuron(ff, result=out)  # through forward, so hooks and monitors see the sequence
 
+    def _backend(self) -> str:
+        neuron = self.neuron
+        spec = neuron._kernel_spec() if hasattr(neuron, "_kernel_spec") else None
+        requested = getattr(neuron, "backend", "torch")
+        return kernels.select_recurrent_backend(requested, spec, neuron.surrogate, type(neuron).__name__)
+
+    def _forward_fused(self, ff: Tensor, w_rec: Tensor, neuron_state: Any, z: Tensor) -> NeuronOutput:
+        """All T steps as one autograd Function (same spikes and gradients as the loop in forward)."""
+        neuron = self.neuron
+        spec = neuron._kernel_spec()
+        record: list | None = [] if neuron.record_states else None
+        alif = isinstance(spec, kernels.ALIFSpec)
+        s, h, v, a, ref = kernels.recurrent_multi_step(
+            ff,
+            w_rec,
+            spec,
+            neuron.surrogate,
+            neuron_state.v,
+            neuron_state.a if alif else None,
+            neuron_state.ref if alif else None,
+            z,
+            beta=neuron.beta_per_neuron(self.hidden, ff) if alif else None,
+            tbptt=self.tbptt_steps,
+            record=record,
+        )
+        final = type(neuron_state)(v, a, ref) if alif else type(neuron_state)(v)
+        states = type(neuron_state)(*record) if record is not None else None
+        return NeuronOutput(s, h, RecurrentState(final, s[-1]), states)
+
     def count_ops(self, args: tuple, out: NeuronOutput) -> tuple[float, float, float]:
         """Recurrent synaptic operations of one call (for SynOpCounter): each spike reaches
         the H − 1 other neurons at the next step; the equivalent RNN does H² MACs per step."""
@@ -131,8 +169,9 @@ class LeakyReadout(nn.Module):
     ``logits_t = W ȳ_t + b``, κ = exp(−1/tau) (tau in steps; None = no filter, logits_t = W z_t + b).
 
     The filter is linear, so it runs on W z (C channels) instead of z (H): the same
-    numbers, H/C times less work. forward(z [T, B, H], state [B, C] or None) →
-    (logits [T, B, C], filter state [B, C]). W: Glorot-uniform, b: zero (as LSNN-official).
+    numbers, H/C times less work. forward(z [T, B, H], state [B, C] or None, fused=False) →
+    (logits [T, B, C], filter state [B, C]); ``fused`` runs the filter as one autograd
+    Function (:func:`spikelight.kernels.recurrent.leaky_filter`, same numbers) instead of the loop. W: Glorot-uniform, b: zero (as LSNN-official).
     """
 
     def __init__(self, hidden: int, num_classes: int, tau: float | None = 20.0) -> None:
@@ -144,11 +183,14 @@ class LeakyReadout(nn.Module):
         nn.init.xavier_uniform_(self.fc.weight)
         nn.init.zeros_(self.fc.bias)
 
-    def forward(self, z: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, z: Tensor, state: Tensor | None = None, fused: bool = False) -> tuple[Tensor, Tensor]:
         wz = F.linear(z, self.fc.weight)
         if self.tau is None:
             return wz + self.fc.bias, wz[-1]
         kappa = math.exp(-1.0 / self.tau)
+        if fused:  # the loop below as one autograd Function (same numbers; LSNN passes its layer's backend)
+            y_seq, y = leaky_filter(wz, kappa, state)
+            return y_seq + self.fc.bias, y
         y = torch.zeros_like(wz[0]) if state is None else state
         out = []
         for wz_t in wz.unbind(0):
@@ -232,12 +274,13 @@ class LSNN(nn.Module):
         z = self._drop(rec_out.spikes)
         readout_state = None if state is None else state.readout
         k = self.rec.tbptt_steps
+        fused = self.rec._backend() == "fused"  # the readout filter follows the recurrent layer's backend
         if k is None or k >= z.shape[0]:
-            logits, readout_state = self.readout(z, readout_state)
+            logits, readout_state = self.readout(z, readout_state, fused=fused)
         else:  # truncate the readout filter like the recurrence
             chunks = []
             for part in z.split(k):
-                out, readout_state = self.readout(part, readout_state)
+                out, readout_state = self.readout(part, readout_state, fused=fused)
                 chunks.append(out)
                 readout_state = readout_state.detach()
             logits = torch.cat(chunks)

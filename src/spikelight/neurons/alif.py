@@ -28,6 +28,10 @@ Conversions (time step dt = 1; time constants in steps):
   ``(h − A)/v_th``).
 
 State: :class:`ALIFState` ``(v, a, ref)``; ``ref`` counts the refractory steps left.
+
+``backend`` (``auto | fused | torch``): ``auto`` / ``fused`` run the sequence as one fused
+autograd Function (:mod:`spikelight.kernels.recurrent`, the same one a recurrent layer
+uses), ``torch`` the reference loop of :meth:`step`; spikes are identical.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spikelight.neurons.base import BaseNode
+from spikelight import kernels
+from spikelight.neurons.base import BaseNode, NeuronOutput, _compute_dtype
 from spikelight.neurons.if_lif import lif_charge, resolve_tau_beta
 from spikelight.surrogate import Surrogate
 
@@ -65,7 +70,8 @@ class ALIFNode(BaseNode):
         refractory: steps after a spike during which the neuron cannot fire (0 = none).
         normalize: fire on ``(h − A)/v_th`` instead of ``h − A`` (LSNN / e-prop scaling of the
             surrogate's input).
-        decay_input, v_threshold, v_reset, surrogate, detach_reset: as :class:`LIFNode`.
+        decay_input, v_threshold, v_reset, surrogate, detach_reset, backend: as :class:`LIFNode`
+            (no Triton kernel: ``auto`` runs the fused plain-PyTorch form on every device).
     """
 
     State = ALIFState
@@ -83,8 +89,9 @@ class ALIFNode(BaseNode):
         v_reset: float | None = 0.0,
         surrogate: Surrogate | None = None,
         detach_reset: bool = False,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(v_threshold, v_reset, surrogate, detach_reset)
+        super().__init__(v_threshold, v_reset, surrogate, detach_reset, backend)
         if not v_threshold > 0:
             raise ValueError(f"ALIF v_threshold must be > 0, got {v_threshold}")
         self.tau = resolve_tau_beta("ALIF", tau, None, default_tau=20.0)
@@ -146,6 +153,26 @@ class ALIFNode(BaseNode):
         rho = self.rho
         a = rho * state.a + (1.0 - rho) * spike
         return spike, ALIFState(self.reset(h, spike), a, ref), h
+
+    # --- fused kernel ------------------------------------------------------------------
+    def _kernel_spec(self) -> kernels.ALIFSpec | None:
+        own = ("threshold", "beta_per_neuron", "rho")
+        if not self._dynamics_of(ALIFNode) or any(getattr(type(self), n) is not getattr(ALIFNode, n) for n in own):
+            return None
+        lif = kernels.LIFSpec(self.tau, self.decay_input, self.v_threshold, self.v_reset, self.detach_reset)
+        adaptive = self.beta > 0 and self.adaptive_fraction > 0
+        return kernels.ALIFSpec(lif, self.rho, self.refractory, self.normalize, adaptive)
+
+    def _multi_step_fused(self, x_seq: Tensor, state, backend: str, spec: kernels.ALIFSpec) -> NeuronOutput:
+        xc = x_seq.to(_compute_dtype(x_seq.dtype))
+        state = self._as_state(state, xc[0])
+        record: list | None = [] if self.record_states else None
+        s, h, v, a, ref = kernels.recurrent_multi_step(
+            xc, None, spec, self.surrogate, state.v, state.a, state.ref,
+            beta=self.beta_per_neuron(xc.shape[-1], xc), record=record,
+        )  # fmt: skip
+        states = ALIFState(*record) if record is not None else None
+        return NeuronOutput(s.to(x_seq.dtype), h, ALIFState(v, a, ref), states)
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,312 @@
+"""Fused recurrent spiking layer (LSNN) and fused ALIF, in plain PyTorch (any device; the CPU fast path).
+
+One ``torch.autograd.Function`` runs a whole sequence of
+
+    I_t = ff_t + z_{t-1} W_recᵀ                    (W_rec [H, H]; no recurrence if W_rec is None)
+    h_t = charge(I_t, v_{t-1})                      (IF / LIF, :class:`LIFSpec`)
+    s_t = Θ(u_t),  u_t = h_t − v_th                 (LIF)
+         u_t = (h_t − v_th − β a_{t-1}) [/ v_th]     (ALIF, :class:`ALIFSpec`; s_t = 0 while refractory)
+    v_t = reset(h_t, s_t),  a_t = ρ a_{t-1} + (1 − ρ) s_t
+
+Against the reference loop (``RecurrentSpikingLayer`` with ``backend=torch``: ~20
+autograd-recorded ops per step and as many backward nodes) the forward runs
+without autograd, in place, on preallocated ``[T, ...]`` buffers (10 ops and one
+``[B, H] × [H, H]`` product per step for an adaptive ALIF, 5 for LIF), and the
+backward is a hand-written reverse-time recurrence: per step one product (the
+gradient reaching z_{t-1} through W_rec) and 3–6 in-place element-wise ops; the
+surrogate and every factor that is not sequential are computed on blocks of
+time steps, and ``dL/dW_rec = Σ_t (dL/dI_t)ᵀ z_{t-1}`` is one matrix product
+over the whole sequence. The per-step loops live in
+:mod:`spikelight.kernels.recurrent_steps` and run compiled by TorchScript where
+it is available (less per-op overhead; the same ops).
+
+Forward values are bit-identical to the reference loop: the recurrent current
+is the reference's own product (``mm`` of the same operands, then ``ff_t +``),
+and every element-wise op rounds like the reference's (as in
+:mod:`spikelight.kernels.torch_fused`). Under autocast the product runs in the
+autocast dtype, as ``F.linear`` does in the reference.
+
+Saved for backward: the outputs (spikes, pre-reset potential h), plus for an
+adaptive ALIF the surrogate's input u_t, and with a refractory period a bool
+mask of the steps that could fire.
+
+Truncated BPTT (``tbptt``): the reference detaches the state (v, a, z) before
+every step t with ``t % k == 0``; the backward drops the gradient carried across
+those steps (dL/dW_rec still collects every step's term, as W_rec is not detached).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from spikelight.kernels.recurrent_steps import backward_steps, filter_backward, filter_forward, forward_steps
+from spikelight.kernels.spec import ALIFSpec, LIFSpec
+from spikelight.kernels.torch_fused import BLOCK_ELEMS, _exact_ops, surrogate_grad
+from spikelight.surrogate import Surrogate
+
+__all__ = ["RecurrentFunction", "recurrent_multi_step", "LeakyFilterFunction", "leaky_filter"]
+
+
+def _block_steps(T: int, per_step: int, backward: bool = False) -> int:
+    """Time steps per block of the backward's non-sequential work: PyTorch's grain size with
+    several threads (no op forks where a per-step op would not, see torch_fused), else ~1 MB
+    (fewer, larger ops; one thread never forks)."""
+    elems = BLOCK_ELEMS if torch.get_num_threads() > 1 else 1 << 18
+    return max(1, min(T, elems // max(per_step, 1)))
+
+
+class RecurrentFunction(torch.autograd.Function):
+    """``(ff [T, B, ..., H], W_rec [H, H] | None, v0, a0, ref0, z0, β) → (s, h, v_T, a_T, ref_T)``.
+
+    ``a0``/``ref0``/``a_T``/``ref_T`` are None for IF/LIF; ``z0`` None = no spikes before
+    step 0. ``record``: a list that receives the state after every step, ``(v, a, ref)``
+    (ALIF) or ``(v,)`` stacked over time, values only (no gradient). All tensors in the
+    compute dtype (fp32 or wider). ``ref`` carries no gradient.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        ff: Tensor,
+        w_rec: Tensor | None,
+        v0: Tensor,
+        a0: Tensor | None,
+        ref0: Tensor | None,
+        z0: Tensor | None,
+        beta: Tensor | None,
+        spec: LIFSpec | ALIFSpec,
+        surrogate: Surrogate,
+        tbptt: int | None,
+        exact_ops: str,
+        mm_dtype: torch.dtype,
+        record: list | None,
+        script: bool,
+    ):
+        alif = isinstance(spec, ALIFSpec)
+        lif = spec.lif if alif else spec
+        adaptive = alif and spec.adaptive
+        refractory = alif and spec.refractory > 0
+        T, shape, dt, dev = ff.shape[0], ff.shape[1:], ff.dtype, ff.device
+        new = lambda *lead, dtype=dt: torch.empty((*lead, *shape), dtype=dtype, device=dev)  # noqa: E731
+        h, s = new(T), new(T)
+        u = new(T) if adaptive else None  # the surrogate's input, saved for backward
+        mask = new(T, dtype=torch.bool) if refractory else None  # steps that could fire
+        rec = None if record is None else (new(T), new(T), new(T)) if alif else (new(T),)
+        v = v0.to(dtype=dt, copy=True).expand(shape).contiguous()
+        a = a0.to(dtype=dt, copy=True).expand(shape).contiguous() if alif else None
+        ref = ref0.to(dtype=dt, copy=True).expand(shape).contiguous() if refractory else None
+        thr, v_reset = lif.v_threshold, lif.v_reset
+        rho = spec.rho if alif else 0.0
+        cpu = torch.device("cpu")
+        k = lambda x, d=dev: torch.tensor(x, dtype=dt, device=d)  # noqa: E731  (0-dim constants, see recurrent_steps)
+        consts = [
+            k(lif.tau or 1.0, cpu), k(0.0 if v_reset is None else v_reset), k(thr, cpu), k(0.0),
+            k(rho), k(1.0 - rho), k(-thr), k(v_reset or 0.0),
+        ]  # fmt: skip
+        empty = torch.empty(0, dtype=dt, device=dev)
+        w_t = None if w_rec is None else w_rec.to(mm_dtype).t()  # F.linear(z, W) = z @ Wᵀ: the same product
+        z = torch.zeros_like(v) if z0 is None else z0.to(dt).expand(shape)
+        opt = lambda x: empty if x is None else x  # noqa: E731
+        rec3 = (*rec, empty, empty)[:3] if rec else (empty,) * 3
+        with torch.autocast(dev.type, enabled=False):
+            v, a, ref = forward_steps(
+                ff, w_t, z, v, opt(a), opt(ref), opt(beta), h, s, opt(u), opt(mask), *rec3, consts,
+                0 if lif.tau is None else 1 if lif.decay_input else 2, v_reset in (None, 0.0),
+                v_reset is not None, v_reset not in (None, 0.0), alif, adaptive, alif and spec.normalize,
+                not alif and lif.strict, spec.refractory if alif else 0, rec is not None, exact_ops == "cpu",
+                w_rec is not None and mm_dtype != dt, mm_dtype, script=script,
+            )  # fmt: skip
+        if not alif:
+            a = ref = None
+        elif not refractory:
+            ref = None
+        if rec:  # the final state is an output of its own, not a view of the recorded sequence
+            v = v.clone()
+            a = a.clone() if alif else None
+            ref = ref.clone() if refractory else None
+            if alif and not refractory:
+                rec[2].copy_(ref0.expand(shape))
+            record.extend(rec)
+        if alif and not refractory:  # no refractory period: ref stays what it was
+            ref = ref0.to(dtype=dt, copy=True).expand(shape).contiguous()
+        if ref is not None:
+            ctx.mark_non_differentiable(ref)
+        ctx.save_for_backward(h, s, u, mask, z0, w_rec, beta)
+        ctx.spec, ctx.surrogate, ctx.tbptt, ctx.script = spec, surrogate, tbptt, script
+        ctx.set_materialize_grads(False)
+        return s, h, v, a, ref
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_s, g_h, g_v, g_a, g_ref):  # type: ignore[override]
+        h, s, u, mask, z0, w, beta = ctx.saved_tensors
+        spec = ctx.spec
+        alif = isinstance(spec, ALIFSpec)
+        lif: LIFSpec = spec.lif if alif else spec
+        adaptive = alif and spec.adaptive
+        T, shape = h.shape[0], h.shape[1:]
+        leak, gain, thr = lif.leak, lif.input_gain, lif.v_threshold
+        hard, detach = lif.v_reset is not None, lif.detach_reset
+        vr = lif.v_reset if hard else 0.0
+        rho = spec.rho if alif else 0.0
+        scale = gain / thr if (alif and spec.normalize) else gain  # dh/dI · du/dh
+        k = ctx.tbptt
+        # p_t = dL/dI_t (= dL/dff_t), written straight into the gradient of ff. With dL/dv_t = (leak/gain)·p_{t+1}
+        # and w_t = (1-ρ)·dL/da_t (the adaptation's gradient as it reaches the spike):
+        #   GS_t    = dL/ds_t = g_s + p_{t+1} W + w_t + (leak/gain)·dv/ds·p_{t+1}
+        #   p_t     = gain·g_h + leak·dv/dh·p_{t+1} + gain·D_t·GS_t       (D_t = ds_t/dh_t: surrogate · mask)
+        #   w_{t-1} = ρ w_t − (1-ρ) β D_t GS_t
+        dt, dev = h.dtype, h.device
+        c = lambda x: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731  (0-dim: cheaper than a Python scalar)
+        rho_t, empty = c(rho), h.new_empty(0)
+        gI = torch.empty_like(h)
+        GS = torch.empty(shape, dtype=dt, device=dev)
+        ga = None if g_a is None else torch.mul(g_a.to(dt).expand(shape), 1.0 - rho)  # w_{T-1}
+        e_soft = None if (detach or hard) else c(-thr * leak / gain)  # soft reset: (leak/gain)·dv/ds
+        f_soft = None if hard else c(leak)
+        nxt: Tensor | None = None  # p_{t+1}, when it reaches step t
+        K = _block_steps(T, h[0].numel(), backward=True)
+        for t1 in range(T, 0, -K):
+            t0 = max(0, t1 - K)
+            hb, sb = h[t0:t1], s[t0:t1]
+            # Dg = gain · D (surrogate at u, times the mask), Dbn = -(1-ρ) β · D
+            if adaptive:
+                zb = u[t0:t1].clone()
+            else:
+                zb = hb - thr
+                if alif and spec.normalize:
+                    zb.div_(thr)
+            Dg = surrogate_grad(ctx.surrogate, zb, scale)
+            if mask is not None:
+                Dg.mul_(mask[t0:t1])
+            Dbn = Dg * (beta * ((rho - 1.0) / gain)) if adaptive else None
+            # E = (leak/gain)(v_reset - h), F = leak (1 - s) (soft reset: F = leak); one pass each
+            E = None if detach or not hard else torch.addcmul(c(vr * leak / gain), hb, c(-leak / gain))
+            F = torch.addcmul(c(leak), sb, c(-leak)) if hard else None
+            Gh = None if g_h is None else (g_h[t0:t1] * gain if gain != 1.0 else g_h[t0:t1])
+            n = t1 - t0
+            if t1 == T:  # the last step: what reaches later steps is the returned state's gradient
+                n, i, t = n - 1, n - 1, T - 1
+                pt = gI[t]
+                carry, f, e = g_v, (torch.sub(1.0, sb[i]).mul_(gain) if hard else c(gain)), None
+                if g_v is not None and not detach:
+                    e = torch.sub(vr, hb[i]) if hard else c(-thr)
+                # GS = dL/ds_t
+                if w is not None and nxt is not None:
+                    torch.addmm(g_s[t], nxt, w, out=GS) if g_s is not None else torch.mm(nxt, w, out=GS)
+                elif g_s is not None:
+                    GS.copy_(g_s[t])
+                else:
+                    GS.zero_()
+                if ga is not None:
+                    GS.add_(ga)
+                if carry is not None and e is not None:
+                    GS.addcmul_(e, carry)
+                # p_t = dL/dI_t
+                if carry is not None:
+                    torch.addcmul(Gh[i], f, carry, out=pt) if Gh is not None else torch.mul(f, carry, out=pt)
+                elif Gh is not None:
+                    pt.copy_(Gh[i])
+                else:
+                    pt.zero_()
+                pt.addcmul_(Dg[i], GS)
+                # ga_{t-1}
+                if adaptive:
+                    if ga is None:
+                        ga = torch.mul(Dbn[i], GS)
+                    else:
+                        ga.mul_(rho_t).addcmul_(Dbn[i], GS)
+                elif ga is not None:
+                    ga.mul_(rho_t)
+                nxt = pt
+                if k is not None and t > 0 and t % k == 0:  # truncated BPTT: the state before step t was detached
+                    nxt, ga = None, None
+            if n > 0:
+                opt = lambda x: empty if x is None else x  # noqa: E731
+                nxt, ga = backward_steps(
+                    n, t0, gI[t0:t1], empty if g_s is None else g_s[t0:t1], w, GS, nxt, ga, Dg, opt(Dbn), opt(E),
+                    opt(F), opt(Gh), opt(f_soft), opt(e_soft), rho_t, g_s is not None, not detach, hard,
+                    Gh is not None, adaptive, k or 0, script=ctx.script,
+                )  # fmt: skip
+        need = ctx.needs_input_grad
+        g_w = g_z0 = None
+        if w is not None and need[1]:
+            H = shape[-1]
+            g_w = torch.mm(gI[1:].reshape(-1, H).t(), s[:-1].reshape(-1, H)) if T > 1 else torch.zeros_like(w)
+            if z0 is not None:
+                g_w.addmm_(gI[0].reshape(-1, H).t(), z0.to(h.dtype).expand(shape).reshape(-1, H))
+        if w is not None and z0 is not None and need[5]:
+            g_z0 = torch.mm(gI[0].reshape(-1, shape[-1]), w).view(shape)
+        g_v0 = gI[0] * (leak / gain) if need[2] else None
+        g_a0 = None
+        if alif and need[3]:
+            g_a0 = ga.div_(1.0 - rho) if ga is not None else torch.zeros(shape, dtype=h.dtype, device=h.device)
+        return gI, g_w, g_v0, g_a0, None, g_z0, None, None, None, None, None, None, None, None
+
+
+def recurrent_multi_step(
+    ff: Tensor,
+    w_rec: Tensor | None,
+    spec: LIFSpec | ALIFSpec,
+    surrogate: Surrogate,
+    v0: Tensor,
+    a0: Tensor | None = None,
+    ref0: Tensor | None = None,
+    z0: Tensor | None = None,
+    beta: Tensor | None = None,
+    tbptt: int | None = None,
+    record: list | None = None,
+    script: bool = True,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Run all T steps fused. ff [T, B, ..., H] (the feed-forward current), W_rec [H, H] or None.
+
+    v0 / a0 / ref0 / z0: initial membrane, adaptation, refractory count, spikes ([B, ..., H];
+    a0 and ref0 for ALIF only; z0 None = zeros). beta [H]: ALIF's per-neuron adaptation strength.
+    record: a list to receive the per-step states (values only), or None.
+    script: run the per-step loops compiled by TorchScript where available (same numbers; faster).
+    Returns (spikes, h [T, B, ..., H], v_T, a_T, ref_T), all in the compute dtype (fp32, or
+    fp64 for fp64 input); a_T / ref_T are None for IF/LIF.
+    """
+    compute = torch.promote_types(ff.dtype, torch.float32)
+    dev = ff.device.type
+    mm_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else compute
+    w = None if w_rec is None else w_rec.to(compute)
+    return RecurrentFunction.apply(
+        ff.to(compute), w, v0, a0, ref0, z0, beta, spec, surrogate, tbptt, _exact_ops(ff), mm_dtype, record, script
+    )
+
+
+class LeakyFilterFunction(torch.autograd.Function):
+    """``y_t = κ·y_{t-1} + (1 − κ)·x_t`` over T steps: ``(x [T, ...], y0 [...] | None) → (y [T, ...], y_T)``.
+
+    The LSNN readout filter. Forward op for op the reference loop's rounding (κ·y, then
+    + (1 − κ)·x_t); backward the reverse filter ``r_t = g_t + κ r_{t+1}``, one op per step.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y0: Tensor | None, kappa: float):  # type: ignore[override]
+        c = torch.mul(x, 1.0 - kappa)
+        y = torch.empty_like(c)
+        y0 = torch.zeros_like(c[0]) if y0 is None else y0.to(c.dtype)
+        filter_forward(c, y, y0, torch.tensor(kappa, dtype=torch.promote_types(c.dtype, torch.float32)))
+        ctx.kappa = kappa
+        ctx.set_materialize_grads(False)
+        return y, y[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_y: Tensor | None, g_last: Tensor | None):  # type: ignore[override]
+        kappa = ctx.kappa
+        r = torch.zeros_like(g_y) if g_y is None else g_y.clone(memory_format=torch.contiguous_format)
+        if g_last is not None:
+            r[-1].add_(g_last)
+        filter_backward(r, kappa)
+        g_y0 = r[0] * kappa if ctx.needs_input_grad[1] else None
+        return r.mul_(1.0 - kappa), g_y0, None
+
+
+def leaky_filter(x: Tensor, kappa: float, y0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Fused first-order low-pass filter (see :class:`LeakyFilterFunction`). x [T, ...] → (y [T, ...], y_T)."""
+    return LeakyFilterFunction.apply(x, y0, kappa)
