@@ -333,3 +333,18 @@ class SpikingClassifier(L.LightningModule):
             if rng["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
             self._resume_rng = None
+            self._skip_seen_batches()
+
+    def _skip_seen_batches(self) -> None:
+        """Resumed from a mid-epoch checkpoint (pre-emption): the epoch's sampler leaves
+        out the batches already trained on, so the run continues exactly where it stopped."""
+        trainer = self.trainer
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        batches = trainer.num_training_batches
+        if not hasattr(sampler, "skip_next") or not batches or batches == float("inf"):
+            return
+        steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
+        done = (trainer.global_step % steps_per_epoch) * trainer.accumulate_grad_batches
+        if done:
+            sampler.skip_next(done * loader.batch_size)

@@ -43,13 +43,20 @@ class EpochShuffleSampler(Sampler):
 
     def __init__(self, n: int, seed: int = 0, with_epoch: bool = False) -> None:
         self.n, self.seed, self.epoch, self.with_epoch = n, seed, 0, with_epoch
+        self.skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def skip_next(self, samples: int) -> None:
+        """Leave out the first ``samples`` of the next epoch's order (once): a run resumed
+        from a mid-epoch checkpoint sees the rest of that epoch, as if never stopped."""
+        self.skip = samples
+
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.n, generator=gen).tolist()
+        order, self.skip = order[self.skip :], 0
         if self.with_epoch:
             return iter([(self.epoch, i) for i in order])
         return iter(order)
