@@ -518,7 +518,7 @@ def _fraction_or_count(v: Any) -> bool:
 #: argument in every node of a config (``model.dropout``, ``model.blocks[2].dropout``).
 #: Finer checks (LIF tau > 1, v_reset below v_threshold) stay in the classes.
 RANGES: dict[str, tuple[Any, str]] = {
-    "T": (_positive_int, "a positive whole number of time steps"),
+    "T": (_positive_int, "a positive integer (time steps)"),
     "lr": (lambda v: v > 0, "> 0 (e.g. 1e-3)"),
     "weight_decay": (lambda v: v >= 0, ">= 0"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
