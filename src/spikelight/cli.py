@@ -463,7 +463,7 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
             raise SweepJobError("error: " + _job_failed_line(cfg, msg)) from None
         sys.exit(2)
     except Preempted as err:  # SIGTERM / SIGUSR1: a checkpoint was written, exit 128+signal
-        _failed(cfg, f"stopped: {err.message}")
+        _failed(cfg, f"stopped: {err.message}", time.perf_counter() - start)
         print(f"stopped: {err.message}; resume: python train.py <same overrides> ckpt_path=last", file=sys.stderr)
         raise
     except SystemExit as err:  # Lightning exits 1 after a Ctrl-C it handled
