@@ -116,7 +116,8 @@ def test_loggers_and_callbacks(tmp_path):
         cfg = compose_cfg("train", [*BASE, f"callbacks={opt}"], tmp_path)
         names = {type(c).__name__ for c in build_callbacks(cfg, has_logger=True)}
         expected = {
-            "default": {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar", "SpikePlotCallback", "SynOpsCallback"},
+            "default": {"ModelCheckpoint", "PreemptionCheckpoint", "LearningRateMonitor", "RichProgressBar", "SpikePlotCallback",
+                        "SynOpsCallback"},
             "eval": {"RichProgressBar", "SpikePlotCallback", "SynOpsCallback"},
             "none": set(),
         }

@@ -53,6 +53,7 @@ class SpikePlotCallback(L.Callback):
     """
 
     CURVE_KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc")
+    FLUSH_EVERY = 1000
 
     def __init__(self, num_samples: int = 3, dirname: str = "plots", max_points: int = 10_000) -> None:
         self.num_samples = num_samples
@@ -70,8 +71,10 @@ class SpikePlotCallback(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, Tensor):
-            # kept on the device: one transfer per epoch, not a sync every step
+            # kept on the device: one transfer per epoch (or per FLUSH_EVERY steps), not a sync every step
             self._pending.append((trainer.global_step, loss.detach()))
+            if len(self._pending) >= self.FLUSH_EVERY:  # long epochs: hold a bounded number of tensors
+                self._flush_steps()
 
     def _flush_steps(self) -> None:
         if not self._pending:

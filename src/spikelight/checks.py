@@ -6,6 +6,10 @@
   ``ckpt_path=<run>/checkpoints/last.ckpt`` resumes inside ``<run>``.
 - :func:`check_types`: every ``_target_`` node of a composed config against the
   type hints of the class it builds (``neuron.tau=abc``, ``model.hidden=500``).
+- :func:`check_ranges`: numbers outside their range (``optimizer.lr=-1``,
+  ``data.batch_size=2.5``, ``trainer.max_epochs=0``, ``model.dropout=1.5``), named
+  wherever they sit in a config, before a run starts (torch and Lightning would
+  raise them mid-run, as tracebacks).
 - :func:`check_accelerator`: ``accelerator=gpu`` on a machine without one.
 """
 
@@ -25,7 +29,7 @@ import yaml
 
 from spikelight.errors import ConfigError
 
-__all__ = ["EXTRAS", "preflight", "check_types", "check_accelerator", "resume_run_dir"]
+__all__ = ["EXTRAS", "RANGES", "preflight", "check_types", "check_ranges", "check_accelerator", "resume_run_dir"]
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -126,11 +130,63 @@ def preflight(argv: list[str], config_name: str, conf_dir: Path = CONF) -> list[
                     f"{key}={value} needs {need[2]} ({need[0]}), which is not installed: "
                     f'pip install -e ".[{need[1]}]"'
                 )
+    _check_command_line_targets(overrides)
+    cfg = None
     if not (args.config_path or args.config_dir or args.experimental_rerun):
-        _compose_and_check(overrides, args.config_name or config_name, conf_dir)
+        cfg = _compose_and_check(overrides, args.config_name or config_name, conf_dir)
+    argv, overrides = _resolve_last(argv, overrides, cfg)
     if (args.config_name or config_name) != "train":
         return argv
     return _with_resume_dir(argv, args.multirun, overrides)
+
+
+def _check_command_line_targets(overrides: list) -> None:
+    """``_target_``s typed on the command line must be trusted (:mod:`spikelight.trust`)."""
+    from spikelight.trust import check_trusted
+
+    for o in overrides:
+        key = o.key_or_group.lstrip("~+")
+        if o.is_delete():
+            continue
+        try:
+            value = o.value()
+        except Exception:  # noqa: BLE001 - interval / glob sweeps hold no targets
+            continue
+        if key == "_target_" or key.endswith("._target_"):
+            value = {"_target_": value} if isinstance(value, str) else value
+            key = key[: -len("_target_")].rstrip(".")
+        check_trusted(value, "the command line", key)
+
+
+def _resolve_last(argv: list[str], overrides: list, cfg: Any) -> tuple[list[str], list]:
+    """``ckpt_path=last`` / ``ckpt_path=<run folder>`` → the checkpoint file it means
+    (:func:`spikelight.ckpt.resolve_ckpt_path`), rewritten in ``argv`` so the resume
+    folder logic and the run's saved overrides see the real file."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from spikelight.ckpt import resolve_ckpt_path
+
+    for o in overrides:
+        if o.key_or_group != "ckpt_path" or o.is_sweep_override():
+            continue
+        value = o.value()
+        if not isinstance(value, str) or not value or (value != "last" and not Path(value).is_dir()):
+            continue
+        log_dir = "logs"
+        if cfg is not None:
+            try:
+                log_dir = str(cfg.paths.log_dir)
+            except Exception:  # noqa: BLE001 - an unusual config: the default folder
+                pass
+        try:
+            path = resolve_ckpt_path(value, Path(log_dir) / "train" / "runs")
+        except Exception as err:  # CheckpointError: one line, as every preflight error
+            raise ConfigError(str(err)) from None
+        line = f"ckpt_path={_quote(path)}"
+        argv = [line if a == o.input_line else a for a in argv]
+        overrides = [OverridesParser.create().parse_override(line) if x is o else x for x in overrides]
+        break
+    return argv, overrides
 
 
 def _compose_lines(overrides: list) -> list[str]:
@@ -160,7 +216,7 @@ def _compose(config_name: str, lines: list[str], conf_dir: Path) -> Any:
         return compose(config_name, overrides=lines)
 
 
-def _compose_and_check(overrides: list, config_name: str, conf_dir: Path) -> None:
+def _compose_and_check(overrides: list, config_name: str, conf_dir: Path) -> Any:
     """Compose the config as Hydra will and check it before any run folder exists:
     a nested key that does not exist (``neuron.tua=3``: Hydra would only hint at
     ``+neuron.tua=3``), then :func:`check_types` and :func:`check_accelerator`."""
@@ -187,8 +243,10 @@ def _compose_and_check(overrides: list, config_name: str, conf_dir: Path) -> Non
     except Exception:  # noqa: BLE001 - anything else: Hydra reports it in its own words
         return
     check_types(cfg)
+    check_ranges(cfg)
     if "trainer" in cfg:
         check_accelerator(cfg.trainer)
+    return cfg
 
 
 def _missing_nested_message(
@@ -442,6 +500,81 @@ def check_types(cfg: Any, skip: Iterable[str] = ("hydra",)) -> None:
         node = _get(cfg, top)
         if node is not _UNRESOLVED:
             _walk(node, str(top))
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) or (isinstance(v, float) and v.is_integer())
+
+
+def _positive_int(v: Any) -> bool:
+    return _int(v) and v >= 1
+
+
+def _fraction_or_count(v: Any) -> bool:
+    return (0 < v < 1) or (_int(v) and v >= 0)
+
+
+#: argument name -> (accepts the number?, what it must be). Applied to that
+#: argument in every node of a config (``model.dropout``, ``model.blocks[2].dropout``).
+#: Finer checks (LIF tau > 1, v_reset below v_threshold) stay in the classes.
+RANGES: dict[str, tuple[Any, str]] = {
+    "T": (_positive_int, "a positive integer (time steps)"),
+    "lr": (lambda v: v > 0, "> 0 (e.g. 1e-3)"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "batch_size": (_positive_int, "a positive whole number"),
+    "eval_batch_size": (_positive_int, "a positive whole number"),
+    "num_workers": (lambda v: _int(v) and v >= 0, "a whole number >= 0"),
+    "val_size": (_fraction_or_count, "a count >= 0 (0 = validate on the test set) or a fraction in (0, 1)"),
+    "dropout": (lambda v: 0 <= v < 1, "a probability in [0, 1)"),
+    "max_epochs": (lambda v: _int(v) and (v >= 1 or v == -1), "a whole number >= 1 (or -1: no limit)"),
+    "min_epochs": (lambda v: _int(v) and v >= 0, "a whole number >= 0"),
+    "max_steps": (lambda v: _int(v) and (v >= 1 or v == -1), "a whole number >= 1 (or -1: no limit)"),
+    "gradient_clip_val": (lambda v: v > 0, "> 0 (or null: no clipping)"),
+    "tau": (lambda v: v > 0, "> 0 (time steps)"),
+    "tau_adapt": (lambda v: v > 0, "> 0 (time steps)"),
+    "readout_tau": (lambda v: v > 0, "> 0 (time steps)"),
+    "v_threshold": (lambda v: v > 0, "> 0"),
+    "num_classes": (_positive_int, "a positive whole number"),
+}
+
+
+def _ranges(node: Any, key: str) -> None:
+    if isinstance(node, Mapping):
+        for arg in node.keys():
+            if str(arg).startswith("_"):
+                continue
+            value = _get(node, arg)
+            if value is _UNRESOLVED:
+                continue
+            rule = RANGES.get(str(arg))
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if rule is not None and number and not (value == value and rule[0](value)):  # value == value: not NaN
+                source = _interpolated_from(node, str(arg))
+                where = source or (f"{key}.{arg}" if key else str(arg))
+                used = f" (used as {key}.{arg})" if source else ""
+                raise ConfigError(f"{where}={_show(value)} is out of range: {arg} must be {rule[1]}{used}")
+            _ranges(value, f"{key}.{arg}" if key else str(arg))
+    elif isinstance(node, Sequence) and not isinstance(node, str):
+        for i in range(len(node)):
+            value = _get(node, i)
+            if value is not _UNRESOLVED:
+                _ranges(value, f"{key}[{i}]")
+
+
+def check_ranges(cfg: Any, skip: Iterable[str] = ("hydra", "hparams_search")) -> None:
+    """Raise :class:`ConfigError` for the first number outside its :data:`RANGES` entry,
+    e.g. ``optimizer.lr=-1 is out of range: lr must be > 0 (e.g. 1e-3)``."""
+    for top in list(cfg.keys()):
+        if top in skip:
+            continue
+        node = _get(cfg, top)
+        if node is _UNRESOLVED:
+            continue
+        rule = RANGES.get(str(top))
+        if rule is not None and isinstance(node, (int, float)) and not isinstance(node, bool) and not rule[0](node):
+            raise ConfigError(f"{top}={_show(node)} is out of range: {top} must be {rule[1]}")
+        _ranges(node, str(top))
 
 
 def check_accelerator(trainer_cfg: Mapping) -> None:

@@ -10,6 +10,7 @@ import json
 import logging
 import netrc
 import os
+import re
 import sys
 import time
 import warnings
@@ -26,16 +27,19 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 from rich.console import Console
 from rich.syntax import Syntax
 
 from spikelight import console
-from spikelight.checks import check_accelerator, check_types, resume_run_dir
+from spikelight.checks import check_accelerator, check_ranges, check_types, resume_run_dir
+from spikelight.ckpt import check_fits, load_checkpoint, resolve_ckpt_path
 from spikelight.distributed import install_ddp_job_command, job_scope, launcher_overrides
-from spikelight.errors import ConfigError, SpikelightError
+from spikelight.errors import CheckpointError, ConfigError, SpikelightError
+from spikelight.faults import Preempted
 from spikelight.lit import SpikingClassifier
 from spikelight.rundir import clear_failed_mark, continue_metrics_csv, finish_failed_run
+from spikelight.trust import check_trusted
 
 __all__ = [
     "build_module",
@@ -233,23 +237,27 @@ def _summary(metrics: dict[str, float], out: Path | None) -> None:
     log.info("[spikelight] " + "; ".join([*shown, where] if where else shown))
 
 
-def _prepare_resume(ckpt: str, out: Path | None) -> bool:
-    """Check ``ckpt``; when it belongs to this run's folder (the default, see
-    :func:`spikelight.checks.preflight`), keep the folder's metrics up to it.
-    Returns whether the run continues in the checkpoint's own folder."""
-    if not Path(ckpt).exists():
-        raise ConfigError(f"ckpt_path={ckpt} does not exist")
+def runs_dir(cfg: DictConfig) -> Path:
+    """Where train.py's run folders are (``ckpt_path=last`` looks there)."""
+    return Path(OmegaConf.select(cfg, "paths.log_dir", default="logs")) / "train" / "runs"
+
+
+def _prepare_resume(ckpt: str, out: Path | None) -> tuple[bool, dict]:
+    """Check ``ckpt`` (readable, ``weights_only``); when it belongs to this run's folder
+    (the default, see :func:`spikelight.checks.preflight`), keep the folder's metrics
+    up to it. Returns whether the run continues in the checkpoint's own folder, and
+    the loaded checkpoint."""
+    loaded = load_checkpoint(ckpt)
     same = out is not None and resume_run_dir(ckpt) == out.resolve()
     if same:
         # the checkpoint directory is this run's own: Lightning's warning about it is expected
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         if rank_zero_only.rank == 0:
-            step = int(torch.load(ckpt, map_location="cpu", weights_only=True).get("global_step", 0))
-            continue_metrics_csv(out / "csv" / "metrics.csv", step)
+            continue_metrics_csv(out / "csv" / "metrics.csv", int(loaded.get("global_step", 0)))
         log.info(f"[spikelight] resuming from {ckpt}, continuing in its run folder {out}")
     else:
         log.info(f"[spikelight] resuming from {ckpt}; this run writes to {out}")
-    return same
+    return same, loaded
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -258,15 +266,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Returns the final metrics (``val/acc_best``, ``test/acc``, ...) as floats.
     """
     check_types(cfg)
+    check_ranges(cfg)
     check_accelerator(cfg.trainer)
     L.seed_everything(cfg.seed, workers=True)
     out = _output_dir(cfg)
     ckpt = cfg.get("ckpt_path") if cfg.get("train", True) else None
-    same_folder = _prepare_resume(ckpt, out) if ckpt else False
+    if ckpt:
+        ckpt = resolve_ckpt_path(str(ckpt), runs_dir(cfg))  # ckpt_path=last / a run folder (API use; the CLI resolved it)
+    same_folder, loaded = _prepare_resume(ckpt, out) if ckpt else (False, None)
     datamodule = build_datamodule(cfg)
     fill_in_features(cfg, datamodule)
     _save_config(cfg, out)
     module = build_module(cfg)
+    if loaded is not None:
+        check_fits(module, loaded, ckpt)
+        del loaded
     loggers = build_loggers(cfg, append=same_folder)
     extra = {}
     if not module.automatic_optimization:  # online learning steps itself: it clips, not the Trainer
@@ -276,11 +290,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {}
     try:
         if cfg.get("train", True):
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         if cfg.get("test", True):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     finally:
         _finish_wandb()
@@ -289,22 +303,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def load_checkpoint_config(path: str) -> dict:
-    """The plain run config stored in a spikelight checkpoint (``weights_only`` load)."""
-    if not Path(path).exists():
-        raise ConfigError(f"ckpt_path={path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    config = ckpt.get("hyper_parameters", {}).get("config")
-    if not config:
-        raise ConfigError(f"{path} has no spikelight config in its hyper_parameters; was it written by train.py?")
+def _stored_config(ckpt: dict, path: str) -> dict:
+    config = (ckpt.get("hyper_parameters") or {}).get("config")
+    if not config or not isinstance(config, dict):
+        raise CheckpointError(f"{path} has no spikelight config in its hyper_parameters; was it written by train.py?")
+    # the model is rebuilt from this config: its _target_s must be ones spikelight trusts
+    check_trusted(config, f"the config stored in {path}")
     return config
+
+
+def load_checkpoint_config(path: str) -> dict:
+    """The plain run config stored in a spikelight checkpoint (``weights_only`` load;
+    its ``_target_``s checked by :func:`spikelight.trust.check_trusted`)."""
+    return _stored_config(load_checkpoint(path), path)
 
 
 def load_trained(path: str) -> tuple[SpikingClassifier, DictConfig]:
     """Rebuild a trained SpikingClassifier from a checkpoint; returns (module in eval mode, its config)."""
-    cfg = OmegaConf.create(load_checkpoint_config(path))
+    ckpt = load_checkpoint(path)
+    cfg = OmegaConf.create(_stored_config(ckpt, path))
     module = build_module(cfg)
-    module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+    check_fits(module, ckpt, path)
+    module.load_state_dict(ckpt["state_dict"])
     return module.eval(), cfg
 
 
@@ -312,11 +332,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint. The model is rebuilt from the config stored in the
     checkpoint; ``data`` defaults to the training data unless given."""
     check_types(cfg)
+    check_ranges(cfg)
     check_accelerator(cfg.trainer)
     L.seed_everything(cfg.seed, workers=True)
     out = _output_dir(cfg)
     _save_config(cfg, out)
-    module, saved = load_trained(cfg.ckpt_path)
+    module, saved = load_trained(resolve_ckpt_path(str(cfg.ckpt_path), runs_dir(cfg)))
     if cfg.get("data") is not None:
         # resolved here: ${paths.data_dir} and ${seed} live in eval's config, not in the saved one
         saved.data = OmegaConf.create(_plain(cfg.data))
@@ -351,8 +372,21 @@ def _one_line(err: BaseException) -> str | None:
     # a bad constructor argument surfaces as ValueError/TypeError inside InstantiationException
     if not isinstance(cause, (SpikelightError, ValueError, TypeError, OmegaConfBaseException, MisconfigurationException)):
         return None
+    if isinstance(cause, InterpolationKeyError):
+        return _missing_interpolation(cause)
     text = str(cause).strip()
     return text.splitlines()[0] if text else type(cause).__name__
+
+
+def _missing_interpolation(err: InterpolationKeyError) -> str:
+    """``${data.in_shape}`` read by a model whose data option does not state it (sequence data)."""
+    found = re.search(r"Interpolation key '([^']+)'", str(err))
+    key = found.group(1) if found else "?"
+    reader = f"{err.full_key} reads" if getattr(err, "full_key", None) else "the config reads"
+    if key.startswith("data."):
+        return (f"{reader} ${{{key}}}, which the chosen data option does not state; pick data that does "
+                f"(image data: data=digits|mnist|fashion_mnist|cifar10) or set {err.full_key or key} yourself")
+    return f"{reader} ${{{key}}}, which is not set; set {key}"
 
 
 def _sweep_dir() -> Path | None:
@@ -428,6 +462,10 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
         if sweep:
             raise SweepJobError("error: " + _job_failed_line(cfg, msg)) from None
         sys.exit(2)
+    except Preempted as err:  # SIGTERM / SIGUSR1: a checkpoint was written, exit 128+signal
+        _failed(cfg, f"stopped: {err.message}", time.perf_counter() - start)
+        print(f"stopped: {err.message}; resume: python train.py <same overrides> ckpt_path=last", file=sys.stderr)
+        raise
     except SystemExit as err:  # Lightning exits 1 after a Ctrl-C it handled
         _failed(cfg, "interrupted" if err.code else "stopped", time.perf_counter() - start)
         raise

@@ -3,7 +3,17 @@ prints it as ``error: ...`` and exits with code 2 instead of a traceback."""
 
 from __future__ import annotations
 
-__all__ = ["SpikelightError", "ConfigError", "ShapeError", "DatasetNotFoundError", "NonFiniteLossError"]
+__all__ = [
+    "SpikelightError",
+    "ConfigError",
+    "ShapeError",
+    "DatasetNotFoundError",
+    "DatasetCorruptError",
+    "CheckpointError",
+    "UntrustedTargetError",
+    "NonFiniteLossError",
+    "NonFiniteGradientError",
+]
 
 
 class SpikelightError(Exception):
@@ -22,5 +32,21 @@ class DatasetNotFoundError(SpikelightError, FileNotFoundError):
     """A dataset is missing and could not be downloaded."""
 
 
+class DatasetCorruptError(SpikelightError, ValueError):
+    """A dataset file exists but is truncated, corrupt or inconsistent."""
+
+
+class CheckpointError(SpikelightError, ValueError):
+    """A checkpoint is missing, not a checkpoint, untrusted, or of another model."""
+
+
+class UntrustedTargetError(ConfigError):
+    """A ``_target_`` outside the libraries spikelight configures, not opted in."""
+
+
 class NonFiniteLossError(SpikelightError, RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class NonFiniteGradientError(NonFiniteLossError):
+    """A gradient became NaN or infinite (the loss was finite)."""

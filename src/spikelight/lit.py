@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -12,12 +13,12 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from spikelight.encoding import Encoder
-from spikelight.errors import ConfigError, NonFiniteLossError
+from spikelight.errors import ConfigError, NonFiniteGradientError, NonFiniteLossError
 from spikelight.losses import FiringRateRegularizer, ReadoutCrossEntropyLoss, SpikeLoss
 from spikelight.models.output import SpikeOutput
 from spikelight.readout import Readout
 
-__all__ = ["SpikingClassifier", "NonFiniteLossError"]
+__all__ = ["SpikingClassifier", "NonFiniteLossError", "NonFiniteGradientError"]
 
 
 def _refuse_membrane_losses(model: nn.Module, loss: nn.Module, regularizer: nn.Module | None) -> None:
@@ -207,8 +208,8 @@ class SpikingClassifier(L.LightningModule):
             if scheduler is not None:
                 scheduler.step()
 
-    # --- stop on a NaN / Inf training loss, without a host sync every step ----------
-    #: on an accelerator the check reads the loss back only every this many steps
+    # --- stop on a NaN / Inf training loss or gradient, without a host sync every step ---
+    #: on an accelerator the checks read back only every this many steps
     #: (and at the end of each epoch); the error still names the first bad step
     FINITE_CHECK_EVERY = 50
 
@@ -216,31 +217,59 @@ class SpikingClassifier(L.LightningModule):
         # reading a CPU tensor costs nothing; on CUDA it would stall the launch queue every step
         return loss.device.type != "cpu"
 
-    def _check_finite(self, loss: Tensor, step: int) -> None:
-        """Raise :class:`NonFiniteLossError` naming the first step whose loss was NaN/Inf."""
+    def _check_finite(self, loss: Tensor, step: int, what: str = "loss") -> None:
+        """Raise :class:`NonFiniteLossError` naming the first step whose training loss
+        (``what="loss"``) or gradient norm (``what="grad"``) was NaN/Inf."""
         if not self._defer_finite_check(loss):
             if not torch.isfinite(loss):
-                self._raise_nonfinite(float(loss), step)
+                self._raise_nonfinite(float(loss), step, what)
             return
         value = loss.detach().float()
-        if getattr(self, "_bad_step", None) is None:  # the first non-finite loss: step (-1 = none yet), value
-            self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
-            self._bad_value = torch.zeros((), device=loss.device)
-        new = (~torch.isfinite(value)) & (self._bad_step < 0)
-        self._bad_step.copy_(torch.where(new, step, self._bad_step))
-        self._bad_value.copy_(torch.where(new, value, self._bad_value))
+        bad = self.__dict__.setdefault("_bad", {})
+        if what not in bad:  # the first non-finite value: step (-1 = none yet), value
+            bad[what] = (torch.full((), -1, dtype=torch.long, device=loss.device), torch.zeros((), device=loss.device))
+        at, val = bad[what]
+        new = (~torch.isfinite(value)) & (at < 0)
+        at.copy_(torch.where(new, step, at))
+        val.copy_(torch.where(new, value, val))
         if (step + 1) % self.FINITE_CHECK_EVERY == 0:
             self._raise_if_nonfinite()
 
     def _raise_if_nonfinite(self) -> None:
-        if getattr(self, "_bad_step", None) is not None and (step := int(self._bad_step)) >= 0:  # the host sync
-            self._raise_nonfinite(float(self._bad_value), step)
+        for what, (at, val) in getattr(self, "_bad", {}).items():
+            if (step := int(at)) >= 0:  # the host sync
+                self._raise_nonfinite(float(val), step, what)
 
-    def _raise_nonfinite(self, value: float, step: int) -> None:
+    def _check_finite_grads(self, step: int) -> None:
+        """Stop before an optimizer step would write NaN/Inf gradients into the weights."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
+            self._check_finite(norm, step, "grad")
+
+    def _last_good_checkpoint(self) -> str:
+        """The newest checkpoint this run wrote (weights from before the bad step), if any."""
+        trainer = self._trainer
+        paths = [getattr(cb, "best_model_path", "") or getattr(cb, "last_model_path", "")
+                 for cb in (trainer.checkpoint_callbacks if trainer is not None else [])]
+        found = [p for p in paths if p and Path(p).is_file()]
+        return max(found, key=lambda p: Path(p).stat().st_mtime_ns) if found else ""
+
+    def _raise_nonfinite(self, value: float, step: int, what: str = "loss") -> None:
+        kept = self._last_good_checkpoint()
+        kept = f"; last good checkpoint: {kept}" if kept else ""
+        if what == "grad":
+            raise NonFiniteGradientError(
+                f"gradient norm is {value} at epoch {self.current_epoch}, step {step} (weights not updated){kept}; "
+                "lower optimizer.lr, set trainer.gradient_clip_val, or check the surrogate / input scaling"
+            )
         raise NonFiniteLossError(
-            f"training loss is {value} at epoch {self.current_epoch}, step {step}; "
+            f"training loss is {value} at epoch {self.current_epoch}, step {step}{kept}; "
             "lower optimizer.lr, set trainer.gradient_clip_val, or check the input scaling"
         )
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self._check_finite_grads(self.global_step)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val", self.val_acc)
@@ -304,3 +333,18 @@ class SpikingClassifier(L.LightningModule):
             if rng["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
             self._resume_rng = None
+            self._skip_seen_batches()
+
+    def _skip_seen_batches(self) -> None:
+        """Resumed from a mid-epoch checkpoint (pre-emption): the epoch's sampler leaves
+        out the batches already trained on, so the run continues exactly where it stopped."""
+        trainer = self.trainer
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        batches = trainer.num_training_batches
+        if not hasattr(sampler, "skip_next") or not batches or batches == float("inf"):
+            return
+        steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
+        done = (trainer.global_step % steps_per_epoch) * trainer.accumulate_grad_batches
+        if done:
+            sampler.skip_next(done * loader.batch_size)

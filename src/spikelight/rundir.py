@@ -46,8 +46,10 @@ def finish_failed_run(run_dir: Path | None, reason: str, sweep_dir: Path | None 
             shutil.rmtree(sweep_dir, ignore_errors=True)
         return "removed"
     note = reason.rstrip() + "\n"
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.exists():
+    from spikelight.ckpt import newest_checkpoint
+
+    last = newest_checkpoint(run_dir)
+    if last is not None:
         note += f"resume: python train.py <same overrides> ckpt_path={last}\n"
     (run_dir / FAILED).write_text(note)
     return "marked"

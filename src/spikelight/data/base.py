@@ -43,13 +43,20 @@ class EpochShuffleSampler(Sampler):
 
     def __init__(self, n: int, seed: int = 0, with_epoch: bool = False) -> None:
         self.n, self.seed, self.epoch, self.with_epoch = n, seed, 0, with_epoch
+        self.skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def skip_next(self, samples: int) -> None:
+        """Leave out the first ``samples`` of the next epoch's order (once): a run resumed
+        from a mid-epoch checkpoint sees the rest of that epoch, as if never stopped."""
+        self.skip = samples
+
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.n, generator=gen).tolist()
+        order, self.skip = order[self.skip :], 0
         if self.with_epoch:
             return iter([(self.epoch, i) for i in order])
         return iter(order)
@@ -132,7 +139,8 @@ class ClassificationDataModule(L.LightningDataModule):
         batch_size: training batch size (also used for evaluation unless
             ``eval_batch_size`` is set).
         val_size: samples carved from the training set for validation with a
-            fixed ``seed``; 0 = no carve-out, validate on the test set (what the
+            fixed ``seed``: a count, or a fraction of the training set in (0, 1)
+            (``0.1`` = 10 %); 0 = no carve-out, validate on the test set (what the
             SpikingJelly tutorials report; a message says so).
         num_workers, pin_memory: DataLoader options.
         drop_last: drop the last partial training batch.
@@ -156,7 +164,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self,
         root: str | None = None,
         batch_size: int = 128,
-        val_size: int = 5000,
+        val_size: int | float = 5000,
         num_workers: int = 0,
         pin_memory: bool = False,
         drop_last: bool = False,
@@ -170,10 +178,11 @@ class ClassificationDataModule(L.LightningDataModule):
         in_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if batch_size <= 0:
-            raise ValueError(f"data.batch_size must be positive, got {batch_size}")
-        if val_size < 0:
-            raise ValueError(f"data.val_size must be >= 0, got {val_size}")
+        if batch_size <= 0 or int(batch_size) != batch_size:
+            raise ConfigError(f"data.batch_size must be a positive whole number, got {batch_size}")
+        if val_size < 0 or (val_size >= 1 and int(val_size) != val_size):
+            raise ConfigError(f"data.val_size must be a count >= 0 or a fraction in (0, 1), got {val_size}")
+        batch_size = int(batch_size)
         self._check_fact("num_classes", num_classes, type(self).num_classes)
         self._check_fact("in_shape", None if in_shape is None else tuple(in_shape), tuple(type(self).in_shape))
         self.root = data_root(root)
@@ -204,16 +213,27 @@ class ClassificationDataModule(L.LightningDataModule):
         """Return (full training set, test set) as (images [N, C, H, W], labels [N])."""
         raise NotImplementedError
 
+    def val_count(self, n: int) -> int:
+        """``val_size`` as a number of the ``n`` training samples (a fraction is rounded).
+        Raises :class:`ConfigError` when it would leave no training or no validation data."""
+        size = self.val_size
+        count = round(size * n) if 0 < size < 1 else int(size)
+        if count >= n:
+            raise ConfigError(f"data.val_size={size} leaves no training data ({n} samples in the {self.name} "
+                              f"training set); use a count below {n} or a fraction such as 0.1")
+        if count == 0 and size > 0:
+            raise ConfigError(f"data.val_size={size} is 0 of the {n} {self.name} training samples; use a larger fraction or a count")
+        return count
+
     def split(self, full_train: TensorDataset) -> tuple[Sequence[int], Sequence[int] | None]:
         """Indices (train, val) into the training set; val None = validate on the test set.
-        ``val_size`` samples are carved out with a fixed seed."""
+        ``val_size`` samples (or that fraction) are carved out with a fixed seed."""
         n = len(full_train)
         if self.val_size == 0:
             return range(n), None
-        if self.val_size >= n:
-            raise ValueError(f"data.val_size={self.val_size} leaves no training data ({n} samples in {self.name})")
+        n_val = self.val_count(n)
         gen = torch.Generator().manual_seed(self.seed)
-        train, val = random_split(range(n), [n - self.val_size, self.val_size], generator=gen)
+        train, val = random_split(range(n), [n - n_val, n_val], generator=gen)
         return train.indices, val.indices
 
     # --- transforms ---------------------------------------------------------------

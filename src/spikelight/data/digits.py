@@ -12,6 +12,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
 from spikelight.data.base import ClassificationDataModule
+from spikelight.errors import ConfigError
 
 __all__ = ["DigitsDataModule"]
 
@@ -22,7 +23,7 @@ class DigitsDataModule(ClassificationDataModule):
     Fixed stratified split: ``test_fraction`` for test, ``val_fraction`` for
     validation, the rest for training (1,257 / 180 / 360 with the defaults).
     ``val_size`` (as for the other datasets) overrides ``val_fraction`` with a
-    count; 0 validates on the test set. Other arguments as
+    count or a fraction of the non-test digits; 0 validates on the test set. Other arguments as
     :class:`ClassificationDataModule`.
     """
 
@@ -35,13 +36,13 @@ class DigitsDataModule(ClassificationDataModule):
         batch_size: int = 64,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
-        val_size: int | None = None,
+        val_size: int | float | None = None,
         **kwargs,
     ) -> None:
         super().__init__(root, batch_size, val_size or 0, **kwargs)
         self.val_size = val_size
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ValueError("data.val_fraction and data.test_fraction must be in (0, 1) and sum below 1")
+            raise ConfigError("data.val_fraction and data.test_fraction must be in (0, 1) and sum below 1")
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self._n_total = 0
@@ -66,9 +67,10 @@ class DigitsDataModule(ClassificationDataModule):
         n = len(full_train)
         if self.val_size == 0:
             return range(n), None
-        n_val = self.val_size if self.val_size is not None else round(self.val_fraction * self._n_total)
-        if not 0 < n_val < n:
-            raise ValueError(f"data.val_size={n_val} must leave training data ({n} non-test digits)")
+        if self.val_size is not None:
+            n_val = self.val_count(n)
+        else:
+            n_val = round(self.val_fraction * self._n_total)
         y = full_train.tensors[1].numpy()
         train, val = train_test_split(np.arange(n), test_size=n_val, stratify=y, random_state=self.seed)
         return train.tolist(), val.tolist()

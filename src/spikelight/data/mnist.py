@@ -11,6 +11,7 @@ from torch.utils.data import TensorDataset
 from torchvision import datasets
 
 from spikelight.data.base import ClassificationDataModule, DatasetNotFoundError
+from spikelight.errors import DatasetCorruptError
 
 __all__ = ["MNISTDataModule", "FashionMNISTDataModule", "MNIST_FILES", "ensure_raw_files"]
 
@@ -26,8 +27,14 @@ def _place(src: Path, dst: Path) -> None:
     """Copy ``src`` to plain file ``dst``, decompressing if ``src`` is gzipped."""
     tmp = dst.with_suffix(".part")
     opener = gzip.open if src.suffix == ".gz" else open
-    with opener(src, "rb") as fin, open(tmp, "wb") as fout:
-        shutil.copyfileobj(fin, fout)
+    try:
+        with opener(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    except (EOFError, OSError, gzip.BadGzipFile) as err:  # truncated / not gzip / unreadable
+        tmp.unlink(missing_ok=True)
+        raise DatasetCorruptError(
+            f"{src} is truncated or corrupt ({type(err).__name__}); replace it with an intact copy (or delete it to download again)"
+        ) from None
     tmp.replace(dst)
 
 
@@ -98,11 +105,30 @@ class MNISTDataModule(ClassificationDataModule):
         self.prepare_data()  # cheap when files exist; lets setup() work without a Trainer
         out = []
         for train in (True, False):
-            ds = self.dataset_cls(str(self.root), train=train, download=False)
+            ds = self._read(train)
             # Same values as transforms.ToTensor(): uint8 / 255 → float [1, 28, 28].
             x = ds.data.unsqueeze(1).float().div_(255.0)
             out.append(TensorDataset(x, ds.targets.long()))
         return out[0], out[1]
+
+
+    def _read(self, train: bool) -> datasets.MNIST:
+        """torchvision's reader on the raw IDX files; a truncated or corrupt file is one line naming it."""
+        split = "train" if train else "t10k"
+        names = ", ".join(f"{split}-{kind}-idx{d}-ubyte" for kind, d in (("images", 3), ("labels", 1)))
+        try:
+            ds = self.dataset_cls(str(self.root), train=train, download=False)
+        except Exception as err:  # noqa: BLE001 - torchvision: RuntimeError / AssertionError / ValueError on bad bytes
+            raise DatasetCorruptError(
+                f"{self.name} files {names} in {self.raw_dir} are truncated or corrupt ({type(err).__name__}); "
+                "delete them so they are copied or downloaded again"
+            ) from None
+        if ds.data.ndim != 3 or tuple(ds.data.shape[1:]) != (28, 28) or len(ds.data) != len(ds.targets):
+            raise DatasetCorruptError(
+                f"{self.name} files {names} in {self.raw_dir} disagree ({tuple(ds.data.shape)} images, "
+                f"{len(ds.targets)} labels); delete them so they are copied or downloaded again"
+            )
+        return ds
 
 
 class FashionMNISTDataModule(MNISTDataModule):

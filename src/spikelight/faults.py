@@ -1,0 +1,135 @@
+"""Surviving faults: checkpoints that are never half-written, and a checkpoint on pre-emption.
+
+- :class:`AtomicCheckpointIO` (``trainer.plugins``): a checkpoint is written to a
+  temporary file next to it, flushed to disk, then renamed over the old one, so a
+  kill at any moment leaves either the previous checkpoint or the new one, never
+  a truncated file. (Lightning's own writer stages in ``/tmp`` and *copies* into
+  place when ``/tmp`` is another filesystem: a kill during that copy truncates it.)
+- :class:`PreemptionCheckpoint` (``callbacks=default``): on SIGTERM (``kill``, SLURM
+  time limit, Docker stop) or SIGUSR1 (SLURM's pre-emption warning with
+  ``--signal=USR1@90``) it finishes the current training batch, writes
+  ``checkpoints/preempted.ckpt`` and exits with ``128 + signal``; ``ckpt_path=last``
+  (or the run folder) resumes from it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+__all__ = ["AtomicCheckpointIO", "PreemptionCheckpoint", "Preempted"]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose local writes are atomic (temp file, fsync, ``os.replace``)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if "://" in str(path):  # remote storage: Lightning's fsspec writer
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: the rename stays atomic
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Preempted(SystemExit):
+    """Raised after the pre-emption checkpoint is written; exit code ``128 + signal``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code)
+        self.message = message
+
+
+class PreemptionCheckpoint(L.Callback):
+    """Save a checkpoint and stop when SIGTERM or SIGUSR1 arrives during ``fit``.
+
+    The signal handler only sets a flag; the checkpoint is written at the end
+    of the current training batch (a consistent state), as ``filename`` in the
+    folder of the run's first ``ModelCheckpoint`` (else ``<run>/checkpoints``).
+
+    Args:
+        signals: names of the signals to handle.
+        filename: checkpoint file name.
+    """
+
+    def __init__(self, signals: tuple[str, ...] | list[str] = ("SIGTERM", "SIGUSR1"), filename: str = "preempted.ckpt") -> None:
+        self.signals = [getattr(signal, s) for s in signals if hasattr(signal, s)]
+        self.filename = filename
+        self.received: int | None = None
+        self.path: Path | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after Lightning's own signal setup (which would replace these handlers)
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in self.signals:
+            self._previous[s] = signal.signal(s, self._handler)
+
+    def _restore(self) -> None:
+        for s, h in self._previous.items():
+            if h is not None:
+                signal.signal(s, h)
+        self._previous = {}
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if self.received is not None:
+            self._save_and_exit(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.received is not None and not trainer.sanity_checking:
+            self._save_and_exit(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _save_and_exit(self, trainer: L.Trainer) -> None:
+        signum, self.received = self.received, None
+        folder = next(
+            (Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath),
+            Path(trainer.default_root_dir) / "checkpoints",
+        )
+        self.path = folder / self.filename
+        trainer.save_checkpoint(self.path)
+        name = signal.Signals(signum).name
+        raise Preempted(128 + signum, f"{name} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.path}")
