@@ -48,8 +48,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from spikelight.encoding import DirectEncoder, PoissonEncoder, SequenceEncoder  # noqa: E402
 from spikelight.losses import CEMembranePerStepLoss, MSERateLoss, ReadoutCrossEntropyLoss  # noqa: E402
-from spikelight.models import FCLIF, LSNN, MLP  # noqa: E402
-from spikelight.neurons import ALIFNode, LeakyNode, LIFNode  # noqa: E402
+from spikelight.models import FCLIF, LSNN, MLP, ConvSNN  # noqa: E402
+from spikelight.neurons import ALIFNode, IFNode, LeakyNode, LIFNode  # noqa: E402
 from spikelight.readout import RateReadout  # noqa: E402
 from spikelight.surrogate import ATan  # noqa: E402
 
@@ -311,6 +311,49 @@ def case_tutorial5(ctx: Ctx) -> list[Case]:
             ["snnTorch 1.0"],
         )
     ]
+
+
+@bench_case
+def case_conv(ctx: Ctx) -> list[Case]:
+    """SpikingJelly conv_fashion_mnist training step: {conv-BN-IF-maxpool}x2, FC-IF, FC-IF, direct input T=4,
+    MSE(rate), SGD momentum 0.9. SpikingJelly's own CSNN class against ours with its weights copied in."""
+    functional, _, _ = _sj()
+    from spikingjelly.activation_based.examples.conv_fashion_mnist import CSNN
+
+    dev = ctx.device
+    ch, B = (128, 128) if dev.type == "cuda" else (32, 16)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(B, 1, 28, 28, generator=gen).to(dev), torch.randint(0, 10, (B,), generator=gen).to(dev)
+    torch.manual_seed(0)
+    sj = CSNN(T=4, channels=ch).to(dev).train()
+    where = {"0": "blocks.0.synapse.0", "1": "blocks.0.synapse.1", "4": "blocks.1.synapse.0",
+             "5": "blocks.1.synapse.1", "9": "blocks.2.synapse.1", "11": "blocks.3.synapse.0"}
+    c, ours = {}, []
+    for backend in ("fused", "torch"):
+        model = ConvSNN(partial(IFNode, surrogate=ATan(), backend=backend),
+                        [{"conv": ch, "norm": "batch", "maxpool": 2}] * 2 + [{"fc": ch * 4 * 4}]).to(dev).train()
+        model.load_state_dict({where[k.split(".")[1]] + "." + k.split(".", 2)[2]: v for k, v in sj.state_dict().items()})
+        opt = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9)
+        enc, onehot = DirectEncoder(4), F.one_hot(y, 10).float()
+
+        def step(model=model, opt=opt, enc=enc, onehot=onehot) -> None:
+            opt.zero_grad()
+            F.mse_loss(model(enc(x)).spikes.mean(0), onehot).backward()
+            opt.step()
+
+        c[f"spikelight {backend}"] = step
+        ours.append(f"spikelight {backend}")
+    sj_opt, onehot = torch.optim.SGD(sj.parameters(), 0.1, momentum=0.9), F.one_hot(y, 10).float()
+
+    def step_sj() -> None:  # the example's training loop
+        sj_opt.zero_grad()
+        F.mse_loss(sj(x), onehot).backward()
+        sj_opt.step()
+        functional.reset_net(sj)
+
+    c["SpikingJelly 2.0"] = step_sj
+    return [Case(f"conv train step T=4 B={B} channels={ch}", "SJ conv_fashion_mnist network; forward + backward + SGD",
+                 c, ours, ["SpikingJelly 2.0"], reps=max(5, ctx.reps // 2))]
 
 
 @bench_case

@@ -222,7 +222,7 @@ class SpikingClassifier(L.LightningModule):
         (``what="loss"``) or gradient norm (``what="grad"``) was NaN/Inf."""
         if not self._defer_finite_check(loss):
             if not torch.isfinite(loss):
-                self._raise_nonfinite(float(loss), step, what)
+                self._raise_nonfinite(float(loss.detach()), step, what)
             return
         value = loss.detach().float()
         bad = self.__dict__.setdefault("_bad", {})

@@ -84,7 +84,7 @@ def find_targets(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
     elif isinstance(node, (list, tuple)) or type(node).__name__ == "ListConfig":
         for i, v in enumerate(node):
             yield from find_targets(v, f"{key}[{i}]")
-    elif hasattr(node, "list") and isinstance(getattr(node, "list"), list):  # Hydra ChoiceSweep
+    elif hasattr(node, "list") and isinstance(node.list, list):  # Hydra ChoiceSweep
         for v in node.list:
             yield from find_targets(v, key)
 
