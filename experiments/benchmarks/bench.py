@@ -357,6 +357,56 @@ def case_conv(ctx: Ctx) -> list[Case]:
 
 
 @bench_case
+def case_event_driven(ctx: Ctx) -> list[Case]:
+    """Event-driven (Zhu et al. 2022) MNIST training step, built from `experiment=event_driven_mnist` as train.py
+    does: our backward (running products) against the authors' backward time loop (table lookups,
+    ``event_backward_reference``) swapped into the same model. Neither SpikingJelly nor snnTorch has this method."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from spikelight.cli import build_module
+    from spikelight.event_driven import functions as edf
+
+    dev = ctx.device
+    B = 50 if dev.type == "cuda" else 16
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=event_driven_mnist"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = "/tmp"
+    torch.manual_seed(0)
+    module = build_module(cfg).to(dev).train()
+    opt = module.configure_optimizers()["optimizer"]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(B, *cfg.data.in_shape, generator=gen).to(dev)
+    y = torch.randint(0, cfg.num_classes, (B,), generator=gen).to(dev)
+    module.model.data_init(module.encode(x))
+    fast = edf.event_backward
+
+    def authors(grad, spikes, delta_u, delta_u_g, ecfg, in_scale=1.0):
+        syn_a, partial_a = edf.kernel_tables(ecfg, grad.shape[0], grad.device, grad.dtype)
+        grad_in, grad_w = edf.event_backward_reference(grad, spikes, delta_u, delta_u_g, syn_a, partial_a, ecfg.max_dudt_inv)
+        return grad_in * in_scale, grad_w
+
+    def step_with(backward) -> Callable[[], None]:
+        def step() -> None:
+            edf.event_backward = backward
+            try:
+                opt.zero_grad(set_to_none=True)
+                module.loss_fn(module.model(module.encode(x), labels=y), y).backward()
+                torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+                opt.step()
+            finally:
+                edf.event_backward = fast
+
+        return step
+
+    c = {"spikelight": step_with(fast), "authors' backward loop": step_with(authors)}
+    return [Case(f"event_driven train step MNIST net T={cfg.T} B={B}",
+                 "the authors' MNIST net (conf/experiment/event_driven_mnist.yaml); forward + event-driven backward + optimizer",
+                 c, ["spikelight"], ["authors' backward loop"], reps=max(5, ctx.reps // 2))]
+
+
+@bench_case
 def case_lsnn(ctx: Ctx) -> list[Case]:
     """LSNN training step (Bellec et al.): pixel-by-pixel sequences of 784 steps, 220 recurrent neurons
     (120 LIF + 100 ALIF), leaky readout, CE of the mean readout, BPTT, Adam. Anchor: our reference loop."""
