@@ -1,0 +1,31 @@
+"""The benchmark's conv and event-driven cases still build and run one call of every contender
+(the benchmark itself is never timed in tests; this only keeps it from rotting)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("spikelight_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("case", ["conv", "event_driven"])
+def test_bench_case_runs_every_contender_once(bench, case):
+    build = dict(bench.CASES)[case]
+    (built,) = build(bench.Ctx(torch.device("cpu"), reps=1, warmup=0))
+    assert set(built.ours) | set(built.anchors) <= set(built.contenders) and built.ours and built.anchors
+    for call in built.contenders.values():
+        call()
