@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from spikelight.errors import ShapeError
+from spikelight.errors import ConfigError, ShapeError
 from spikelight.neurons import BaseNode
 
 __all__ = [
@@ -30,6 +32,35 @@ def make_neuron(neuron: NeuronFactory) -> BaseNode:
     if not isinstance(node, BaseNode):
         raise TypeError(f"neuron must build a spikelight BaseNode, got {type(node).__name__}")
     return node
+
+
+def parse_layer_list(
+    layers: Sequence[Any], spec_cls: type, example: str, first_of_repeat: Mapping[str, Any],
+    refused: Mapping[str, str] | None = None,
+) -> list[Any]:
+    """``model.layers`` entries (config dicts or ``spec_cls`` dataclasses) → specs with ``repeat`` unrolled;
+    the copies before the last get ``first_of_repeat`` (no pooling / dropout), each is ``check``ed.
+    ``refused``: key → one-line reason it is not a key of this family. Bad entries: one ConfigError line."""
+    keys = [f.name for f in dataclasses.fields(spec_cls)]
+    specs: list[Any] = []
+    for i, entry in enumerate(layers):
+        where = f"model.layers[{i}]"
+        if isinstance(entry, spec_cls):
+            spec = entry
+        else:
+            if not isinstance(entry, Mapping):
+                raise ConfigError(f"{where} must be a mapping like {example}, got {entry!r}")
+            for key, why in (refused or {}).items():
+                if key in entry:
+                    raise ConfigError(f"{where}: {why}")
+            unknown = sorted(set(entry) - set(keys))
+            if unknown:
+                raise ConfigError(f"{where}: unknown keys {unknown}; allowed: {keys}")
+            spec = spec_cls(**entry)
+        spec.check(where)
+        last = dataclasses.replace(spec, repeat=1)
+        specs.extend([dataclasses.replace(last, **first_of_repeat)] * (spec.repeat - 1) + [last])
+    return specs
 
 
 def check_features(x_seq: Tensor, expected: int, model: str) -> Tensor:

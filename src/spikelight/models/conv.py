@@ -16,12 +16,12 @@ neuron loops over time, pooling and dropout act on the spikes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from spikelight.errors import ConfigError, ShapeError
-from spikelight.models.base import NeuronFactory, OverTime, SharedDropout, make_neuron
+from spikelight.models.base import NeuronFactory, OverTime, SharedDropout, make_neuron, parse_layer_list
 from spikelight.models.output import SpikeOutput
 from spikelight.neurons import BaseNode
 
@@ -71,28 +71,12 @@ class LayerSpec:
             raise ConfigError(f"{where}: dropout must be in [0, 1), got {self.dropout}")
 
 
-_KEYS = tuple(f.name for f in fields(LayerSpec))
 
 
 def parse_layers(layers: Sequence[Mapping | LayerSpec]) -> list[LayerSpec]:
     """Layer specs from config dicts, ``repeat`` unrolled; one readable line for a bad entry."""
-    specs: list[LayerSpec] = []
-    for i, entry in enumerate(layers):
-        where = f"model.layers[{i}]"
-        if isinstance(entry, LayerSpec):
-            spec = entry
-        else:
-            if not isinstance(entry, Mapping):
-                raise ConfigError(f"{where} must be a mapping like {{conv: 128, kernel: 3}}, got {entry!r}")
-            unknown = sorted(set(entry) - set(_KEYS))
-            if unknown:
-                raise ConfigError(f"{where}: unknown keys {unknown}; allowed: {list(_KEYS)}")
-            spec = LayerSpec(**entry)
-        spec.check(where)
-        last = LayerSpec(**{**spec.__dict__, "repeat": 1})
-        first = LayerSpec(**{**last.__dict__, "maxpool": None, "avgpool": None, "dropout": 0.0})
-        specs.extend([first] * (spec.repeat - 1) + [last])
-    return specs
+    return parse_layer_list(layers, LayerSpec, "{conv: 128, kernel: 3}",
+                            {"maxpool": None, "avgpool": None, "dropout": 0.0})
 
 
 class SpikingBlock(nn.Module):

@@ -24,7 +24,7 @@ gain / shift parameters form their own optimiser group with learning-rate factor
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from spikelight.errors import ConfigError, ShapeError
 from spikelight.event_driven.functions import AUTHORS_INPUT_GRAD_DAMPING, bisect_gain, target_init_spikes
 from spikelight.event_driven.layers import AdjustedAvgPool2d, EventBlock, EventConv2d, EventLinear
-from spikelight.models.base import NeuronFactory, SharedDropout, make_neuron
+from spikelight.models.base import NeuronFactory, SharedDropout, make_neuron, parse_layer_list
 from spikelight.models.output import SpikeOutput
 
 __all__ = ["EventDrivenSNN", "EventLayerSpec", "parse_event_layers", "POOLINGS", "DROPOUT_MASKS"]
@@ -72,7 +72,6 @@ class EventLayerSpec:
             raise ConfigError(f"{where}: dropout must be in [0, 1), got {self.dropout}")
 
 
-_KEYS = tuple(f.name for f in fields(EventLayerSpec))
 _CONV_ONLY = {
     "norm": "event-driven layers standardise their weights instead of a norm layer",
     "bias": "event-driven synapses have no bias (each channel has a learnt gain and shift)",
@@ -83,26 +82,9 @@ _CONV_ONLY = {
 
 def parse_event_layers(layers: Sequence[Mapping | EventLayerSpec]) -> list[EventLayerSpec]:
     """Layer specs from config dicts, ``repeat`` unrolled; one readable line for a bad entry."""
-    specs: list[EventLayerSpec] = []
-    for i, entry in enumerate(layers):
-        where = f"model.layers[{i}]"
-        if isinstance(entry, EventLayerSpec):
-            spec = entry
-        else:
-            if not isinstance(entry, Mapping):
-                raise ConfigError(f"{where} must be a mapping like {{conv: 128, kernel: 3, pool: 2}}, got {entry!r}")
-            for key, why in _CONV_ONLY.items():
-                if key in entry:
-                    raise ConfigError(f"{where}: no '{key}' in model=event_driven layers: {why}")
-            unknown = sorted(set(entry) - set(_KEYS))
-            if unknown:
-                raise ConfigError(f"{where}: unknown keys {unknown}; allowed: {list(_KEYS)}")
-            spec = EventLayerSpec(**entry)
-        spec.check(where)
-        last = EventLayerSpec(**{**spec.__dict__, "repeat": 1})
-        first = EventLayerSpec(**{**last.__dict__, "pool": None, "dropout": 0.0})
-        specs.extend([first] * (spec.repeat - 1) + [last])
-    return specs
+    refused = {key: f"no '{key}' in model=event_driven layers: {why}" for key, why in _CONV_ONLY.items()}
+    return parse_layer_list(layers, EventLayerSpec, "{conv: 128, kernel: 3, pool: 2}",
+                            {"pool": None, "dropout": 0.0}, refused)
 
 
 class _CountToTimeGrad(torch.autograd.Function):
