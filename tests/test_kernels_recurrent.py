@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from spikelight.errors import ConfigError
+from spikelight.kernels import cpu_native
 from spikelight.kernels.recurrent import RecurrentFunction
 from spikelight.models import LSNN, RecurrentSpikingLayer
 from spikelight.models.lsnn import RecurrentState
@@ -118,13 +119,34 @@ def _fused(out) -> bool:
     return type(out.membrane.grad_fn).__name__ == "RecurrentFunctionBackward"
 
 
+@pytest.fixture(params=["native", "script"], autouse=True)
+def loops(request, monkeypatch) -> str:
+    """Every test runs the fused path twice: on the C loops (the CPU default) and on the TorchScript ones."""
+    import spikelight.kernels.recurrent as rec
+
+    if request.param == "script":
+        monkeypatch.setattr(rec, "native_applies", lambda *args: False)
+    elif not cpu_native.available():
+        pytest.skip("no C compiler here: the C loops cannot be built (test_c_loops_build_where_a_compiler_is checks)")
+    return request.param
+
+
+def assert_same_values(a: torch.Tensor, b: torch.Tensor, loops: str, what: str = "") -> None:
+    """Bit-identical on the TorchScript loops; on the C loops the recurrent sum rounds in another order."""
+    if loops == "script":
+        assert torch.equal(a, b), what
+    else:
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * max(1.0, b.abs().max().item()), msg=what)
+
+
 def assert_same_layer(ref, fast):
     (out_r, g_r), (out_f, g_f) = ref, fast
     assert not _fused(out_r) and _fused(out_f)
+    loops = out_f.membrane.grad_fn.loops
     assert torch.equal(out_f.spikes, out_r.spikes)
-    assert torch.equal(out_f.membrane, out_r.membrane)
+    assert_same_values(out_f.membrane, out_r.membrane, loops, "h")
     for name, a, b in zip(out_r.state.neuron._fields, out_f.state.neuron, out_r.state.neuron):
-        assert torch.equal(a, b), name
+        assert_same_values(a, b, loops, name)
     assert torch.equal(out_f.state.spikes, out_r.state.spikes)
     assert g_f.keys() == g_r.keys()
     for k in g_r:
@@ -206,7 +228,7 @@ def test_fused_state_carries_over_between_calls():
 
 
 @pytest.mark.parametrize("neuron", ["alif_refractory", "lif_vreset"])
-def test_monitor_records_the_same_states(neuron):
+def test_monitor_records_the_same_states(neuron, loops):
     x, _ = _inputs(9, neuron, explicit_state=False)
     recs = {}
     for backend in ("torch", "fused"):
@@ -218,7 +240,7 @@ def test_monitor_records_the_same_states(neuron):
         assert model.rec.neuron.record_states is False
     assert recs["fused"].keys() == recs["torch"].keys() and "v" in recs["fused"]
     for k in recs["torch"]:
-        assert torch.equal(recs["fused"][k], recs["torch"][k]), k
+        assert_same_values(recs["fused"][k], recs["torch"][k], loops, k)
 
 
 # --- ALIF on its own (feed-forward): the same Function without W_rec ----------------------------
@@ -351,7 +373,7 @@ def test_fires_at_exactly_the_threshold_like_the_reference(neuron):
 
 
 @pytest.mark.parametrize("neuron", ["alif_refractory", "alif_soft_normalize", "lif_vreset"])
-def test_plain_python_loops_and_mirror_ops_compute_the_same(neuron):
+def test_plain_python_loops_and_mirror_ops_compute_the_same(neuron, loops):
     # the loops run TorchScript-compiled on the CPU; uncompiled (no TorchScript) and with the ops other
     # devices use ("mirror": the reference's scalar arguments) they must give the same numbers
     from spikelight.kernels.recurrent import _exact_ops
@@ -364,20 +386,22 @@ def test_plain_python_loops_and_mirror_ops_compute_the_same(neuron):
     w = (layer.rec.weight * layer.rec_mask).detach()
     spec, alif = node._kernel_spec(), neuron.startswith("alif")
     results = []
-    for script, ops in ((True, _exact_ops(x)), (False, "cpu"), (False, "mirror"), (True, "mirror")):
+    runs = (("script", _exact_ops(x)), ("python", "cpu"), ("python", "mirror"), ("script", "mirror"), ("native", "cpu"))
+    for impl, ops in runs if loops == "native" else runs[:-1]:
         ffl, wl, vl = ff.clone().requires_grad_(), w.clone().requires_grad_(), state.neuron.v.clone().requires_grad_()
         beta = node.beta_per_neuron(H, ff) if alif else None
         a0, ref0 = (state.neuron.a, state.neuron.ref) if alif else (None, None)
         s, h, v, a, ref = RecurrentFunction.apply(
-            ffl, wl, vl, a0, ref0, state.spikes, beta, spec, node.surrogate, 6, ops, torch.float32, None, script
+            ffl, wl, vl, a0, ref0, state.spikes, beta, spec, node.surrogate, 6, ops, torch.float32, None, impl
         )
         g = torch.Generator().manual_seed(3)
         ((s * torch.randn(s.shape, generator=g)).sum() + h.sum() * 0.1 + v.sum()).backward()
         results.append((s, h, v, ffl.grad, wl.grad, vl.grad))
     assert 0.05 < results[0][0].mean() < 0.7
-    for other in results[1:]:
-        for a, b in zip(other[:3], results[0][:3]):
-            assert torch.equal(a, b)
+    for impl, other in zip([r[0] for r in runs[1:]], results[1:]):
+        assert torch.equal(other[0], results[0][0])
+        for a, b in zip(other[1:3], results[0][1:3]):
+            assert_same_values(a, b, "native" if impl == "native" else "script")
         for a, b, what in zip(other[3:], results[0][3:], ("ff", "w", "v0")):
             _close(a, b, what)
 
@@ -422,3 +446,46 @@ def test_eprop_steps_the_network_the_fused_forward_runs(neuron):
     assert rate.sum() > 0 and torch.equal(result.out.hidden["rec.neuron"], rate)
     torch.testing.assert_close(result.out.membrane, out.membrane, rtol=1e-5, atol=1e-6)
     assert result.grads["w_rec"].abs().sum() > 0
+
+
+# --- the C loops (kernels/cpu_native.c) ------------------------------------------------------------
+
+
+def test_c_loops_build_where_a_compiler_is(monkeypatch, tmp_path):
+    import shutil
+
+    # a compiler on PATH must give a working library (a broken build would otherwise only show as slowness)
+    if any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
+        assert cpu_native.available()
+    # built into $SPIKELIGHT_CACHE, once; SPIKELIGHT_NATIVE=0 turns the C loops off (TorchScript runs)
+    monkeypatch.setattr(cpu_native, "_tried", False)
+    monkeypatch.setattr(cpu_native, "_lib", None)
+    monkeypatch.setenv("SPIKELIGHT_CACHE", str(tmp_path))
+    assert cpu_native.available() == bool(cpu_native._compiler())
+    assert len(list(tmp_path.glob("cpu_native-*.so"))) == int(cpu_native.available())
+    monkeypatch.setattr(cpu_native, "_tried", False)
+    monkeypatch.setenv("SPIKELIGHT_NATIVE", "0")
+    assert not cpu_native.available()
+    torch.manual_seed(0)
+    out = RecurrentSpikingLayer(F, H, lambda: LIFNode(tau=3.0))(torch.rand(4, 2, F).requires_grad_())
+    assert out.membrane.grad_fn.loops == "script"
+
+
+def test_c_loops_run_by_default_on_cpu_fp32_only(loops):
+    torch.manual_seed(0)
+    layer = RecurrentSpikingLayer(F, H, lambda: ALIFNode(tau=3.0, beta=0.6))
+    x = torch.rand(4, 2, F)
+    assert layer(x.requires_grad_()).membrane.grad_fn.loops == loops
+    assert layer.double()(x.double().requires_grad_()).membrane.grad_fn.loops == "script"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer.float()(x.requires_grad_()).membrane.grad_fn.loops == "script"
+
+
+@pytest.mark.parametrize("density", [0.02, 0.5])
+def test_sparse_and_dense_grad_w_agree(density):
+    # dL/dW_rec sums over the spikes (C) below SPARSE_GRAD_W firing, else one GEMM: the same matrix
+    if not cpu_native.available():
+        pytest.skip("no C compiler here")
+    gen = torch.Generator().manual_seed(5)
+    gI, s = torch.randn(300, 17, generator=gen), (torch.rand(300, 17, generator=gen) < density).float()
+    torch.testing.assert_close(cpu_native.grad_w_sparse(gI, s), gI.t() @ s, rtol=1e-5, atol=1e-5)

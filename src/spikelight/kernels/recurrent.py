@@ -37,10 +37,13 @@ those steps (dL/dW_rec still collects every step's term, as W_rec is not detache
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from spikelight.kernels import buffers, cpu_native
 from spikelight.kernels.recurrent_steps import backward_steps, filter_backward, filter_forward, forward_steps
 from spikelight.kernels.spec import ALIFSpec, LIFSpec
 from spikelight.kernels.torch_fused import BLOCK_ELEMS, _exact_ops, surrogate_grad
@@ -82,14 +85,14 @@ class RecurrentFunction(torch.autograd.Function):
         exact_ops: str,
         mm_dtype: torch.dtype,
         record: list | None,
-        script: bool,
+        loops: str,
     ):
         alif = isinstance(spec, ALIFSpec)
         lif = spec.lif if alif else spec
         adaptive = alif and spec.adaptive
         refractory = alif and spec.refractory > 0
         T, shape, dt, dev = ff.shape[0], ff.shape[1:], ff.dtype, ff.device
-        new = lambda *lead, dtype=dt: torch.empty((*lead, *shape), dtype=dtype, device=dev)  # noqa: E731
+        new = lambda *lead, dtype=dt: buffers.empty((*lead, *shape), dtype, dev)  # noqa: E731  (reused memory)
         h, s = new(T), new(T)
         u = new(T) if adaptive else None  # the surrogate's input, saved for backward
         mask = new(T, dtype=torch.bool) if refractory else None  # steps that could fire
@@ -110,14 +113,28 @@ class RecurrentFunction(torch.autograd.Function):
         z = torch.zeros_like(v) if z0 is None else z0.to(dt).expand(shape)
         opt = lambda x: empty if x is None else x  # noqa: E731
         rec3 = (*rec, empty, empty)[:3] if rec else (empty,) * 3
-        with torch.autocast(dev.type, enabled=False):
-            v, a, ref = forward_steps(
-                ff, w_t, z, v, opt(a), opt(ref), opt(beta), h, s, opt(u), opt(mask), *rec3, consts,
-                0 if lif.tau is None else 1 if lif.decay_input else 2, v_reset in (None, 0.0),
-                v_reset is not None, v_reset not in (None, 0.0), alif, adaptive, alif and spec.normalize,
-                not alif and lif.strict, spec.refractory if alif else 0, rec is not None, exact_ops == "cpu",
-                w_rec is not None and mm_dtype != dt, mm_dtype, script=script,
+        n_spikes = -1
+        if loops == "native":
+            n_spikes = cpu_native.forward(
+                ff.contiguous(), None if w_rec is None else w_rec.t().contiguous(),
+                None if z0 is None else z.contiguous(), v, a, ref,
+                None if beta is None else torch.broadcast_to(beta, shape[-1:]).contiguous(), h, s, u, mask,
+                tuple(x if x.numel() else None for x in rec3),
+                (lif.tau or 1.0, 0.0 if v_reset is None else v_reset, thr, rho, 1.0 - rho, v_reset or 0.0),
+                dict(charge=0 if lif.tau is None else 1 if lif.decay_input else 2, v_rest_zero=v_reset in (None, 0.0),
+                     hard=v_reset is not None, vr_add=v_reset not in (None, 0.0), alif=alif, adaptive=adaptive,
+                     normalize=alif and spec.normalize, strict=not alif and lif.strict,
+                     refractory=spec.refractory if alif else 0),
             )  # fmt: skip
+        else:
+            with torch.autocast(dev.type, enabled=False):
+                v, a, ref = forward_steps(
+                    ff, w_t, z, v, opt(a), opt(ref), opt(beta), h, s, opt(u), opt(mask), *rec3, consts,
+                    0 if lif.tau is None else 1 if lif.decay_input else 2, v_reset in (None, 0.0),
+                    v_reset is not None, v_reset not in (None, 0.0), alif, adaptive, alif and spec.normalize,
+                    not alif and lif.strict, spec.refractory if alif else 0, rec is not None, exact_ops == "cpu",
+                    w_rec is not None and mm_dtype != dt, mm_dtype, script=loops == "script",
+                )  # fmt: skip
         if not alif:
             a = ref = None
         elif not refractory:
@@ -134,7 +151,7 @@ class RecurrentFunction(torch.autograd.Function):
         if ref is not None:
             ctx.mark_non_differentiable(ref)
         ctx.save_for_backward(h, s, u, mask, z0, w_rec, beta)
-        ctx.spec, ctx.surrogate, ctx.tbptt, ctx.script = spec, surrogate, tbptt, script
+        ctx.spec, ctx.surrogate, ctx.tbptt, ctx.loops, ctx.n_spikes = spec, surrogate, tbptt, loops, n_spikes
         ctx.set_materialize_grads(False)
         return s, h, v, a, ref
 
@@ -161,12 +178,15 @@ class RecurrentFunction(torch.autograd.Function):
         dt, dev = h.dtype, h.device
         c = lambda x: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731  (0-dim: cheaper than a Python scalar)
         rho_t, empty = c(rho), h.new_empty(0)
-        gI = torch.empty_like(h)
+        gI = buffers.empty(h.shape, dt, dev)
         GS = torch.empty(shape, dtype=dt, device=dev)
         ga = None if g_a is None else torch.mul(g_a.to(dt).expand(shape), 1.0 - rho)  # w_{T-1}
         e_soft = None if (detach or hard) else c(-thr * leak / gain)  # soft reset: (leak/gain)·dv/ds
         f_soft = None if hard else c(leak)
         nxt: Tensor | None = None  # p_{t+1}, when it reaches step t
+        native = ctx.loops == "native"
+        if native:
+            nat = _NativeBackward(gI, GS, g_s, g_h, w, h, s, beta, spec, k)
         K = _block_steps(T, h[0].numel(), backward=True)
         for t1 in range(T, 0, -K):
             t0 = max(0, t1 - K)
@@ -181,11 +201,12 @@ class RecurrentFunction(torch.autograd.Function):
             Dg = surrogate_grad(ctx.surrogate, zb, scale)
             if mask is not None:
                 Dg.mul_(mask[t0:t1])
-            Dbn = Dg * (beta * ((rho - 1.0) / gain)) if adaptive else None
+            blocks = not native or t1 == T  # the C loop computes these per step; the last step needs them
+            Dbn = Dg * (beta * ((rho - 1.0) / gain)) if adaptive and blocks else None
             # E = (leak/gain)(v_reset - h), F = leak (1 - s) (soft reset: F = leak); one pass each
-            E = None if detach or not hard else torch.addcmul(c(vr * leak / gain), hb, c(-leak / gain))
-            F = torch.addcmul(c(leak), sb, c(-leak)) if hard else None
-            Gh = None if g_h is None else (g_h[t0:t1] * gain if gain != 1.0 else g_h[t0:t1])
+            E = None if detach or not hard or native else torch.addcmul(c(vr * leak / gain), hb, c(-leak / gain))
+            F = torch.addcmul(c(leak), sb, c(-leak)) if hard and not native else None
+            Gh = None if g_h is None or not blocks else (g_h[t0:t1] * gain if gain != 1.0 else g_h[t0:t1])
             n = t1 - t0
             if t1 == T:  # the last step: what reaches later steps is the returned state's gradient
                 n, i, t = n - 1, n - 1, T - 1
@@ -223,18 +244,25 @@ class RecurrentFunction(torch.autograd.Function):
                 nxt = pt
                 if k is not None and t > 0 and t % k == 0:  # truncated BPTT: the state before step t was detached
                     nxt, ga = None, None
-            if n > 0:
+            if n > 0 and native:
+                nxt, ga = nat.block(t0, n, Dg, nxt, ga)
+            elif n > 0:
                 opt = lambda x: empty if x is None else x  # noqa: E731
                 nxt, ga = backward_steps(
                     n, t0, gI[t0:t1], empty if g_s is None else g_s[t0:t1], w, GS, nxt, ga, Dg, opt(Dbn), opt(E),
                     opt(F), opt(Gh), opt(f_soft), opt(e_soft), rho_t, g_s is not None, not detach, hard,
-                    Gh is not None, adaptive, k or 0, script=ctx.script,
+                    Gh is not None, adaptive, k or 0, script=ctx.loops == "script",
                 )  # fmt: skip
         need = ctx.needs_input_grad
         g_w = g_z0 = None
         if w is not None and need[1]:
             H = shape[-1]
-            g_w = torch.mm(gI[1:].reshape(-1, H).t(), s[:-1].reshape(-1, H)) if T > 1 else torch.zeros_like(w)
+            if T == 1:
+                g_w = torch.zeros_like(w)
+            elif native and ctx.n_spikes < SPARSE_GRAD_W * s.numel():  # the sum over the spikes only
+                g_w = cpu_native.grad_w_sparse(gI[1:].reshape(-1, H), s[:-1].reshape(-1, H))
+            else:
+                g_w = torch.mm(gI[1:].reshape(-1, H).t(), s[:-1].reshape(-1, H))
             if z0 is not None:
                 g_w.addmm_(gI[0].reshape(-1, H).t(), z0.to(h.dtype).expand(shape).reshape(-1, H))
         if w is not None and z0 is not None and need[5]:
@@ -244,6 +272,57 @@ class RecurrentFunction(torch.autograd.Function):
         if alif and need[3]:
             g_a0 = ga.div_(1.0 - rho) if ga is not None else torch.zeros(shape, dtype=h.dtype, device=h.device)
         return gI, g_w, g_v0, g_a0, None, g_z0, None, None, None, None, None, None, None, None
+
+
+SPARSE_GRAD_W = 0.1  # below this firing density dL/dW_rec sums over the spikes (cpu_native) instead of one GEMM
+
+
+class _NativeBackward:
+    """The backward's per-step loop on the C library: torch's product p_{t+1} W, then one C call per step
+    (``spikelight_backward_step``) for the step's element-wise work. State between blocks: p_{t+1}
+    (``nxt``, a row of gI, or None) and w_t (``ga``, or None)."""
+
+    def __init__(self, gI, GS, g_s, g_h, w, h, s, beta, spec, tbptt) -> None:
+        alif = isinstance(spec, ALIFSpec)
+        lif: LIFSpec = spec.lif if alif else spec
+        leak, gain, thr = lif.leak, lif.input_gain, lif.v_threshold
+        hard = lif.v_reset is not None
+        vr, rho = (lif.v_reset if hard else 0.0), (spec.rho if alif else 0.0)
+        shape = h.shape[1:]
+        self.lib = cpu_native.library()
+        self.ga = torch.zeros(shape, dtype=h.dtype)
+        self.g_h = None if g_h is None else g_h.to(h.dtype).contiguous()
+        self.args = cpu_native.backward_step_args(
+            gI, GS, self.ga, h, s, self.g_h, None if beta is None else torch.broadcast_to(beta, shape[-1:]).contiguous(),
+            leak=leak, gain=gain, rho=rho, e0=vr * leak / gain, e1=-leak / gain, e_soft=-thr * leak / gain,
+            dbn=(rho - 1.0) / gain, hard=hard, has_e=not lif.detach_reset, adaptive=alif and spec.adaptive,
+        )  # fmt: skip
+        self.ref = ctypes.byref(self.args)
+        self.gI, self.GS, self.w, self.k = gI.unbind(0), GS, w, tbptt or 0
+        self.g_s = None if g_s is None else g_s.unbind(0)
+        self.adaptive = alif and spec.adaptive
+
+    def block(self, t0: int, n: int, Dg: Tensor, nxt: Tensor | None, ga: Tensor | None):
+        """Steps t0 + n − 1 down to t0 (Dg: [≥ n, ...] from t0); returns (p_{t0} or None, w_{t0−1} or None)."""
+        Dg = Dg.contiguous()
+        self.args.Dg, self.args.t0 = Dg.data_ptr(), t0
+        if ga is not None and ga is not self.ga:
+            self.ga.copy_(ga)
+        has_next, ga_live = nxt is not None, ga is not None
+        gI, GS, w, g_s, k, step = self.gI, self.GS, self.w, self.g_s, self.k, self.lib.spikelight_backward_step
+        for t in range(t0 + n - 1, t0 - 1, -1):
+            if has_next and w is not None:
+                torch.addmm(g_s[t], gI[t + 1], w, out=GS) if g_s is not None else torch.mm(gI[t + 1], w, out=GS)
+            elif g_s is not None:
+                GS.copy_(g_s[t])
+            else:
+                GS.zero_()
+            step(self.ref, t, has_next, ga_live)
+            ga_live = ga_live or self.adaptive
+            has_next = True
+            if k and t > 0 and t % k == 0:  # truncated BPTT: the state before step t was detached
+                has_next = ga_live = False
+        return (gI[t0] if has_next else None), (self.ga if ga_live else None)
 
 
 def recurrent_multi_step(
@@ -258,14 +337,17 @@ def recurrent_multi_step(
     beta: Tensor | None = None,
     tbptt: int | None = None,
     record: list | None = None,
-    script: bool = True,
+    loops: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
     """Run all T steps fused. ff [T, B, ..., H] (the feed-forward current), W_rec [H, H] or None.
 
     v0 / a0 / ref0 / z0: initial membrane, adaptation, refractory count, spikes ([B, ..., H];
     a0 and ref0 for ALIF only; z0 None = zeros). beta [H]: ALIF's per-neuron adaptation strength.
     record: a list to receive the per-step states (values only), or None.
-    script: run the per-step loops compiled by TorchScript where available (same numbers; faster).
+    loops: how the per-step loops run: ``native`` (C, :mod:`spikelight.kernels.cpu_native`: CPU, fp32,
+    no autocast), ``script`` (TorchScript where available), ``python``; ``auto`` = native where it
+    applies and a C compiler is present, else script. All compute the same spikes; native's
+    recurrent sum rounds differently (an ulp), the others are bit-identical to the reference loop.
     Returns (spikes, h [T, B, ..., H], v_T, a_T, ref_T), all in the compute dtype (fp32, or
     fp64 for fp64 input); a_T / ref_T are None for IF/LIF.
     """
@@ -273,9 +355,18 @@ def recurrent_multi_step(
     dev = ff.device.type
     mm_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else compute
     w = None if w_rec is None else w_rec.to(compute)
+    if loops == "auto":
+        loops = "native" if native_applies(ff, compute, mm_dtype) else "script"
+    elif loops == "native" and not native_applies(ff, compute, mm_dtype):
+        raise ValueError("loops='native' needs fp32 CPU tensors without autocast and a C compiler (cpu_native)")
     return RecurrentFunction.apply(
-        ff.to(compute), w, v0, a0, ref0, z0, beta, spec, surrogate, tbptt, _exact_ops(ff), mm_dtype, record, script
+        ff.to(compute), w, v0, a0, ref0, z0, beta, spec, surrogate, tbptt, _exact_ops(ff), mm_dtype, record, loops
     )
+
+
+def native_applies(ff: Tensor, compute: torch.dtype, mm_dtype: torch.dtype) -> bool:
+    """Whether the C loops can run this call: CPU, fp32 compute, no autocast, the library built."""
+    return ff.device.type == "cpu" and compute == mm_dtype == torch.float32 and cpu_native.available()
 
 
 class LeakyFilterFunction(torch.autograd.Function):

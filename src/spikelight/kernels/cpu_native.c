@@ -1,0 +1,273 @@
+/* The CPU loops of spikelight.kernels.recurrent in C (fp32), loaded through ctypes.
+ *
+ * Compiled on first use by the system C compiler (see cpu_native.py); without one,
+ * the TorchScript loops of recurrent_steps.py run instead. No Python or torch headers:
+ * every tensor arrives as a pointer to contiguous memory.
+ *
+ * Layout: a step's tensors are [R, H] (R = B·..., rows; H = neurons, the last dim),
+ * sequences [T, R, H], N = R·H elements per step.
+ *
+ * Rounding: compiled with -ffp-contract=off, so every element-wise expression rounds
+ * op by op like the ATen kernels of the reference loop (same operation order, written
+ * next to each line). The one difference from the loop is the recurrent current: the
+ * sum over presynaptic spikes z_{t-1} W_recᵀ is taken over the neurons that spiked only
+ * (in neuron order; exact products, since a spike is 1), where the loop's BLAS product
+ * sums all H terms in its own order: the two agree to float rounding (an ulp or so).
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    int64_t T, R, H;
+    const float *ff;       /* [T, R, H] feed-forward current */
+    const float *w_t;      /* [H, H] W_recᵀ: row j is what a spike of neuron j adds; NULL = no recurrence */
+    const float *z0;       /* [R, H] spikes before step 0; NULL = none */
+    float *v, *a, *ref;    /* [R, H] state: initial in, final out (a, ref: ALIF / refractory only) */
+    const float *beta;     /* [H] adaptation strength (adaptive ALIF) */
+    float *h, *s, *u;      /* [T, R, H] pre-reset potential, spikes, surrogate input (adaptive only) */
+    uint8_t *mask;         /* [T, R, H] steps that could fire (refractory only) */
+    float *rec_v, *rec_a, *rec_ref; /* [T, R, H] state after every step, or NULL */
+    float *cur;            /* [H] scratch */
+    float tau, v_rest, thr, rho, keep, vr;
+    int32_t charge;        /* 0 IF, 1 LIF (decay_input), 2 LIF without */
+    int32_t v_rest_zero, hard, vr_add, alif, adaptive, normalize, strict, refractory;
+    int64_t spikes;        /* out: number of non-zero spikes written */
+} fwd_args;
+
+int64_t spikelight_abi_version(void) { return 1; }
+
+/* One row of one step: the element-wise update of H neurons. Always inlined into the specialised
+ * copies below, where CHARGE / KIND / NORMALIZE / REFR are constants and the loop vectorises; the
+ * remaining flags are selects. v - v_rest with v_rest = 0, and v + s·v_reset with v_reset = 0, give
+ * the values of the loop's skipped ops (at most the sign of a zero differs). */
+#define KIND_LIF 0
+#define KIND_ALIF 1      /* adaptation variable kept, threshold fixed (β = 0) */
+#define KIND_ADAPTIVE 2  /* threshold v_th + β a */
+static inline __attribute__((always_inline)) int64_t fwd_row(
+        const int64_t H, const float *restrict ff, const float *restrict cur, float *restrict v, float *restrict a,
+        float *restrict rf, const float *restrict beta, float *restrict h, float *restrict s, float *restrict u,
+        uint8_t *restrict mask, const float tau,
+        const float v_rest, const float thr, const float rho, const float keep, const float vr, const float frefr,
+        const int strict, const int recur, const int CHARGE, const int KIND, const int NORMALIZE, const int REFR,
+        const int HARD) {
+    int64_t count = 0;
+    for (int64_t i = 0; i < H; i++) {
+        const float x = recur ? ff[i] + cur[i] : ff[i];    /* torch.add(ff_t, mm) */
+        const float vv = v[i];
+        float hh;
+        if (CHARGE == 0) {
+            hh = vv + x;                                   /* v + x */
+        } else {
+            const float vd = vv - v_rest;
+            if (CHARGE == 1) hh = vv + (x - vd) / tau;     /* v + (x - (v - v_rest)) / tau */
+            else hh = (vv - vd / tau) + x;                 /* v - (v - v_rest) / tau + x */
+        }
+        float sp;
+        if (KIND == KIND_ADAPTIVE) {                       /* (h - (v_th + β a)) [/ v_th] >= 0 */
+            float ut = a[i] * beta[i] + thr;
+            ut = hh - ut;
+            if (NORMALIZE) ut = ut / thr;
+            sp = ut >= 0.0f ? 1.0f : 0.0f;
+            u[i] = ut;
+        } else if (NORMALIZE) {
+            sp = (hh - thr) / thr >= 0.0f ? 1.0f : 0.0f;
+        } else {
+            sp = (strict ? hh > thr : hh >= thr) ? 1.0f : 0.0f;
+        }
+        if (REFR) {                                        /* no spike while ref > 0 */
+            const float r0 = rf[i];
+            const float m = r0 <= 0.0f ? 1.0f : 0.0f;
+            mask[i] = (uint8_t)m;
+            sp = sp * m;
+            float rn = r0 - 1.0f;
+            rn = rn < 0.0f ? 0.0f : rn;
+            rn = sp > 0.0f ? frefr : rn;
+            rf[i] = rn;
+        }
+        if (KIND != KIND_LIF) {                            /* a = ρ a + (1 - ρ) s */
+            const float an = a[i] * rho + sp * keep;
+            a[i] = an;
+        }
+        const float vn = HARD ? (hh + (-hh) * sp) + sp * vr  /* hard: h - h s + v_reset s */
+                              : hh + sp * -thr;              /* soft: h - v_th s */
+        v[i] = vn;
+        h[i] = hh;
+        s[i] = sp;
+        count += sp != 0.0f;
+    }
+    return count;
+}
+
+/* Whether any of z[0..n) is non-zero (-0.0 counts as zero): one OR over the bits, no branch per element. */
+static inline int any_nonzero(const float *restrict z, const int64_t n) {
+    uint32_t any = 0;
+    for (int64_t j = 0; j < n; j++) {
+        uint32_t bits;
+        memcpy(&bits, z + j, sizeof bits);
+        any |= bits << 1;
+    }
+    return any != 0;
+}
+
+/* The recurrent current of one row: cur = z W_recᵀ over the neurons that spiked. Blocks of 32 silent
+ * neurons are skipped on one test (z is 0 or 1 but for a user's initial z0: any value works). */
+static inline void rec_current(const int64_t H, const float *restrict z, const float *restrict w_t,
+                               float *restrict cur) {
+    memset(cur, 0, (size_t)H * sizeof(float));
+    if (!z) return;
+    for (int64_t j0 = 0; j0 < H; j0 += 32) {
+        const int64_t j1 = j0 + 32 < H ? j0 + 32 : H;
+        if (!any_nonzero(z + j0, j1 - j0)) continue;
+        for (int64_t j = j0; j < j1; j++) {
+            const float zj = z[j];
+            if (zj == 0.0f) continue;
+            const float *restrict w = w_t + j * H;
+            if (zj == 1.0f)
+                for (int64_t i = 0; i < H; i++) cur[i] = cur[i] + w[i];
+            else
+                for (int64_t i = 0; i < H; i++) cur[i] = cur[i] + zj * w[i];
+        }
+    }
+}
+
+#define ROW(CHARGE, KIND, NORMALIZE, REFR, HARD)                                                           \
+    fwd_row(H, ff, cur, v, a, rf, beta, h, sp, u, mk, tau, v_rest, thr, rho, keep, vr, frefr, strict, recur,  \
+            CHARGE, KIND, NORMALIZE, REFR, HARD)
+#define KINDS(CHARGE, HARD)                                                                                \
+    switch (kind * 4 + normalize * 2 + refractory) {                                                        \
+    case 0: n = ROW(CHARGE, 0, 0, 0, HARD); break;                                                          \
+    case 4: n = ROW(CHARGE, 1, 0, 0, HARD); break;                                                          \
+    case 5: n = ROW(CHARGE, 1, 0, 1, HARD); break;                                                          \
+    case 6: n = ROW(CHARGE, 1, 1, 0, HARD); break;                                                          \
+    case 7: n = ROW(CHARGE, 1, 1, 1, HARD); break;                                                          \
+    case 8: n = ROW(CHARGE, 2, 0, 0, HARD); break;                                                          \
+    case 9: n = ROW(CHARGE, 2, 0, 1, HARD); break;                                                          \
+    case 10: n = ROW(CHARGE, 2, 1, 0, HARD); break;                                                         \
+    default: n = ROW(CHARGE, 2, 1, 1, HARD); break;                                                         \
+    }
+#define CHARGES(HARD)                                                                                      \
+    if (charge == 0) { KINDS(0, HARD) }                                                                     \
+    else if (charge == 1) { KINDS(1, HARD) }                                                                \
+    else { KINDS(2, HARD) }
+
+void spikelight_forward(fwd_args *p) {
+    const int64_t T = p->T, R = p->R, H = p->H, N = R * H;
+    const float tau = p->tau, v_rest = p->v_rest_zero ? 0.0f : p->v_rest, thr = p->thr, rho = p->rho;
+    const float keep = p->keep, vr = p->vr_add ? p->vr : 0.0f, frefr = (float)p->refractory;
+    const int charge = p->charge, hard = p->hard, strict = p->strict, recur = p->w_t != NULL;
+    const int kind = p->adaptive ? KIND_ADAPTIVE : p->alif ? KIND_ALIF : KIND_LIF;
+    const int normalize = p->alif && p->normalize, refractory = p->alif && p->refractory > 0;
+    const float *w_t = p->w_t, *z0 = p->z0, *beta = p->beta;
+    float *cur = p->cur;
+    int64_t count = 0;
+    for (int64_t t = 0; t < T; t++) {
+        const float *z = t ? p->s + (t - 1) * N : z0;
+        for (int64_t r = 0; r < R; r++) {
+            const int64_t row = t * N + r * H;
+            const float *ff = p->ff + row;
+            if (recur) rec_current(H, z ? z + r * H : NULL, w_t, cur);
+            float *v = p->v + r * H, *a = p->a ? p->a + r * H : NULL, *rf = p->ref ? p->ref + r * H : NULL;
+            float *h = p->h + row, *sp = p->s + row, *u = p->u ? p->u + row : NULL;
+            uint8_t *mk = p->mask ? p->mask + row : NULL;
+            int64_t n;
+            if (hard) { CHARGES(1) } else { CHARGES(0) }
+            count += n;
+            const size_t bytes = (size_t)H * sizeof(float);  /* the state after the step, for a monitor */
+            if (p->rec_v) memcpy(p->rec_v + row, v, bytes);
+            if (p->rec_a && a) memcpy(p->rec_a + row, a, bytes);
+            if (p->rec_ref && rf) memcpy(p->rec_ref + row, rf, bytes);
+        }
+    }
+    p->spikes = count;
+}
+
+typedef struct {
+    int64_t N, H;
+    float *gI;             /* [T, N] p_t = dL/dI_t (written) */
+    const float *GS;       /* [N] dL/ds_t so far: g_s + p_{t+1} W (torch's product) */
+    float *ga;             /* [N] (1-ρ) dL/da_t, carried backwards (in/out) */
+    const float *Dg;       /* [K, N] block from t0: gain · surrogate'(u_t) · mask */
+    const float *h, *s;    /* [T, N] */
+    const float *g_h;      /* [T, N] dL/dh_t or NULL */
+    const float *beta;     /* [H] */
+    int64_t t0;            /* first step of the Dg block */
+    float leak, gain, rho, e0, e1, e_soft, dbn;
+    int32_t hard, has_e, adaptive;
+} bwd_args;
+
+/* One step t of the reverse-time recurrence (RecurrentFunction.backward):
+ *   GS  = GS + w_t + E p_{t+1}                 (E = (leak/gain)(v_reset - h) hard, -v_th leak/gain soft)
+ *   p_t = gain g_h + F p_{t+1} + D GS          (F = leak (1 - s) hard, leak soft)
+ *   w_{t-1} = ρ w_t − (1-ρ) β D/gain GS
+ * has_next: p_{t+1} reaches step t (not the last step, not cut by TBPTT); ga_live: w_t is not zero. */
+static inline void bwd_row(const int64_t H, const float *restrict GS, float *restrict ga,
+                           const float *restrict D, const float *restrict hh, const float *restrict ss,
+                           const float *restrict gh, const float *restrict beta, const float *restrict nxt,
+                           float *restrict pt, const float leak, const float gain, const float rho, const float e0,
+                           const float e1, const float e_soft, const float dbn, const int hard, const int has_e,
+                           const int adaptive, const int has_next, const int ga_live, const int has_gh) {
+    for (int64_t i = 0; i < H; i++) {
+        float g = GS[i];
+        if (ga_live) g = g + ga[i];
+        float pe = 0.0f;
+        if (has_next) {
+            const float n = nxt[i];
+            if (has_e) g = g + (hard ? (e0 + hh[i] * e1) * n : n * e_soft);
+            pe = (hard ? (leak - leak * ss[i]) : leak) * n;
+        }
+        if (has_gh) pe = pe + gh[i] * gain;
+        pt[i] = pe + D[i] * g;
+        if (adaptive) {
+            const float d = D[i] * (beta[i] * dbn) * g;
+            ga[i] = ga_live ? ga[i] * rho + d : d;
+        } else if (ga_live) {
+            ga[i] = ga[i] * rho;
+        }
+    }
+}
+
+#define BROW(HARD, HAS_E, ADAPTIVE, HAS_NEXT, GA_LIVE)                                                     \
+    bwd_row(H, GS + o, ga + o, D + o, hh + o, ss + o, gh ? gh + o : NULL, beta, nxt ? nxt + o : NULL,        \
+            pt + o, leak, gain, rho, e0, e1, e_soft, dbn, HARD, HAS_E, ADAPTIVE, HAS_NEXT, GA_LIVE, gh != NULL)
+
+void spikelight_backward_step(bwd_args *p, int64_t t, int32_t has_next, int32_t ga_live) {
+    const int64_t N = p->N, H = p->H, R = N / H, base = t * N;
+    const float *nxt = has_next ? p->gI + base + N : NULL;
+    const float *D = p->Dg + (t - p->t0) * N, *hh = p->h + base, *ss = p->s + base;
+    const float *gh = p->g_h ? p->g_h + base : NULL, *GS = p->GS, *beta = p->beta;
+    float *pt = p->gI + base, *ga = p->ga;
+    const float leak = p->leak, gain = p->gain, rho = p->rho, e0 = p->e0, e1 = p->e1, e_soft = p->e_soft;
+    const float dbn = p->dbn;
+    const int hard = p->hard, has_e = p->has_e, adaptive = p->adaptive;
+    for (int64_t r = 0; r < R; r++) {
+        const int64_t o = r * H;
+        /* the middle of a sequence (p_{t+1} and w_t both live) gets its own copies */
+        if (has_next && ga_live && has_e && adaptive)
+            hard ? BROW(1, 1, 1, 1, 1) : BROW(0, 1, 1, 1, 1);
+        else if (has_next && has_e && !adaptive)
+            hard ? BROW(1, 1, 0, 1, ga_live) : BROW(0, 1, 0, 1, ga_live);
+        else
+            BROW(hard, has_e, adaptive, has_next, ga_live);
+    }
+}
+
+/* gwT[j, :] += Σ_m s[m, j] · gI[m, :]: dL/dW_recᵀ from the spikes that fired (s: [M, H], gI: [M, H]). */
+void spikelight_grad_w_sparse(const float *gI, const float *s, int64_t M, int64_t H, float *gwT) {
+    for (int64_t m = 0; m < M; m++) {
+        const float *sr = s + m * H, *gr = gI + m * H;
+        for (int64_t j0 = 0; j0 < H; j0 += 32) {
+            const int64_t j1 = j0 + 32 < H ? j0 + 32 : H;
+            if (!any_nonzero(sr + j0, j1 - j0)) continue;
+            for (int64_t j = j0; j < j1; j++) {
+                const float sj = sr[j];
+                if (sj == 0.0f) continue;
+                float *out = gwT + j * H;
+                if (sj == 1.0f)
+                    for (int64_t i = 0; i < H; i++) out[i] = out[i] + gr[i];
+                else
+                    for (int64_t i = 0; i < H; i++) out[i] = out[i] + sj * gr[i];
+            }
+        }
+    }
+}
