@@ -122,10 +122,8 @@ def _fused(out) -> bool:
 @pytest.fixture(params=["native", "script"], autouse=True)
 def loops(request, monkeypatch) -> str:
     """Every test runs the fused path twice: on the C loops (the CPU default) and on the TorchScript ones."""
-    import spikelight.kernels.recurrent as rec
-
     if request.param == "script":
-        monkeypatch.setattr(rec, "native_applies", lambda *args: False)
+        monkeypatch.setattr(cpu_native, "available", lambda: False)
     elif not cpu_native.available():
         pytest.skip("no C compiler here: the C loops cannot be built (test_c_loops_build_where_a_compiler_is checks)")
     return request.param
@@ -200,15 +198,16 @@ def _run_lsnn(neuron: str, backend: str, readout_tau, tbptt, x, y):
 @pytest.mark.parametrize("tbptt", [None, 6], ids=["bptt", "tbptt6"])
 @pytest.mark.parametrize("readout_tau", [20.0, None], ids=["leaky_readout", "linear_readout"])
 @pytest.mark.parametrize("neuron", ["lif_hard", "alif_hard", "alif_refractory"])
-def test_lsnn_model_fused_equals_reference(neuron, readout_tau, tbptt):
+def test_lsnn_model_fused_equals_reference(neuron, readout_tau, tbptt, loops):
     gen = torch.Generator().manual_seed(11)
     x = (torch.randn(T, B, F, generator=gen) * 0.8 + 0.5) * GAIN.get(neuron, 1.0)
     y = torch.randint(0, 4, (B,), generator=gen)
     out_r, g_r = _run_lsnn(neuron, "torch", readout_tau, tbptt, x, y)
     out_f, g_f = _run_lsnn(neuron, "fused", readout_tau, tbptt, x, y)
     assert torch.equal(out_f.hidden["rec.neuron"], out_r.hidden["rec.neuron"])
-    assert torch.equal(out_f.membrane, out_r.membrane)  # the fused readout filter rounds like the loop
-    assert torch.equal(out_f.state.readout, out_r.state.readout)
+    # the fused readout filter rounds like the loop; the C product with the spikes sums in another order
+    assert_same_values(out_f.membrane, out_r.membrane, loops, "readout")
+    assert_same_values(out_f.state.readout, out_r.state.readout, loops, "readout state")
     assert g_r["rec.rec.weight"].abs().sum() > 0
     for name in g_r:
         _close(g_f[name], g_r[name], name)
@@ -448,29 +447,6 @@ def test_eprop_steps_the_network_the_fused_forward_runs(neuron):
     assert result.grads["w_rec"].abs().sum() > 0
 
 
-# --- the C loops (kernels/cpu_native.c) ------------------------------------------------------------
-
-
-def test_c_loops_build_where_a_compiler_is(monkeypatch, tmp_path):
-    import shutil
-
-    # a compiler on PATH must give a working library (a broken build would otherwise only show as slowness)
-    if any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
-        assert cpu_native.available()
-    # built into $SPIKELIGHT_CACHE, once; SPIKELIGHT_NATIVE=0 turns the C loops off (TorchScript runs)
-    monkeypatch.setattr(cpu_native, "_tried", False)
-    monkeypatch.setattr(cpu_native, "_lib", None)
-    monkeypatch.setenv("SPIKELIGHT_CACHE", str(tmp_path))
-    assert cpu_native.available() == bool(cpu_native._compiler())
-    assert len(list(tmp_path.glob("cpu_native-*.so"))) == int(cpu_native.available())
-    monkeypatch.setattr(cpu_native, "_tried", False)
-    monkeypatch.setenv("SPIKELIGHT_NATIVE", "0")
-    assert not cpu_native.available()
-    torch.manual_seed(0)
-    out = RecurrentSpikingLayer(F, H, lambda: LIFNode(tau=3.0))(torch.rand(4, 2, F).requires_grad_())
-    assert out.membrane.grad_fn.loops == "script"
-
-
 def test_c_loops_run_by_default_on_cpu_fp32_only(loops):
     torch.manual_seed(0)
     layer = RecurrentSpikingLayer(F, H, lambda: ALIFNode(tau=3.0, beta=0.6))
@@ -479,13 +455,3 @@ def test_c_loops_run_by_default_on_cpu_fp32_only(loops):
     assert layer.double()(x.double().requires_grad_()).membrane.grad_fn.loops == "script"
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert layer.float()(x.requires_grad_()).membrane.grad_fn.loops == "script"
-
-
-@pytest.mark.parametrize("density", [0.02, 0.5])
-def test_sparse_and_dense_grad_w_agree(density):
-    # dL/dW_rec sums over the spikes (C) below SPARSE_GRAD_W firing, else one GEMM: the same matrix
-    if not cpu_native.available():
-        pytest.skip("no C compiler here")
-    gen = torch.Generator().manual_seed(5)
-    gI, s = torch.randn(300, 17, generator=gen), (torch.rand(300, 17, generator=gen) < density).float()
-    torch.testing.assert_close(cpu_native.grad_w_sparse(gI, s), gI.t() @ s, rtol=1e-5, atol=1e-5)

@@ -35,7 +35,7 @@ typedef struct {
     int64_t spikes;        /* out: number of non-zero spikes written */
 } fwd_args;
 
-int64_t spikelight_abi_version(void) { return 1; }
+int64_t spikelight_abi_version(void) { return 2; }
 
 /* One row of one step: the element-wise update of H neurons. Always inlined into the specialised
  * copies below, where CHARGE / KIND / NORMALIZE / REFR are constants and the loop vectorises; the
@@ -110,23 +110,24 @@ static inline int any_nonzero(const float *restrict z, const int64_t n) {
     return any != 0;
 }
 
-/* The recurrent current of one row: cur = z W_recᵀ over the neurons that spiked. Blocks of 32 silent
- * neurons are skipped on one test (z is 0 or 1 but for a user's initial z0: any value works). */
-static inline void rec_current(const int64_t H, const float *restrict z, const float *restrict w_t,
-                               float *restrict cur) {
-    memset(cur, 0, (size_t)H * sizeof(float));
+/* One row of a product with spikes: out = z Wᵀ (w_t = Wᵀ, [n_in, n_out]) summed over the non-zero z
+ * only, in index order (a spike is 1: no product). Blocks of 32 silent inputs are skipped on one test;
+ * any z works (0 skipped, 1 added, others multiplied), so a user's initial z0 may be anything. */
+static inline void spike_row(const int64_t n_in, const int64_t n_out, const float *restrict z,
+                             const float *restrict w_t, float *restrict out) {
+    memset(out, 0, (size_t)n_out * sizeof(float));
     if (!z) return;
-    for (int64_t j0 = 0; j0 < H; j0 += 32) {
-        const int64_t j1 = j0 + 32 < H ? j0 + 32 : H;
+    for (int64_t j0 = 0; j0 < n_in; j0 += 32) {
+        const int64_t j1 = j0 + 32 < n_in ? j0 + 32 : n_in;
         if (!any_nonzero(z + j0, j1 - j0)) continue;
         for (int64_t j = j0; j < j1; j++) {
             const float zj = z[j];
             if (zj == 0.0f) continue;
-            const float *restrict w = w_t + j * H;
+            const float *restrict w = w_t + j * n_out;
             if (zj == 1.0f)
-                for (int64_t i = 0; i < H; i++) cur[i] = cur[i] + w[i];
+                for (int64_t i = 0; i < n_out; i++) out[i] = out[i] + w[i];
             else
-                for (int64_t i = 0; i < H; i++) cur[i] = cur[i] + zj * w[i];
+                for (int64_t i = 0; i < n_out; i++) out[i] = out[i] + zj * w[i];
         }
     }
 }
@@ -166,7 +167,7 @@ void spikelight_forward(fwd_args *p) {
         for (int64_t r = 0; r < R; r++) {
             const int64_t row = t * N + r * H;
             const float *ff = p->ff + row;
-            if (recur) rec_current(H, z ? z + r * H : NULL, w_t, cur);
+            if (recur) spike_row(H, H, z ? z + r * H : NULL, w_t, cur);
             float *v = p->v + r * H, *a = p->a ? p->a + r * H : NULL, *rf = p->ref ? p->ref + r * H : NULL;
             float *h = p->h + row, *sp = p->s + row, *u = p->u ? p->u + row : NULL;
             uint8_t *mk = p->mask ? p->mask + row : NULL;
@@ -185,11 +186,12 @@ void spikelight_forward(fwd_args *p) {
 typedef struct {
     int64_t N, H;
     float *gI;             /* [T, N] p_t = dL/dI_t (written) */
-    const float *GS;       /* [N] dL/ds_t so far: g_s + p_{t+1} W (torch's product) */
+    const float *GS;       /* [N] p_{t+1} W (torch's product), or zeros */
     float *ga;             /* [N] (1-ρ) dL/da_t, carried backwards (in/out) */
     const float *Dg;       /* [K, N] block from t0: gain · surrogate'(u_t) · mask */
     const float *h, *s;    /* [T, N] */
     const float *g_h;      /* [T, N] dL/dh_t or NULL */
+    const float *g_s;      /* [T, N] dL/ds_t from later layers, or NULL */
     const float *beta;     /* [H] */
     int64_t t0;            /* first step of the Dg block */
     float leak, gain, rho, e0, e1, e_soft, dbn;
@@ -197,7 +199,7 @@ typedef struct {
 } bwd_args;
 
 /* One step t of the reverse-time recurrence (RecurrentFunction.backward):
- *   GS  = GS + w_t + E p_{t+1}                 (E = (leak/gain)(v_reset - h) hard, -v_th leak/gain soft)
+ *   GS  = g_s + p_{t+1} W + w_t + E p_{t+1}     (E = (leak/gain)(v_reset - h) hard, -v_th leak/gain soft)
  *   p_t = gain g_h + F p_{t+1} + D GS          (F = leak (1 - s) hard, leak soft)
  *   w_{t-1} = ρ w_t − (1-ρ) β D/gain GS
  * has_next: p_{t+1} reaches step t (not the last step, not cut by TBPTT); ga_live: w_t is not zero. */
@@ -206,9 +208,10 @@ static inline void bwd_row(const int64_t H, const float *restrict GS, float *res
                            const float *restrict gh, const float *restrict beta, const float *restrict nxt,
                            float *restrict pt, const float leak, const float gain, const float rho, const float e0,
                            const float e1, const float e_soft, const float dbn, const int hard, const int has_e,
-                           const int adaptive, const int has_next, const int ga_live, const int has_gh) {
+                           const int adaptive, const int has_next, const int ga_live, const int has_gh,
+                           const float *restrict gs) {
     for (int64_t i = 0; i < H; i++) {
-        float g = GS[i];
+        float g = gs ? gs[i] + GS[i] : GS[i];
         if (ga_live) g = g + ga[i];
         float pe = 0.0f;
         if (has_next) {
@@ -229,13 +232,15 @@ static inline void bwd_row(const int64_t H, const float *restrict GS, float *res
 
 #define BROW(HARD, HAS_E, ADAPTIVE, HAS_NEXT, GA_LIVE)                                                     \
     bwd_row(H, GS + o, ga + o, D + o, hh + o, ss + o, gh ? gh + o : NULL, beta, nxt ? nxt + o : NULL,        \
-            pt + o, leak, gain, rho, e0, e1, e_soft, dbn, HARD, HAS_E, ADAPTIVE, HAS_NEXT, GA_LIVE, gh != NULL)
+            pt + o, leak, gain, rho, e0, e1, e_soft, dbn, HARD, HAS_E, ADAPTIVE, HAS_NEXT, GA_LIVE, gh != NULL,   \
+            gs ? gs + o : NULL)
 
 void spikelight_backward_step(bwd_args *p, int64_t t, int32_t has_next, int32_t ga_live) {
     const int64_t N = p->N, H = p->H, R = N / H, base = t * N;
     const float *nxt = has_next ? p->gI + base + N : NULL;
     const float *D = p->Dg + (t - p->t0) * N, *hh = p->h + base, *ss = p->s + base;
-    const float *gh = p->g_h ? p->g_h + base : NULL, *GS = p->GS, *beta = p->beta;
+    const float *gh = p->g_h ? p->g_h + base : NULL, *gs = p->g_s ? p->g_s + base : NULL;
+    const float *GS = p->GS, *beta = p->beta;
     float *pt = p->gI + base, *ga = p->ga;
     const float leak = p->leak, gain = p->gain, rho = p->rho, e0 = p->e0, e1 = p->e1, e_soft = p->e_soft;
     const float dbn = p->dbn;
@@ -252,22 +257,43 @@ void spikelight_backward_step(bwd_args *p, int64_t t, int32_t has_next, int32_t 
     }
 }
 
-/* gwT[j, :] += Σ_m s[m, j] · gI[m, :]: dL/dW_recᵀ from the spikes that fired (s: [M, H], gI: [M, H]). */
-void spikelight_grad_w_sparse(const float *gI, const float *s, int64_t M, int64_t H, float *gwT) {
+/* out[M, n_out] = z[M, n_in] Wᵀ with w_t = Wᵀ [n_in, n_out], over the non-zero z (spike_row per row). */
+void spikelight_spike_linear(const float *z, const float *w_t, int64_t M, int64_t n_in, int64_t n_out, float *out) {
+    for (int64_t m = 0; m < M; m++) spike_row(n_in, n_out, z + m * n_in, w_t, out + m * n_out);
+}
+
+/* gwT[j, :] += Σ_m z[m, j] · g[m, :] (z [M, n_z], g [M, n_g], gwT [n_z, n_g]): the weight gradient of a
+ * product with spikes, summed over the non-zero z only (dL/dW_recᵀ: n_z = n_g = H). */
+void spikelight_grad_w_sparse(const float *g, const float *z, int64_t M, int64_t n_z, int64_t n_g, float *gwT) {
     for (int64_t m = 0; m < M; m++) {
-        const float *sr = s + m * H, *gr = gI + m * H;
-        for (int64_t j0 = 0; j0 < H; j0 += 32) {
-            const int64_t j1 = j0 + 32 < H ? j0 + 32 : H;
-            if (!any_nonzero(sr + j0, j1 - j0)) continue;
+        const float *zr = z + m * n_z, *gr = g + m * n_g;
+        for (int64_t j0 = 0; j0 < n_z; j0 += 32) {
+            const int64_t j1 = j0 + 32 < n_z ? j0 + 32 : n_z;
+            if (!any_nonzero(zr + j0, j1 - j0)) continue;
             for (int64_t j = j0; j < j1; j++) {
-                const float sj = sr[j];
-                if (sj == 0.0f) continue;
-                float *out = gwT + j * H;
-                if (sj == 1.0f)
-                    for (int64_t i = 0; i < H; i++) out[i] = out[i] + gr[i];
+                const float zj = zr[j];
+                if (zj == 0.0f) continue;
+                float *restrict out = gwT + j * n_g;
+                if (zj == 1.0f)
+                    for (int64_t i = 0; i < n_g; i++) out[i] = out[i] + gr[i];
                 else
-                    for (int64_t i = 0; i < H; i++) out[i] = out[i] + sj * gr[i];
+                    for (int64_t i = 0; i < n_g; i++) out[i] = out[i] + zj * gr[i];
             }
+        }
+    }
+}
+
+/* out[M, N] = A[M, K] B[K, N] for a small K (a readout's C classes): one pass over the output,
+ * which BLAS does slowly at this shape (measured 8-20 ms vs 3 ms for M=25088, K=10, N=220). */
+void spikelight_mm_small_k(const float *A, const float *B, int64_t M, int64_t K, int64_t N, float *out) {
+    for (int64_t m = 0; m < M; m++) {
+        const float *restrict a = A + m * K;
+        float *restrict o = out + m * N;
+        for (int64_t i = 0; i < N; i++) o[i] = a[0] * B[i];
+        for (int64_t k = 1; k < K; k++) {
+            const float ak = a[k];
+            const float *restrict b = B + k * N;
+            for (int64_t i = 0; i < N; i++) o[i] = o[i] + ak * b[i];
         }
     }
 }

@@ -29,9 +29,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["available", "library", "forward", "backward_step_args", "grad_w_sparse", "ABI_VERSION"]
+__all__ = [
+    "available", "library", "forward", "backward_step_args", "grad_w_sparse", "spike_linear", "mm_small_k",
+    "ABI_VERSION",
+]
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 SOURCE = Path(__file__).with_name("cpu_native.c")
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c99"]
 ARCH_FLAGS = ["-march=native"]  # this machine's vector width; the cache key names the CPU
@@ -57,7 +60,7 @@ class FwdArgs(ctypes.Structure):
 class BwdArgs(ctypes.Structure):
     _fields_ = [
         ("N", _I64), ("H", _I64),
-        ("gI", _P), ("GS", _P), ("ga", _P), ("Dg", _P), ("h", _P), ("s", _P), ("g_h", _P), ("beta", _P),
+        ("gI", _P), ("GS", _P), ("ga", _P), ("Dg", _P), ("h", _P), ("s", _P), ("g_h", _P), ("g_s", _P), ("beta", _P),
         ("t0", _I64),
         ("leak", _F), ("gain", _F), ("rho", _F), ("e0", _F), ("e1", _F), ("e_soft", _F), ("dbn", _F),
         ("hard", _I32), ("has_e", _I32), ("adaptive", _I32),
@@ -135,8 +138,11 @@ def library() -> ctypes.CDLL | None:
         lib.spikelight_forward.restype = None
         lib.spikelight_backward_step.argtypes = [ctypes.POINTER(BwdArgs), _I64, _I32, _I32]
         lib.spikelight_backward_step.restype = None
-        lib.spikelight_grad_w_sparse.argtypes = [_P, _P, _I64, _I64, _P]
-        lib.spikelight_grad_w_sparse.restype = None
+        lib.spikelight_grad_w_sparse.argtypes = [_P, _P, _I64, _I64, _I64, _P]
+        lib.spikelight_spike_linear.argtypes = [_P, _P, _I64, _I64, _I64, _P]
+        lib.spikelight_mm_small_k.argtypes = [_P, _P, _I64, _I64, _I64, _P]
+        for fn in (lib.spikelight_grad_w_sparse, lib.spikelight_spike_linear, lib.spikelight_mm_small_k):
+            fn.restype = None
         _lib = lib
     except (OSError, subprocess.SubprocessError):
         _lib = None
@@ -149,9 +155,11 @@ def available() -> bool:
 
 
 def _ptr(x: Tensor | None) -> int | None:
+    """The address of a contiguous fp32 (or bool mask) CPU tensor's data; None for None / empty."""
     if x is None or x.numel() == 0:
         return None
-    assert x.is_contiguous() and x.device.type == "cpu", "cpu_native takes contiguous CPU tensors"
+    if not (x.is_contiguous() and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bool)):
+        raise ValueError(f"cpu_native takes contiguous fp32 CPU tensors, got {x.dtype} on {x.device}")
     return x.data_ptr()
 
 
@@ -192,22 +200,47 @@ def forward(
 
 
 def backward_step_args(
-    gI: Tensor, GS: Tensor, ga: Tensor, h: Tensor, s: Tensor, g_h: Tensor | None, beta: Tensor | None, **consts
+    gI: Tensor,
+    GS: Tensor,
+    ga: Tensor,
+    h: Tensor,
+    s: Tensor,
+    g_h: Tensor | None,
+    g_s: Tensor | None,
+    beta: Tensor | None,
+    **consts,
 ) -> BwdArgs:
     """The argument block of ``spikelight_backward_step``; set ``Dg`` / ``t0`` per block of time steps.
 
-    gI, h, s, g_h [T, N]; GS, ga [N]; beta [H]. consts: leak, gain, rho, e0, e1, e_soft, dbn (floats),
+    gI, h, s, g_h, g_s [T, N]; GS, ga [N]; beta [H]. consts: leak, gain, rho, e0, e1, e_soft, dbn (floats),
     hard, has_e, adaptive (ints)."""
     H = h.shape[-1]
     return BwdArgs(N=h[0].numel(), H=H, gI=_ptr(gI), GS=_ptr(GS), ga=_ptr(ga), h=_ptr(h), s=_ptr(s),
-                   g_h=_ptr(g_h), beta=_ptr(beta), **consts)  # fmt: skip
+                   g_h=_ptr(g_h), g_s=_ptr(g_s), beta=_ptr(beta), **consts)  # fmt: skip
 
 
-def grad_w_sparse(gI_next: Tensor, s_prev: Tensor) -> Tensor:
-    """``Σ_m gI_next[m]ᵀ s_prev[m]`` = dL/dW_rec [H, H] from [M, H] rows, summed over the spikes only."""
+def grad_w_sparse(g: Tensor, z: Tensor) -> Tensor:
+    """``gᵀ z`` [n_g, n_z] from rows g [M, n_g], z [M, n_z], summed over the non-zero z only
+    (dL/dW of ``z Wᵀ``; spikes make it a sum of rows of g). fp32, contiguous, CPU."""
     lib = library()
     assert lib is not None
-    M, H = s_prev.shape
-    gwT = torch.zeros(H, H, dtype=torch.float32)
-    lib.spikelight_grad_w_sparse(_ptr(gI_next), _ptr(s_prev), M, H, gwT.data_ptr())
+    M, n_z = z.shape
+    gwT = torch.zeros(n_z, g.shape[1], dtype=torch.float32)
+    lib.spikelight_grad_w_sparse(_ptr(g), _ptr(z), M, n_z, g.shape[1], gwT.data_ptr())
     return gwT.t().contiguous()
+
+
+def spike_linear(z: Tensor, w_t: Tensor, out: Tensor) -> Tensor:
+    """``out = z Wᵀ`` (z [M, n_in], w_t = Wᵀ [n_in, n_out], out [M, n_out]) over the non-zero z only."""
+    lib = library()
+    assert lib is not None
+    lib.spikelight_spike_linear(_ptr(z), _ptr(w_t), z.shape[0], z.shape[1], w_t.shape[1], _ptr(out))
+    return out
+
+
+def mm_small_k(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    """``out = a b`` for a [M, K] with small K, b [K, N], out [M, N] (fp32, contiguous, CPU)."""
+    lib = library()
+    assert lib is not None
+    lib.spikelight_mm_small_k(_ptr(a), _ptr(b), a.shape[0], a.shape[1], b.shape[1], _ptr(out))
+    return out

@@ -292,14 +292,15 @@ class _NativeBackward:
         self.lib = cpu_native.library()
         self.ga = torch.zeros(shape, dtype=h.dtype)
         self.g_h = None if g_h is None else g_h.to(h.dtype).contiguous()
+        self.g_s = None if g_s is None else g_s.to(h.dtype).contiguous()  # added to the product in C
         self.args = cpu_native.backward_step_args(
-            gI, GS, self.ga, h, s, self.g_h, None if beta is None else torch.broadcast_to(beta, shape[-1:]).contiguous(),
+            gI, GS, self.ga, h, s, self.g_h, self.g_s,
+            None if beta is None else torch.broadcast_to(beta, shape[-1:]).contiguous(),
             leak=leak, gain=gain, rho=rho, e0=vr * leak / gain, e1=-leak / gain, e_soft=-thr * leak / gain,
             dbn=(rho - 1.0) / gain, hard=hard, has_e=not lif.detach_reset, adaptive=alif and spec.adaptive,
         )  # fmt: skip
         self.ref = ctypes.byref(self.args)
         self.gI, self.GS, self.w, self.k = gI.unbind(0), GS, w, tbptt or 0
-        self.g_s = None if g_s is None else g_s.unbind(0)
         self.adaptive = alif and spec.adaptive
 
     def block(self, t0: int, n: int, Dg: Tensor, nxt: Tensor | None, ga: Tensor | None):
@@ -309,14 +310,15 @@ class _NativeBackward:
         if ga is not None and ga is not self.ga:
             self.ga.copy_(ga)
         has_next, ga_live = nxt is not None, ga is not None
-        gI, GS, w, g_s, k, step = self.gI, self.GS, self.w, self.g_s, self.k, self.lib.spikelight_backward_step
+        gI, GS, w, k, step = self.gI, self.GS, self.w, self.k, self.lib.spikelight_backward_step
+        product = True  # whether GS may hold something other than zeros (the last step left its GS there)
         for t in range(t0 + n - 1, t0 - 1, -1):
             if has_next and w is not None:
-                torch.addmm(g_s[t], gI[t + 1], w, out=GS) if g_s is not None else torch.mm(gI[t + 1], w, out=GS)
-            elif g_s is not None:
-                GS.copy_(g_s[t])
-            else:
+                torch.mm(gI[t + 1], w, out=GS)
+                product = True
+            elif product:
                 GS.zero_()
+                product = False
             step(self.ref, t, has_next, ga_live)
             ga_live = ga_live or self.adaptive
             has_next = True

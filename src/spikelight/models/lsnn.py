@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from spikelight import kernels
 from spikelight.kernels.recurrent import leaky_filter
+from spikelight.kernels.spike_linear import spike_linear, spike_linear_applies
 from spikelight.models.base import NeuronFactory, apply_over_time, check_features, make_neuron
 from spikelight.models.output import SpikeOutput
 from spikelight.neurons import NeuronOutput
@@ -184,7 +185,10 @@ class LeakyReadout(nn.Module):
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, z: Tensor, state: Tensor | None = None, fused: bool = False) -> tuple[Tensor, Tensor]:
-        wz = F.linear(z, self.fc.weight)
+        if fused and spike_linear_applies(z, self.fc.weight):  # summed over the spikes (C), same values
+            wz = spike_linear(z, self.fc.weight)
+        else:
+            wz = F.linear(z, self.fc.weight)
         if self.tau is None:
             return wz + self.fc.bias, wz[-1]
         kappa = math.exp(-1.0 / self.tau)

@@ -1,0 +1,108 @@
+"""The C library of the CPU fast path (spikelight/kernels/cpu_native.c) on its own.
+
+The recurrent layer's C loops are checked against the reference loop in
+tests/test_kernels_recurrent.py (every neuron, reset, surrogate, TBPTT); here: that
+the library builds where a compiler is, that it can be turned off, the sums over
+spikes against dense products, and the LSNN readout's spike product against F.linear.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spikelight.kernels import buffers, cpu_native
+from spikelight.kernels.spike_linear import spike_linear, spike_linear_applies
+from spikelight.models import RecurrentSpikingLayer
+from spikelight.neurons import LIFNode
+
+needs_library = pytest.mark.skipif(cpu_native.library() is None, reason="no C compiler here (see the first test)")
+
+
+def test_library_builds_where_a_compiler_is_and_can_be_turned_off(monkeypatch, tmp_path):
+    # a compiler on PATH must give a working library (a broken build would otherwise only show as slowness)
+    if any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
+        assert cpu_native.library() is not None
+    monkeypatch.setattr(cpu_native, "_lib", cpu_native._lib)  # restored after the test, with _tried
+    monkeypatch.setattr(cpu_native, "_tried", False)
+    monkeypatch.setenv("SPIKELIGHT_CACHE", str(tmp_path))  # built there, once
+    assert (cpu_native.library() is not None) == bool(cpu_native._compiler())
+    assert len(list(tmp_path.glob("cpu_native-*.so"))) == int(cpu_native.available())
+    monkeypatch.setattr(cpu_native, "_tried", False)
+    monkeypatch.setenv("SPIKELIGHT_NATIVE", "0")  # off: the TorchScript loops run
+    assert cpu_native.library() is None and not cpu_native.available()
+    torch.manual_seed(0)
+    out = RecurrentSpikingLayer(5, 7, lambda: LIFNode(tau=3.0))(torch.rand(4, 2, 5).requires_grad_())
+    assert out.membrane.grad_fn.loops == "script"
+
+
+def test_pointers_only_of_contiguous_fp32_cpu_tensors():
+    with pytest.raises(ValueError, match="contiguous fp32"):
+        cpu_native._ptr(torch.zeros(3, 4).t())
+    with pytest.raises(ValueError, match="contiguous fp32"):
+        cpu_native._ptr(torch.zeros(3, dtype=torch.float64))
+
+
+@needs_library
+@pytest.mark.parametrize("density", [0.02, 0.5])
+def test_sparse_weight_gradient_equals_the_dense_product(density):
+    # below SPARSE_GRAD_W firing dL/dW_rec sums over the spikes, else one GEMM: the same matrix
+    gen = torch.Generator().manual_seed(5)
+    g, z = torch.randn(300, 13, generator=gen), (torch.rand(300, 17, generator=gen) < density).float()
+    z[::7, 3] = 0.5  # non-binary entries are multiplied
+    torch.testing.assert_close(cpu_native.grad_w_sparse(g, z), g.t() @ z, rtol=1e-5, atol=1e-5)
+
+
+@needs_library
+@pytest.mark.parametrize("density", [0.0, 0.03, 0.6])
+def test_spike_linear_equals_f_linear_with_gradients(density):
+    gen = torch.Generator().manual_seed(7)
+    z = (torch.rand(9, 4, 70, generator=gen) < density).float()
+    z[0, 0, :5] = torch.tensor([0.3, -1.0, 2.0, -0.0, 1.0])  # any value works, spikes are only the fast case
+    w = torch.randn(6, 70, generator=gen)
+    g = torch.randn(9, 4, 6, generator=gen)
+    outs = []
+    for fn in (spike_linear, F.linear):
+        zi, wi = z.clone().requires_grad_(), w.clone().requires_grad_()
+        out = fn(zi, wi)
+        out.backward(g)
+        outs.append((out, zi.grad, wi.grad))
+    assert type(outs[0][0].grad_fn).__name__ == "SpikeLinearFunctionBackward"
+    for a, b, what in zip(outs[0], outs[1], ("out", "g_z", "g_w")):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * max(1.0, b.abs().max().item()), msg=what)
+
+
+@needs_library
+def test_small_k_product_equals_mm():
+    gen = torch.Generator().manual_seed(9)
+    a, b = torch.randn(1000, 10, generator=gen), torch.randn(10, 33, generator=gen)
+    out = cpu_native.mm_small_k(a, b, torch.empty(1000, 33))
+    torch.testing.assert_close(out, a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_spike_linear_only_on_fp32_cpu_without_autocast():
+    z, w = torch.zeros(3, 4), torch.zeros(2, 4)
+    assert spike_linear_applies(z, w) == cpu_native.available()
+    assert not spike_linear_applies(z.double(), w.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not spike_linear_applies(z, w)
+
+
+def test_buffer_pool_reuses_memory_only_when_no_tensor_holds_it():
+    pool = buffers.BufferPool(min_bytes=100, max_free_bytes=5000)
+    a = pool.empty((10, 30), torch.float32)
+    b = pool.empty((10, 30), torch.float32)
+    assert a.data_ptr() != b.data_ptr()
+    pa, view = a.data_ptr(), a[2:4]
+    del a
+    c = pool.empty((10, 30), torch.float32)  # a's memory is still seen through the view
+    assert c.data_ptr() not in (pa, b.data_ptr())
+    del view
+    assert pool.empty((10, 30), torch.float32).data_ptr() == pa  # now free: handed out again
+    assert pool.empty((5,), torch.float32).data_ptr() not in (pa, b.data_ptr(), c.data_ptr())  # small: torch.empty
+    for _ in range(20):  # unused buffers beyond max_free_bytes go back to the OS
+        pool.empty((10, 30 + _), torch.float32)
+    assert pool.held_bytes() <= 5000 + 2 * 1200 + 10 * 49 * 4
