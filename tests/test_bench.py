@@ -1,4 +1,4 @@
-"""The benchmark's conv and event-driven cases still build and run one call of every contender
+"""The benchmark's conv, event-driven and other-neuron cases still build and run one call of every contender
 (the benchmark itself is never timed in tests; this only keeps it from rotting)."""
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ def bench():
     return module
 
 
-@pytest.mark.parametrize("case", ["conv", "event_driven"])
+@pytest.mark.parametrize("case", ["conv", "event_driven", "other_neurons"])
 def test_bench_case_runs_every_contender_once(bench, case):
     build = dict(bench.CASES)[case]
-    (built,) = build(bench.Ctx(torch.device("cpu"), reps=1, warmup=0))
-    assert set(built.ours) | set(built.anchors) <= set(built.contenders) and built.ours and built.anchors
-    for call in built.contenders.values():
-        call()
+    for built in build(bench.Ctx(torch.device("cpu"), reps=1, warmup=0)):
+        assert set(built.ours) | set(built.anchors) <= set(built.contenders) and built.ours and built.anchors
+        for call in built.contenders.values():
+            call()

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from spikelight.encoding import DirectEncoder, PoissonEncoder, SequenceEncoder  # noqa: E402
 from spikelight.losses import CEMembranePerStepLoss, MSERateLoss, ReadoutCrossEntropyLoss  # noqa: E402
 from spikelight.models import FCLIF, LSNN, MLP, ConvSNN  # noqa: E402
-from spikelight.neurons import ALIFNode, IFNode, LeakyNode, LIFNode  # noqa: E402
+from spikelight.neurons import ALIFNode, DualExpNode, IFNode, LeakyNode, LIFNode  # noqa: E402
 from spikelight.readout import RateReadout  # noqa: E402
 from spikelight.surrogate import ATan  # noqa: E402
 
@@ -229,6 +229,29 @@ def case_lif_layer(ctx: Ctx) -> list[Case]:
                 ["SpikingJelly 2.0 LIFNode", "snnTorch 1.0 Leaky", "plain loop"],
             )
         )
+    return cases
+
+
+@bench_case
+def case_other_neurons(ctx: Ctx) -> list[Case]:
+    """ALIF (feed-forward) and the dual-exponential neuron alone, forward + backward: fused vs the
+    reference loop (no other library has these neurons in this form)."""
+    T, B, N = 32, 32, 2048
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(T, B, N, generator=gen) * 0.7 + 0.6).to(ctx.device).requires_grad_()
+    g = torch.randn(T, B, N, generator=gen).to(ctx.device)
+    makers = {
+        "ALIF": lambda b: ALIFNode(tau=2.0, tau_adapt=20.0, beta=0.5, adaptive_fraction=0.5, backend=b),
+        "dual_exp": lambda b: DualExpNode(tau_m=5.0, tau_s=3.0, backend=b),
+    }
+    cases = []
+    for name, make in makers.items():
+        c = {}
+        for backend in ("fused", "torch"):
+            node = make(backend)
+            c[f"spikelight {name} {backend}"] = layer_call(lambda x, n=node: n(x).spikes, x, g)
+        cases.append(Case(f"{name}_layer T={T} B={B} N={N}", f"{name} layer alone, spikes.backward(g), input grad", c,
+                          [f"spikelight {name} fused"], [f"spikelight {name} torch"]))  # fmt: skip
     return cases
 
 

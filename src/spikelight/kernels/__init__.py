@@ -10,8 +10,9 @@
             CPU at every size tried, see experiments/benchmarks/RESULTS.md)
 
 A neuron has a fused form when it returns a spec from ``_kernel_spec()``
-(IF, LIF, Leaky, ALIF do, unless a subclass changed their dynamics; ALIF has
-no Triton kernel: ``auto`` runs it fused on every device). A neuron written
+(IF, LIF, Leaky, ALIF, dual-exponential do, unless a subclass changed their
+dynamics; ALIF and dual-exponential have no Triton kernel: ``auto`` runs them
+fused on every device). A neuron written
 by a user (its ``charge`` only) has none and runs the reference loop under
 ``auto``; asking such a neuron for ``fused`` / ``triton`` is refused in one line.
 
@@ -19,7 +20,9 @@ The recurrent layer (LSNN) follows its neuron's ``backend`` the same way
 (:func:`select_recurrent_backend`): ``auto`` / ``fused`` run the whole
 sequence, recurrence included, as one autograd Function
 (:mod:`spikelight.kernels.recurrent`) for IF, LIF and ALIF neurons; ``torch`` is
-the reference per-step loop.
+the reference per-step loop. On the CPU (fp32, no autocast) its per-step loops run
+in C (:mod:`spikelight.kernels.cpu_native`, built on first use where a C compiler
+is; else TorchScript), with the recurrent product summed over the spikes.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from torch import Tensor
 
 from spikelight.errors import ConfigError
 from spikelight.kernels.recurrent import recurrent_multi_step
-from spikelight.kernels.spec import ALIFSpec, KernelSpec, LeakySpec, LIFSpec
+from spikelight.kernels.spec import ALIFSpec, DualExpSpec, KernelSpec, LeakySpec, LIFSpec
 from spikelight.kernels.torch_fused import leaky_multi_step, lif_multi_step
 from spikelight.surrogate import Surrogate
 
@@ -38,6 +41,7 @@ __all__ = [
     "LIFSpec",
     "LeakySpec",
     "ALIFSpec",
+    "DualExpSpec",
     "KernelSpec",
     "check_backend",
     "select_backend",
@@ -69,6 +73,8 @@ def _no_triton_reason(spec: KernelSpec, surrogate: Surrogate, x: Tensor) -> str 
 
     if isinstance(spec, ALIFSpec):
         return "has no Triton kernel for ALIF"
+    if isinstance(spec, DualExpSpec):
+        return "has no Triton kernel for the dual-exponential neuron"
     if not tn.triton_available(x.device):
         return "needs a CUDA tensor and triton installed"
     if x.dtype not in tn.DTYPES:

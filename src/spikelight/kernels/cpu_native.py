@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -38,6 +39,8 @@ ABI_VERSION = 2
 SOURCE = Path(__file__).with_name("cpu_native.c")
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c99"]
 ARCH_FLAGS = ["-march=native"]  # this machine's vector width; the cache key names the CPU
+
+log = logging.getLogger(__name__)
 
 _F = ctypes.c_float
 _P = ctypes.c_void_p
@@ -127,9 +130,16 @@ def library() -> ctypes.CDLL | None:
     try:
         version = subprocess.run([*cc.split(), "--version"], capture_output=True, text=True, timeout=30).stdout
         key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, *FLAGS, _cpu_id()]).encode()).hexdigest()
-        path = _cache_dir() / f"cpu_native-{key[:20]}.so"
+        name = f"cpu_native-{key[:20]}.so"
+        path = _cache_dir() / name
         if not path.exists():
-            _build(cc, path)
+            log.info("building spikelight's CPU kernels with %s (once per machine, a few seconds): %s", cc, path)
+            try:
+                _build(cc, path)
+            except PermissionError:  # a read-only home: the temporary directory will do
+                path = Path(tempfile.gettempdir()) / f"spikelight-{os.getuid() if hasattr(os, 'getuid') else 0}" / name
+                if not path.exists():
+                    _build(cc, path)
         lib = ctypes.CDLL(str(path))
         lib.spikelight_abi_version.restype = _I64
         if lib.spikelight_abi_version() != ABI_VERSION:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LIFSpec", "LeakySpec", "ALIFSpec", "KernelSpec"]
+__all__ = ["LIFSpec", "LeakySpec", "ALIFSpec", "DualExpSpec", "KernelSpec"]
 
 
 @dataclass(frozen=True)
@@ -71,4 +71,24 @@ class ALIFSpec:
     adaptive: bool
 
 
-KernelSpec = LIFSpec | LeakySpec | ALIFSpec
+@dataclass(frozen=True)
+class DualExpSpec:
+    """Dual-exponential neuron (:class:`~spikelight.neurons.DualExpNode`): traces
+    ``m = (m + x)(1 − θ_m)``, ``s = (s + x)(1 − θ_s)``, ``g = (g + x)(1 − θ_g)``,
+    ``u = (m − s)·θ_s/(θ_s − θ_m)``, fire on ``u ≥ v_threshold`` (``>`` if ``strict``),
+    a spike sets all three traces to 0 (``detach_reset``: that reset carries no gradient)."""
+
+    theta_m: float
+    theta_s: float
+    theta_g: float
+    v_threshold: float
+    detach_reset: bool
+    strict: bool = False
+
+    @property
+    def scale(self) -> float:
+        """du/dm = −du/ds: ``θ_s/(θ_s − θ_m)``."""
+        return self.theta_s / (self.theta_s - self.theta_m)
+
+
+KernelSpec = LIFSpec | LeakySpec | ALIFSpec | DualExpSpec

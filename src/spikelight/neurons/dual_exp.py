@@ -26,7 +26,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spikelight.neurons.base import BaseNode
+from spikelight import kernels
+from spikelight.kernels.dual_exp_fused import dual_exp_multi_step
+from spikelight.neurons.base import BaseNode, NeuronOutput, _compute_dtype
 from spikelight.surrogate import Surrogate
 
 __all__ = ["DualExpNode", "DualExpState", "dual_exp_update"]
@@ -66,6 +68,8 @@ class DualExpNode(BaseNode):
         v_threshold: firing threshold ϑ (> 0; 1 in every published config).
         surrogate: surrogate spike function for BPTT use (the event-driven model ignores it).
         detach_reset: detach the spike used in the reset from the graph (BPTT use).
+        backend: ``auto`` / ``fused`` (all T steps as one autograd Function, same spikes,
+            :mod:`spikelight.kernels.dual_exp_fused`) or ``torch`` (the reference loop).
 
     State: :class:`DualExpState` ``(m, s, g)``; ``membrane`` in outputs is u before reset.
     """
@@ -80,10 +84,11 @@ class DualExpNode(BaseNode):
         v_threshold: float = 1.0,
         surrogate: Surrogate | None = None,
         detach_reset: bool = False,
+        backend: str = "auto",
     ) -> None:
         if not v_threshold > 0:
             raise ValueError(f"dual_exp v_threshold must be > 0, got {v_threshold}")
-        super().__init__(v_threshold, 0.0, surrogate, detach_reset)
+        super().__init__(v_threshold, 0.0, surrogate, detach_reset, backend)
         for name, val in (("tau_m", tau_m), ("tau_s", tau_s), ("tau_grad", tau_grad)):
             if isinstance(val, bool) or not isinstance(val, (int, float)) or not val > 1:
                 raise ValueError(f"dual_exp {name} must be a number of steps > 1, got {val!r}")
@@ -105,8 +110,23 @@ class DualExpNode(BaseNode):
         keep = 1.0 - (spike.detach() if self.detach_reset else spike)
         return spike, DualExpState(*(v * keep for v in traces)), u
 
+    # --- fused kernel ------------------------------------------------------------------
+    def _kernel_spec(self) -> kernels.DualExpSpec | None:
+        if not self._dynamics_of(DualExpNode) or type(self).thetas is not DualExpNode.thetas:
+            return None
+        return kernels.DualExpSpec(*self.thetas, self.v_threshold, self.detach_reset, self.strict_threshold)
+
+    def _multi_step_fused(self, x_seq: Tensor, state, backend: str, spec: kernels.DualExpSpec) -> NeuronOutput:
+        xc = x_seq.to(_compute_dtype(x_seq.dtype))
+        state = self._as_state(state, xc[0])
+        record: list | None = [] if self.record_states else None
+        spikes, u, m, s, g = dual_exp_multi_step(xc, state.m, state.s, state.g, spec, self.surrogate, record)
+        states = DualExpState(*record) if record is not None else None
+        return NeuronOutput(spikes.to(x_seq.dtype), u, DualExpState(m, s, g), states)
+
     def extra_repr(self) -> str:
+        backend = "" if self.backend == "auto" else f", backend={self.backend!r}"
         return (
             f"tau_m={self.tau_m}, tau_s={self.tau_s}, tau_grad={self.tau_grad}, "
-            f"v_threshold={self.v_threshold}, reset=all traces to 0, detach_reset={self.detach_reset}"
+            f"v_threshold={self.v_threshold}, reset=all traces to 0, detach_reset={self.detach_reset}{backend}"
         )
