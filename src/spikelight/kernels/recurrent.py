@@ -16,15 +16,26 @@ backward is a hand-written reverse-time recurrence: per step one product (the
 gradient reaching z_{t-1} through W_rec) and 3–6 in-place element-wise ops; the
 surrogate and every factor that is not sequential are computed on blocks of
 time steps, and ``dL/dW_rec = Σ_t (dL/dI_t)ᵀ z_{t-1}`` is one matrix product
-over the whole sequence. The per-step loops live in
-:mod:`spikelight.kernels.recurrent_steps` and run compiled by TorchScript where
-it is available (less per-op overhead; the same ops).
+over the whole sequence.
 
-Forward values are bit-identical to the reference loop: the recurrent current
-is the reference's own product (``mm`` of the same operands, then ``ff_t +``),
-and every element-wise op rounds like the reference's (as in
-:mod:`spikelight.kernels.torch_fused`). Under autocast the product runs in the
-autocast dtype, as ``F.linear`` does in the reference.
+The per-step loops run one of three ways (``loops``):
+
+- ``native`` (the CPU default: fp32, no autocast, a C compiler present): the C loops
+  of :mod:`spikelight.kernels.cpu_native`. A forward step is one pass over B·H
+  numbers, and the recurrent current adds the rows of W_recᵀ of the neurons that
+  spiked (no products: spikes are 0/1, and mostly 0); the backward keeps torch's
+  dense product p_{t+1} W per step plus one C call for the step's element-wise
+  work, and dL/dW_rec sums over the spikes when fewer than ``SPARSE_GRAD_W`` fire.
+  Spikes and final state match the loop; h differs from it by the rounding of the
+  recurrent sum (taken in another order than BLAS's: an ulp or so).
+- ``script``: :mod:`spikelight.kernels.recurrent_steps` compiled by TorchScript
+  (other devices, fp64, autocast, no compiler). Forward values are bit-identical
+  to the reference loop: the recurrent current is the reference's own product
+  (``mm`` of the same operands, then ``ff_t +``), and every element-wise op rounds
+  like the reference's (as in :mod:`spikelight.kernels.torch_fused`). Under
+  autocast the product runs in the autocast dtype, as ``F.linear`` does in the
+  reference.
+- ``python``: the same functions uncompiled (same numbers as ``script``).
 
 Saved for backward: the outputs (spikes, pre-reset potential h), plus for an
 adaptive ALIF the surrogate's input u_t, and with a refractory period a bool
