@@ -292,7 +292,7 @@ def test_auto_fuses_lif_if_alif_and_falls_back_for_the_rest():
 def test_explicit_backends_that_cannot_run_are_one_line():
     with pytest.raises(ConfigError, match="Leaky.*no fused recurrent form"):
         _layer_backend(LeakyNode(backend="fused"))
-    with pytest.raises(ConfigError, match="recurrent layer has no Triton kernel"):
+    with pytest.raises(ConfigError, match="recurrent Triton kernel needs a CUDA tensor"):
         _layer_backend(LIFNode(backend="triton"))
     with pytest.raises(ConfigError, match="backend=triton has no Triton kernel for ALIF"):
         ALIFNode(backend="triton")(torch.rand(3, 2, 4))

@@ -20,7 +20,9 @@ The recurrent layer (LSNN) follows its neuron's ``backend`` the same way
 (:func:`select_recurrent_backend`): ``auto`` / ``fused`` run the whole
 sequence, recurrence included, as one autograd Function
 (:mod:`spikelight.kernels.recurrent`) for IF, LIF and ALIF neurons; ``torch`` is
-the reference per-step loop. On the CPU (fp32, no autocast) its per-step loops run
+the reference per-step loop. On CUDA (fp32, a built-in surrogate) that Function's
+loops are two persistent Triton kernels (:mod:`spikelight.kernels.triton_recurrent`;
+``triton`` asks for them explicitly, refused in one line where they cannot run). On the CPU (fp32, no autocast) its per-step loops run
 in C (:mod:`spikelight.kernels.cpu_native`, built on first use where a C compiler
 is; else TorchScript), with the recurrent product summed over the spikes.
 """
@@ -111,7 +113,9 @@ def select_backend(requested: str, spec: KernelSpec | None, surrogate: Surrogate
 
 
 def select_recurrent_backend(requested: str, spec: KernelSpec | None, surrogate: Surrogate, who: str) -> str:
-    """The backend a recurrent layer runs with its neuron: ``torch`` (the loop) or ``fused``.
+    """The backend a recurrent layer runs with its neuron: ``torch`` (the loop) or ``fused`` (one
+    autograd Function; with ``triton`` requested its loops are the persistent Triton kernels, which
+    :func:`~spikelight.kernels.recurrent.recurrent_multi_step` checks can run).
 
     ``auto`` falls back to the loop for a neuron without a fused recurrent form; an
     explicit ``fused`` / ``triton`` that cannot run raises one line naming the fix.
@@ -126,11 +130,7 @@ def select_recurrent_backend(requested: str, spec: KernelSpec | None, surrogate:
         if requested == "auto":
             return "torch"
         raise ConfigError(f"neuron.backend={requested}: {who} {why}; use neuron.backend=auto or torch")
-    if requested == "triton":
-        raise ConfigError(
-            "neuron.backend=triton: the recurrent layer has no Triton kernel; use neuron.backend=auto or fused"
-        )
-    return "fused"
+    return "fused"  # triton too: the fused Function runs its loops as the persistent Triton kernels
 
 
 def run_fused(

@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from spikelight.errors import ConfigError
 from spikelight.kernels import buffers, cpu_native
 from spikelight.kernels.recurrent_steps import backward_steps, filter_backward, filter_forward, forward_steps
 from spikelight.kernels.spec import ALIFSpec, LIFSpec
@@ -125,7 +126,19 @@ class RecurrentFunction(torch.autograd.Function):
         opt = lambda x: empty if x is None else x  # noqa: E731
         rec3 = (*rec, empty, empty)[:3] if rec else (empty,) * 3
         n_spikes = -1
-        if loops == "native":
+        if loops == "triton":
+            from spikelight.kernels import triton_recurrent
+
+            H = shape[-1]
+            R = shape.numel() // H
+            s = triton_recurrent.recurrent_forward(
+                ff.reshape(T, R, H).contiguous(), w_rec, None if z0 is None else z.reshape(R, H).contiguous(),
+                v.view(R, H), None if a is None else a.view(R, H), None if ref is None else ref.view(R, H),
+                None if beta is None else torch.broadcast_to(beta, (H,)).to(dt).contiguous(), h.view(T, R, H),
+                None if u is None else u.view(T, R, H), None if mask is None else mask.view(torch.int8).view(T, R, H),
+                spec,
+            ).view(T, *shape)  # fmt: skip
+        elif loops == "native":
             n_spikes = cpu_native.forward(
                 ff.contiguous(), None if w_rec is None else w_rec.t().contiguous(),
                 None if z0 is None else z.contiguous(), v, a, ref,
@@ -170,6 +183,8 @@ class RecurrentFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_s, g_h, g_v, g_a, g_ref):  # type: ignore[override]
         h, s, u, mask, z0, w, beta = ctx.saved_tensors
+        if ctx.loops == "triton":
+            return _triton_backward(ctx, h, s, u, mask, z0, w, beta, g_s, g_h, g_v, g_a)
         spec = ctx.spec
         alif = isinstance(spec, ALIFSpec)
         lif: LIFSpec = spec.lif if alif else spec
@@ -264,25 +279,55 @@ class RecurrentFunction(torch.autograd.Function):
                     opt(F), opt(Gh), opt(f_soft), opt(e_soft), rho_t, g_s is not None, not detach, hard,
                     Gh is not None, adaptive, k or 0, script=ctx.loops == "script",
                 )  # fmt: skip
-        need = ctx.needs_input_grad
-        g_w = g_z0 = None
-        if w is not None and need[1]:
-            H = shape[-1]
-            if T == 1:
-                g_w = torch.zeros_like(w)
-            elif native and ctx.n_spikes < SPARSE_GRAD_W * s.numel():  # the sum over the spikes only
-                g_w = cpu_native.grad_w_sparse(gI[1:].reshape(-1, H), s[:-1].reshape(-1, H))
-            else:
-                g_w = torch.mm(gI[1:].reshape(-1, H).t(), s[:-1].reshape(-1, H))
-            if z0 is not None:
-                g_w.addmm_(gI[0].reshape(-1, H).t(), z0.to(h.dtype).expand(shape).reshape(-1, H))
-        if w is not None and z0 is not None and need[5]:
-            g_z0 = torch.mm(gI[0].reshape(-1, shape[-1]), w).view(shape)
-        g_v0 = gI[0] * (leak / gain) if need[2] else None
-        g_a0 = None
-        if alif and need[3]:
-            g_a0 = ga.div_(1.0 - rho) if ga is not None else torch.zeros(shape, dtype=h.dtype, device=h.device)
-        return gI, g_w, g_v0, g_a0, None, g_z0, None, None, None, None, None, None, None, None
+        return _input_grads(ctx, gI, ga, h, s, z0, w, native)
+
+
+def _input_grads(ctx, gI: Tensor, ga: Tensor | None, h: Tensor, s: Tensor, z0, w, native: bool) -> tuple:
+    """The gradients RecurrentFunction.backward returns, from p_t = dL/dI_t (gI) and the adaptation's
+    carry ga = (1-ρ)·dL/da before step 0: dL/dW_rec = Σ_t p_tᵀ z_{t-1}, dL/dz0, dL/dv0, dL/da0."""
+    spec = ctx.spec
+    alif = isinstance(spec, ALIFSpec)
+    lif: LIFSpec = spec.lif if alif else spec
+    T, shape = h.shape[0], h.shape[1:]
+    rho = spec.rho if alif else 0.0
+    need = ctx.needs_input_grad
+    g_w = g_z0 = None
+    if w is not None and need[1]:
+        H = shape[-1]
+        if T == 1:
+            g_w = torch.zeros_like(w)
+        elif native and ctx.n_spikes < SPARSE_GRAD_W * s.numel():  # the sum over the spikes only
+            g_w = cpu_native.grad_w_sparse(gI[1:].reshape(-1, H), s[:-1].reshape(-1, H))
+        else:
+            g_w = torch.mm(gI[1:].reshape(-1, H).t(), s[:-1].reshape(-1, H))
+        if z0 is not None:
+            g_w.addmm_(gI[0].reshape(-1, H).t(), z0.to(h.dtype).expand(shape).reshape(-1, H))
+    if w is not None and z0 is not None and need[5]:
+        g_z0 = torch.mm(gI[0].reshape(-1, shape[-1]), w).view(shape)
+    g_v0 = gI[0] * (lif.leak / lif.input_gain) if need[2] else None
+    g_a0 = None
+    if alif and need[3]:
+        g_a0 = ga.div_(1.0 - rho) if ga is not None else torch.zeros(shape, dtype=h.dtype, device=h.device)
+    return gI, g_w, g_v0, g_a0, None, g_z0, None, None, None, None, None, None, None, None
+
+
+def _triton_backward(ctx, h, s, u, mask, z0, w, beta, g_s, g_h, g_v, g_a) -> tuple:
+    """RecurrentFunction.backward on the persistent Triton kernel (:mod:`spikelight.kernels.triton_recurrent`)."""
+    from spikelight.kernels import triton_recurrent
+    from spikelight.kernels.triton_neurons import triton_surrogate
+
+    T, shape = h.shape[0], h.shape[1:]
+    H = shape[-1]
+    R = shape.numel() // H
+    v3 = lambda x: None if x is None else x.reshape(T, R, H)  # noqa: E731
+    gI, ga = triton_recurrent.recurrent_backward(
+        v3(g_s), v3(g_h), None if g_v is None else g_v.expand(shape).reshape(R, H),
+        None if g_a is None else g_a.expand(shape).reshape(R, H), w, h.view(T, R, H), s.reshape(T, R, H),
+        v3(u), None if mask is None else mask.view(torch.int8).view(T, R, H),
+        None if beta is None else torch.broadcast_to(beta, (H,)).to(h.dtype).contiguous(),
+        ctx.spec, triton_surrogate(ctx.surrogate), ctx.tbptt,
+    )  # fmt: skip
+    return _input_grads(ctx, gI.view(h.shape), ga.view(shape), h, s, z0, w, False)
 
 
 SPARSE_GRAD_W = 0.1  # below this firing density dL/dW_rec sums over the spikes (cpu_native) instead of one GEMM
@@ -357,9 +402,10 @@ def recurrent_multi_step(
     v0 / a0 / ref0 / z0: initial membrane, adaptation, refractory count, spikes ([B, ..., H];
     a0 and ref0 for ALIF only; z0 None = zeros). beta [H]: ALIF's per-neuron adaptation strength.
     record: a list to receive the per-step states (values only), or None.
-    loops: how the per-step loops run: ``native`` (C, :mod:`spikelight.kernels.cpu_native`: CPU, fp32,
-    no autocast), ``script`` (TorchScript where available), ``python``; ``auto`` = native where it
-    applies and a C compiler is present, else script. All compute the same spikes; native's
+    loops: how the per-step loops run: ``triton`` (one persistent kernel per direction, CUDA, fp32, no
+    autocast, built-in surrogates, no ``record``), ``native`` (C, :mod:`spikelight.kernels.cpu_native`:
+    CPU, fp32, no autocast), ``script`` (TorchScript where available), ``python``; ``auto`` = triton on
+    CUDA where it applies, native on the CPU where it applies and a C compiler is present, else script. All compute the same spikes; native's
     recurrent sum rounds differently (an ulp), the others are bit-identical to the reference loop.
     Returns (spikes, h [T, B, ..., H], v_T, a_T, ref_T), all in the compute dtype (fp32, or
     fp64 for fp64 input); a_T / ref_T are None for IF/LIF.
@@ -369,11 +415,31 @@ def recurrent_multi_step(
     mm_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else compute
     w = None if w_rec is None else w_rec.to(compute)
     if loops == "auto":
-        loops = "native" if native_applies(ff, compute, mm_dtype) else "script"
+        if ff.is_cuda and triton_applies(ff, compute, mm_dtype, surrogate, record):
+            loops = "triton"
+        else:
+            loops = "native" if native_applies(ff, compute, mm_dtype) else "script"
     elif loops == "native" and not native_applies(ff, compute, mm_dtype):
         raise ValueError("loops='native' needs fp32 CPU tensors without autocast and a C compiler (cpu_native)")
+    elif loops == "triton" and not triton_applies(ff, compute, mm_dtype, surrogate, record):
+        raise ConfigError(
+            "neuron.backend=triton: the recurrent Triton kernel needs a CUDA tensor (or TRITON_INTERPRET=1), fp32 "
+            "without autocast, a built-in surrogate and no state monitor; use neuron.backend=auto"
+        )
     return RecurrentFunction.apply(
         ff.to(compute), w, v0, a0, ref0, z0, beta, spec, surrogate, tbptt, _exact_ops(ff), mm_dtype, record, loops
+    )
+
+
+def triton_applies(ff: Tensor, compute: torch.dtype, mm_dtype: torch.dtype, surrogate: Surrogate, record) -> bool:
+    """Whether the persistent Triton kernels can run this call (:mod:`spikelight.kernels.triton_recurrent`)."""
+    from spikelight.kernels.triton_neurons import triton_available, triton_surrogate
+
+    return (
+        compute == mm_dtype == torch.float32
+        and record is None
+        and triton_available(ff.device)
+        and triton_surrogate(surrogate) is not None
     )
 
 

@@ -1,0 +1,108 @@
+"""The persistent Triton kernels of the recurrent layer (kernels/triton_recurrent.py) against the loop.
+
+Run on the CPU under ``TRITON_INTERPRET=1`` in a subprocess (the interpreter must be
+chosen before triton is imported): every neuron kind of the recurrent tests (LIF
+hard / soft / v_reset / strict, IF, ALIF adaptive / normalize / refractory), ATan and
+Triangle, detach_reset, truncated BPTT, explicit initial state, and the whole LSNN
+with its readout: identical spikes, membrane and final state within float rounding,
+gradients of x, W_in, W_rec and the initial state within 1e-5 relative. The
+interpreter runs a program's threads in order, so it cannot show a missing barrier;
+that needs a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from .conftest import ROOT
+
+_SCRIPT = textwrap.dedent(
+    """
+    import json, torch
+    from tests.test_kernels import SURROGATES
+    from tests.test_kernels_recurrent import NEURONS, _inputs, _leaves, F, H
+    from spikelight.models import LSNN, RecurrentSpikingLayer
+    from spikelight.neurons import ALIFState
+
+    def run(neuron, sur, detach, backend, x, state, tbptt):
+        torch.manual_seed(0)
+        layer = RecurrentSpikingLayer(F, H, lambda: NEURONS[neuron](SURROGATES[sur](), detach, backend),
+                                      tbptt_steps=tbptt)
+        with torch.no_grad():
+            layer.rec.weight.mul_(2.0)
+        x = x.clone().requires_grad_()
+        state = _leaves(state)
+        out = layer(x, state)
+        gen = torch.Generator().manual_seed(1)
+        r = lambda t: torch.randn(t.shape, generator=gen)
+        fin = out.state.neuron
+        loss = (out.spikes * r(out.spikes)).sum() + 0.3 * (out.membrane * r(out.membrane)).sum()
+        loss = loss + (fin.v * r(fin.v)).sum() + (out.state.spikes * r(out.state.spikes)).sum()
+        if isinstance(fin, ALIFState):
+            loss = loss + (fin.a * r(fin.a)).sum()
+        loss.backward()
+        grads = {"x": x.grad, "w_in": layer.fc.weight.grad, "w_rec": layer.rec.weight.grad}
+        if state is not None:
+            grads.update(v0=state.neuron.v.grad, z0=state.spikes.grad)
+            if isinstance(state.neuron, ALIFState):
+                grads["a0"] = state.neuron.a.grad
+        return out, grads
+
+    def same(ref, tri):
+        (o_r, g_r), (o_t, g_t) = ref, tri
+        ok = o_t.membrane.grad_fn.loops == "triton" and torch.equal(o_t.spikes, o_r.spikes)
+        ok = ok and 0.05 < o_r.spikes.mean() < 0.7
+        ok = ok and torch.allclose(o_t.membrane, o_r.membrane, rtol=1e-5, atol=1e-5)
+        ok = ok and all(torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(o_t.state.neuron, o_r.state.neuron))
+        for k, b in g_r.items():
+            ok = ok and torch.allclose(g_t[k], b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
+        return bool(ok)
+
+    cases = [(n, "atan", False, None, True) for n in NEURONS]
+    cases += [(n, "triangle", True, 5, False) for n in ("lif_hard", "if_soft", "alif_soft_normalize", "alif_refractory")]
+    cases += [(n, "atan", False, 5, True) for n in ("alif_hard", "lif_vreset")]
+    failures = []
+    for neuron, sur, detach, tbptt, explicit in cases:
+        x, state = _inputs(3, neuron, explicit_state=explicit)
+        ref = run(neuron, sur, detach, "torch", x, state, tbptt)
+        if not same(ref, run(neuron, sur, detach, "triton", x, state, tbptt)):
+            failures.append(f"{neuron}/{sur}/detach={detach}/tbptt={tbptt}/state={explicit}")
+    # the whole LSNN (leaky readout), neuron.backend=triton
+    gen = torch.Generator().manual_seed(11)
+    x = (torch.randn(16, 3, F, generator=gen) * 0.8 + 0.5) * 3.5
+    y = torch.randint(0, 4, (3,), generator=gen)
+    res = {}
+    for backend in ("torch", "triton"):
+        torch.manual_seed(0)
+        model = LSNN(lambda b=backend: NEURONS["alif_refractory"](SURROGATES["atan"](), False, b), in_features=F,
+                     hidden=H, num_classes=4, readout_tau=20.0)
+        out = model(x)
+        torch.nn.functional.cross_entropy(out.membrane.mean(0), y).backward()
+        res[backend] = (out, {n: p.grad for n, p in model.named_parameters()})
+    o_r, o_t = res["torch"][0], res["triton"][0]
+    ok = torch.equal(o_t.hidden["rec.neuron"], o_r.hidden["rec.neuron"]) and o_r.hidden["rec.neuron"].sum() > 0
+    ok = ok and torch.allclose(o_t.membrane, o_r.membrane, rtol=1e-5, atol=1e-6)
+    for n, b in res["torch"][1].items():
+        ok = ok and torch.allclose(res["triton"][1][n], b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
+    if not ok:
+        failures.append("lsnn model")
+    print(json.dumps({"cases": len(cases) + 1, "failures": failures}))
+    """
+)
+
+
+def test_recurrent_triton_kernels_equal_reference_under_interpreter():
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["cases"] == 17 and result["failures"] == [], result["failures"]
