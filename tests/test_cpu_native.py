@@ -106,3 +106,6 @@ def test_buffer_pool_reuses_memory_only_when_no_tensor_holds_it():
     for _ in range(20):  # unused buffers beyond max_free_bytes go back to the OS
         pool.empty((10, 30 + _), torch.float32)
     assert pool.held_bytes() <= 5000 + 2 * 1200 + 10 * 49 * 4
+    assert pool.release() > 0 and pool.held_bytes() == 2 * 1200  # b and c are still in use
+    del b, c
+    assert pool.release() == 2 * 1200 and pool.held_bytes() == 0

@@ -13,7 +13,7 @@ Writes ``experiments/benchmarks/RESULTS.md`` (``--out``) with hardware and date.
 Peak memory: on CUDA ``max_memory_allocated`` during one call, minus what was
 allocated before. On the CPU PyTorch allocates with ``malloc`` directly (so
 ``tracemalloc`` sees none of it): we return freed heap memory to the OS
-(``malloc_trim``), reset the kernel's resident-set high-water mark
+(``malloc_trim``; the fused paths' pool of reused buffers is emptied first, so they count), reset the kernel's resident-set high-water mark
 (``/proc/self/clear_refs``) and report ``VmHWM − VmRSS`` before the call, the
 memory the call touched at its peak (inputs excluded, page-granular).
 
@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from spikelight.encoding import DirectEncoder, PoissonEncoder, SequenceEncoder  # noqa: E402
+from spikelight.kernels import buffers  # noqa: E402
 from spikelight.losses import CEMembranePerStepLoss, MSERateLoss, ReadoutCrossEntropyLoss  # noqa: E402
 from spikelight.models import FCLIF, LSNN, MLP, ConvSNN  # noqa: E402
 from spikelight.neurons import ALIFNode, DualExpNode, IFNode, LeakyNode, LIFNode  # noqa: E402
@@ -107,6 +108,7 @@ def peak_memory_mb(fn: Callable[[], None], device: torch.device) -> float:
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     if _libc is None:
         return float("nan")
+    buffers.pool.release()  # the call allocates its reused [T, ...] buffers afresh, so they count
     _libc.malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
     base = _proc_kb("VmRSS")
@@ -232,14 +234,6 @@ def case_lif_layer(ctx: Ctx) -> list[Case]:
     return cases
 
 
-#: the fused recurrent path reuses its [T, ...] sequence buffers between calls (kernels/buffers.py): memory
-#: resident before a call is not in its "peak MB", so the note says how much that is
-POOL_NOTE = (
-    "our fused row's peak MB counts memory newly touched by a call; the [T, ...] sequence buffers it reuses "
-    "from the previous call (kernels/buffers.py; here {mb:.0f} MB) stay mapped between calls and are not in it"
-)
-
-
 @bench_case
 def case_other_neurons(ctx: Ctx) -> list[Case]:
     """ALIF (feed-forward) and the dual-exponential neuron alone, forward + backward: fused vs the
@@ -258,9 +252,8 @@ def case_other_neurons(ctx: Ctx) -> list[Case]:
         for backend in ("fused", "torch"):
             node = make(backend)
             c[f"spikelight {name} {backend}"] = layer_call(lambda x, n=node: n(x).spikes, x, g)
-        note = POOL_NOTE.format(mb=4 * T * B * N * 4 / 1e6) if name == "ALIF" and ctx.device.type == "cpu" else ""
         cases.append(Case(f"{name}_layer T={T} B={B} N={N}", f"{name} layer alone, spikes.backward(g), input grad", c,
-                          [f"spikelight {name} fused"], [f"spikelight {name} torch"], notes=note))  # fmt: skip
+                          [f"spikelight {name} fused"], [f"spikelight {name} torch"]))  # fmt: skip
     return cases
 
 
@@ -464,7 +457,6 @@ def case_lsnn(ctx: Ctx) -> list[Case]:
                 c,
                 ours,
                 ["plain BPTT loop (spikelight backend=torch)"],
-                notes=POOL_NOTE.format(mb=5 * 784 * B * 220 * 4 / 1e6) if dev.type == "cpu" else "",
                 reps=max(5, ctx.reps // 2),
             )
         )

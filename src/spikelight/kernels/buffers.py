@@ -58,6 +58,14 @@ class BufferPool:
             self._bufs = [*keep, chosen]
         return torch.frombuffer(chosen, dtype=dtype, count=numel).view(shape)
 
+    def release(self) -> int:
+        """Give every buffer no tensor uses back to the OS; returns the bytes released."""
+        with self._lock:
+            free = [c <= self._base for c in _refcounts(self._bufs)]
+            released = sum(len(b) for b, f in zip(self._bufs, free) if f)
+            self._bufs = [b for b, f in zip(self._bufs, free) if not f]
+        return released
+
     def held_bytes(self) -> int:
         """Bytes the pool keeps mapped (in use and free)."""
         return sum(len(b) for b in self._bufs)

@@ -15,7 +15,9 @@ by a Python scalar through its reciprocal), so on other devices the forward
 uses the reference's own ops (``exact_ops="mirror"``).
 
 Saved for backward: the pre-reset potential ``h`` and the spikes, which are
-the outputs themselves (no extra memory).
+the outputs themselves (no extra memory). On the CPU those ``[T, ...]`` buffers
+and the input gradient come from :mod:`spikelight.kernels.buffers` (memory reused
+between calls: no page faults on fresh allocations).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from spikelight.kernels import buffers
 from spikelight.kernels.spec import LeakySpec, LIFSpec
 from spikelight.surrogate import ATan, FastSigmoid, Sigmoid, Surrogate
 
@@ -76,8 +79,8 @@ class LIFFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, v0: Tensor, spec: LIFSpec, surrogate: Surrogate, exact_ops: str):  # type: ignore[override]
         T = x.shape[0]
-        h = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        s = torch.empty_like(h)
+        h = buffers.empty(x.shape, x.dtype, x.device)  # reused memory (no page faults), see buffers
+        s = buffers.empty(x.shape, x.dtype, x.device)
         v = v0.to(dtype=x.dtype, copy=True).expand(x.shape[1:]).contiguous()
         buf = torch.empty_like(v)
         thr, v_reset = spec.v_threshold, spec.v_reset
@@ -126,7 +129,7 @@ class LIFFunction(torch.autograd.Function):
         hard = spec.v_reset is not None
         # q_t = b·dL/dh_t is what we store (gx_t = dh_t/dx_t · dL/dh_t): it obeys the same recurrence
         # q_t = b·(dL/ds_t·sg_t + dL/dh_t) + leak·(dv_t/dh_t)·q_{t+1}, so the b folds into the surrogate
-        gx = torch.empty_like(h)
+        gx = buffers.empty(h.shape, h.dtype, h.device)
         nxt: Tensor | None = None  # q_{t+1}
         K = _block_steps(T, h[0].numel())
         for t1 in range(T, 0, -K):
@@ -173,8 +176,8 @@ class LeakyFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, v0: Tensor, spec: LeakySpec, surrogate: Surrogate, exact_ops: str):  # type: ignore[override]
         T = x.shape[0]
-        h = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        s = torch.empty_like(h)
+        h = buffers.empty(x.shape, x.dtype, x.device)  # reused memory (no page faults), see buffers
+        s = buffers.empty(x.shape, x.dtype, x.device)
         v0 = v0.to(x.dtype).expand(x.shape[1:])
         thr, beta = spec.v_threshold, spec.beta
         prev0 = _fire(v0, thr, True, torch.empty(v0.shape, dtype=x.dtype, device=x.device))
@@ -199,7 +202,7 @@ class LeakyFunction(torch.autograd.Function):
         s, h, prev0 = ctx.saved_tensors
         spec: LeakySpec = ctx.spec
         T, beta = h.shape[0], spec.beta
-        gx = torch.empty_like(h)
+        gx = buffers.empty(h.shape, h.dtype, h.device)
         nxt: Tensor | None = None
         K = _block_steps(T, h[0].numel())
         for t1 in range(T, 0, -K):
