@@ -548,8 +548,13 @@ def report(runs: list[tuple[int, list[Case]]], args, load: tuple[str, str], extr
         f"Measured {date} with `{' '.join(['python', 'experiments/benchmarks/bench.py', *sys.argv[1:]])}`.",
         "",
         *machine(torch.device(args.device)),
-        f"- load average (1, 5, 15 min) before: {load[0]}; after: {load[1]}. The cores were shared with other "
-        "jobs, so absolute times are noisy; the ratios (contenders alternate call by call) are the numbers to read",
+        f"- load average (1, 5, 15 min) before: {load[0]}; after: {load[1]}. "
+        + (
+            "The cores were shared with other jobs, so absolute times are noisy; "
+            if float(load[0].split()[0]) > 1.5
+            else "The machine was otherwise idle (the load is this run's own); "
+        )
+        + "the ratios (contenders alternate call by call) are the numbers to read",
         f"- median of {args.reps} calls after {args.warmup} warm-up calls. wall = elapsed time; CPU = process CPU "
         "time (all threads; robust to waiting for a busy core, so the cleaner number with 1 thread); "
         "ratios `anchor / this` by wall time, by CPU time in brackets; peak memory of one call (see bench.py)",
