@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -45,6 +46,18 @@ def run_cli(script: str, *args: str, timeout: int = 300, env: dict | None = None
     return subprocess.run(
         [sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env
     )
+
+
+def run_under_triton_interpreter(script: str, timeout: int = 300) -> dict:
+    """Run ``script`` in a fresh Python with ``TRITON_INTERPRET=1`` (chosen before triton is imported)
+    and return the JSON object its last output line prints; fails the test on a non-zero exit."""
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def make_mnist_files(raw_dir: Path, n_train: int = 300, n_test: int = 100, gzip_train: bool = True) -> None:

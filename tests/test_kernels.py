@@ -12,10 +12,7 @@ interpreter must be chosen before triton is imported).
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -37,7 +34,7 @@ from spikelight.surrogate import (
     Triangle,
 )
 
-from .conftest import ROOT
+from .conftest import run_under_triton_interpreter
 
 SURROGATES = {
     "sigmoid": Sigmoid,
@@ -270,11 +267,5 @@ _TRITON_SCRIPT = textwrap.dedent(
 
 
 def test_triton_kernels_equal_reference_under_interpreter():
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
-    proc = subprocess.run(
-        [sys.executable, "-c", _TRITON_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_under_triton_interpreter(_TRITON_SCRIPT)
     assert result["cases"] > 30 and result["failures"] == [], result["failures"]

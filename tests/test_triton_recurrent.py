@@ -12,15 +12,9 @@ that needs a GPU.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
-import pytest
-
-from .conftest import ROOT
+from .conftest import run_under_triton_interpreter
 
 _SCRIPT = textwrap.dedent(
     """
@@ -98,11 +92,5 @@ _SCRIPT = textwrap.dedent(
 
 
 def test_recurrent_triton_kernels_equal_reference_under_interpreter():
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_under_triton_interpreter(_SCRIPT, timeout=600)
     assert result["cases"] == 17 and result["failures"] == [], result["failures"]

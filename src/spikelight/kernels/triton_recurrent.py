@@ -49,6 +49,17 @@ if triton is not None:
     from spikelight.kernels.triton_neurons import _surrogate_grad
 
     @triton.jit
+    def _program_block(R, H, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr):
+        # this program's rows (batch elements) and all H columns (neurons) of a [R, H] step, their masks,
+        # the [BLOCK_R, BLOCK_H] offsets into a step and the elements per step N = R·H
+        rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = tl.arange(0, BLOCK_H)
+        rmask, cmask = rows < R, cols < H
+        m2 = rmask[:, None] & cmask[None, :]
+        off = rows[:, None].to(tl.int64) * H + cols[None, :]
+        return rows, cols, rmask, cmask, m2, off, tl.cast(R, tl.int64) * H
+
+    @triton.jit
     def _rec_fwd_kernel(
         ff_ptr, wt_ptr, sx_ptr, v_ptr, a_ptr, ref_ptr, beta_ptr, h_ptr, u_ptr, mask_ptr,
         T, R, H,
@@ -58,12 +69,7 @@ if triton is not None:
         BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     ):  # fmt: skip
         # sx_ptr: spikes [T + 1, R, H]; row 0 holds z0 (zeros if none), step t writes row t + 1
-        rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-        cols = tl.arange(0, BLOCK_H)
-        rmask, cmask = rows < R, cols < H
-        m2 = rmask[:, None] & cmask[None, :]
-        off = rows[:, None].to(tl.int64) * H + cols[None, :]
-        N = tl.cast(R, tl.int64) * H
+        rows, cols, rmask, cmask, m2, off, N = _program_block(R, H, BLOCK_R, BLOCK_H)
         v = tl.load(v_ptr + off, mask=m2, other=0.0)
         if KIND > 0:
             a = tl.load(a_ptr + off, mask=m2, other=0.0)
@@ -154,12 +160,7 @@ if triton is not None:
         BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     ):  # fmt: skip
         # reverse time; carries dv = dL/dv_t (the membrane after step t's reset) and ga = (1-ρ) dL/da_t
-        rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-        cols = tl.arange(0, BLOCK_H)
-        rmask, cmask = rows < R, cols < H
-        m2 = rmask[:, None] & cmask[None, :]
-        off = rows[:, None].to(tl.int64) * H + cols[None, :]
-        N = tl.cast(R, tl.int64) * H
+        rows, cols, rmask, cmask, m2, off, N = _program_block(R, H, BLOCK_R, BLOCK_H)
         dv = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
         if HAS_GV:
             dv = tl.load(gv_ptr + off, mask=m2, other=0.0)
