@@ -3,8 +3,8 @@
 Run on the CPU under ``TRITON_INTERPRET=1`` in a subprocess (the interpreter must be
 chosen before triton is imported): every neuron kind of the recurrent tests (LIF
 hard / soft / v_reset / strict, IF, ALIF adaptive / normalize / refractory), ATan and
-Triangle, detach_reset, truncated BPTT, explicit initial state, and the whole LSNN
-with its readout: identical spikes, membrane and final state within float rounding,
+Triangle, detach_reset, truncated BPTT, explicit initial state, the whole LSNN
+with its readout, and ALIF on its own (no W_rec): identical spikes, membrane and final state within float rounding,
 gradients of x, W_in, W_rec and the initial state within 1e-5 relative. The
 interpreter runs a program's threads in order, so it cannot show a missing barrier;
 that needs a GPU.
@@ -86,11 +86,40 @@ _SCRIPT = textwrap.dedent(
         ok = ok and torch.allclose(res["triton"][1][n], b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
     if not ok:
         failures.append("lsnn model")
-    print(json.dumps({"cases": len(cases) + 1, "failures": failures}))
+    # ALIF on its own (no W_rec; what auto runs for neuron=sfa feed-forward on CUDA)
+    from spikelight.kernels import recurrent_multi_step
+    from spikelight.neurons import ALIFNode
+    gen = torch.Generator().manual_seed(21)
+    x = (torch.randn(10, 2, 3, 8, generator=gen) * 0.8 + 0.5) * 3.5
+    st = ALIFState(torch.randn(2, 3, 8, generator=gen) * 0.3, torch.rand(2, 3, 8, generator=gen),
+                   torch.randint(0, 3, (2, 3, 8), generator=gen).float())
+    node = NEURONS["alif_refractory"](SURROGATES["sigmoid"](), False, "torch")
+    outs = []
+    for loops in ("reference", "triton"):
+        xb = x.clone().requires_grad_()
+        v0, a0 = st.v.clone().requires_grad_(), st.a.clone().requires_grad_()
+        if loops == "reference":
+            o = node(xb, ALIFState(v0, a0, st.ref))
+            s, h, fin = o.spikes, o.membrane, o.state
+        else:
+            s, h, vT, aT, rT = recurrent_multi_step(xb, None, node._kernel_spec(), node.surrogate, v0, a0, st.ref,
+                                                    beta=node.beta_per_neuron(8, xb), loops="triton")
+            fin = ALIFState(vT, aT, rT)
+        g = torch.Generator().manual_seed(2)
+        loss = (s * torch.randn(s.shape, generator=g)).sum() + h.sum() * 0.2 + fin.v.sum() + (fin.a * 2).sum()
+        loss.backward()
+        outs.append((s, h, fin, (xb.grad, v0.grad, a0.grad)))
+    (s_r, h_r, f_r, g_r), (s_t, h_t, f_t, g_t) = outs
+    ok = torch.equal(s_t, s_r) and 0.05 < s_r.mean() < 0.7 and torch.allclose(h_t, h_r, rtol=1e-5, atol=1e-6)
+    ok = ok and all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(f_t, f_r))
+    ok = ok and all(torch.allclose(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item()) for a, b in zip(g_t, g_r))
+    if not ok:
+        failures.append("alif feed-forward")
+    print(json.dumps({"cases": len(cases) + 2, "failures": failures}))
     """
 )
 
 
 def test_recurrent_triton_kernels_equal_reference_under_interpreter():
     result = run_under_triton_interpreter(_SCRIPT, timeout=600)
-    assert result["cases"] == 17 and result["failures"] == [], result["failures"]
+    assert result["cases"] == 18 and result["failures"] == [], result["failures"]

@@ -349,9 +349,10 @@ class _NativeBackward:
         self.ga = torch.zeros(shape, dtype=h.dtype)
         self.g_h = None if g_h is None else g_h.to(h.dtype).contiguous()
         self.g_s = None if g_s is None else g_s.to(h.dtype).contiguous()  # added to the product in C
+        # every tensor whose address the C code keeps is held here for as long as the arguments live
+        self.beta = None if beta is None else torch.broadcast_to(beta, shape[-1:]).to(h.dtype).contiguous()
         self.args = cpu_native.backward_step_args(
-            gI, GS, self.ga, h, s, self.g_h, self.g_s,
-            None if beta is None else torch.broadcast_to(beta, shape[-1:]).contiguous(),
+            gI, GS, self.ga, h, s, self.g_h, self.g_s, self.beta,
             leak=leak, gain=gain, rho=rho, e0=vr * leak / gain, e1=-leak / gain, e_soft=-thr * leak / gain,
             dbn=(rho - 1.0) / gain, hard=hard, has_e=not lif.detach_reset, adaptive=alif and spec.adaptive,
         )  # fmt: skip
