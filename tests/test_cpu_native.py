@@ -109,3 +109,80 @@ def test_buffer_pool_reuses_memory_only_when_no_tensor_holds_it():
     assert pool.release() > 0 and pool.held_bytes() == 2 * 1200  # b and c are still in use
     del b, c
     assert pool.release() == 2 * 1200 and pool.held_bytes() == 0
+
+
+# --- inputs the C code must never see unchecked (a review's reproducers) ----------------------------
+
+
+def test_wrong_shapes_are_one_line_errors_not_reads_out_of_bounds():
+    from spikelight.errors import ShapeError
+    from spikelight.kernels import ALIFSpec, LIFSpec, recurrent_multi_step
+    from spikelight.surrogate import ATan
+
+    lif = LIFSpec(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0, detach_reset=False)
+    ff = torch.rand(4, 2, 64) * 3
+    with pytest.raises(ShapeError, match=r"W_rec must be \[H, H\] = \[64, 64\]"):
+        recurrent_multi_step(ff, torch.randn(8, 8), lif, ATan(), torch.zeros(2, 64))
+    with pytest.raises(ShapeError, match="adaptive ALIF needs beta"):
+        z = torch.zeros(2, 8)
+        recurrent_multi_step(torch.rand(3, 2, 8), None, ALIFSpec(lif, 0.9, 0, False, True), ATan(), z, z, z)
+    with pytest.raises(ShapeError, match="spike_linear: weight"):
+        spike_linear(torch.zeros(3, 64), torch.zeros(3, 8))
+    if cpu_native.library() is not None:
+        with pytest.raises(ValueError, match=r"cpu_native.spike_linear: expected .* \(64, 3\)"):
+            cpu_native.spike_linear(torch.zeros(5, 64), torch.zeros(8, 3), torch.zeros(5, 3))
+        with pytest.raises(ValueError, match="cpu_native.mm_small_k"):
+            cpu_native.mm_small_k(torch.zeros(5, 4), torch.zeros(3, 6), torch.zeros(5, 6))
+
+
+@needs_library
+def test_spike_linear_with_no_outputs_and_no_inputs():
+    for n_out, n_in in ((0, 7), (3, 0)):
+        z, w = (torch.rand(5, n_in) < 0.3).float().requires_grad_(), torch.randn(n_out, n_in, requires_grad=True)
+        out = spike_linear(z, w) if n_in else F.linear(z, w)
+        out.sum().backward()
+        assert out.shape == (5, n_out) and z.grad.shape == z.shape and w.grad.shape == w.shape
+
+
+def test_a_non_finite_w_rec_spreads_like_the_loops():
+    # the dense product gives 0·NaN = NaN everywhere; a sum over spikes alone would hide a diverged W_rec
+    from spikelight.kernels import LIFSpec, recurrent_multi_step
+    from spikelight.surrogate import ATan
+
+    spec = LIFSpec(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0, detach_reset=False)
+    w = torch.randn(8, 8) / 4
+    w[:, 3] = float("nan")  # neuron 3 never fires below
+    ff = torch.full((3, 1, 8), 2.5)
+    ff[:, :, 3] = -5.0
+    for loops in ("auto", "script"):
+        assert torch.isnan(recurrent_multi_step(ff, w, spec, ATan(), torch.zeros(1, 8), loops=loops)[1]).any()
+
+
+def test_a_surrogate_whose_derivative_is_fp64_gives_the_loops_gradients():
+    from spikelight.surrogate import Surrogate
+
+    class Gauss64(Surrogate):
+        def derivative(self, x):
+            return torch.exp(-(x.double() ** 2)) * self.alpha
+
+    grads = {}
+    for backend in ("torch", "fused"):
+        torch.manual_seed(0)
+        layer = RecurrentSpikingLayer(5, 12, lambda b=backend: LIFNode(tau=3.0, surrogate=Gauss64(), backend=b))
+        x = (torch.rand(9, 2, 5) * 3).requires_grad_()
+        out = layer(x)
+        (out.spikes * torch.linspace(-1, 1, 12)).sum().backward()
+        grads[backend] = x.grad
+    assert grads["torch"].abs().sum() > 0
+    torch.testing.assert_close(grads["fused"], grads["torch"], rtol=1e-5, atol=1e-5 * grads["torch"].abs().max().item())
+
+
+def test_an_unwritable_cache_means_no_c_library_not_one_from_elsewhere(monkeypatch, tmp_path):
+    def refuse(cc, out):
+        raise PermissionError(out)
+
+    monkeypatch.setattr(cpu_native, "_lib", cpu_native._lib)
+    monkeypatch.setattr(cpu_native, "_tried", False)
+    monkeypatch.setattr(cpu_native, "_build", refuse)
+    monkeypatch.setenv("SPIKELIGHT_CACHE", str(tmp_path / "ro"))
+    assert cpu_native.library() is None and not list(tmp_path.rglob("*.so"))

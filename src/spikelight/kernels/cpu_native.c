@@ -286,6 +286,10 @@ void spikelight_grad_w_sparse(const float *g, const float *z, int64_t M, int64_t
 /* out[M, N] = A[M, K] B[K, N] for a small K (a readout's C classes): one pass over the output,
  * which BLAS does slowly at this shape (measured 8-20 ms vs 3 ms for M=25088, K=10, N=220). */
 void spikelight_mm_small_k(const float *A, const float *B, int64_t M, int64_t K, int64_t N, float *out) {
+    if (K == 0) {  /* an empty sum */
+        if (M * N) memset(out, 0, (size_t)(M * N) * sizeof(float));
+        return;
+    }
     for (int64_t m = 0; m < M; m++) {
         const float *restrict a = A + m * K;
         float *restrict o = out + m * N;

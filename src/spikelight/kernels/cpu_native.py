@@ -10,8 +10,7 @@ p_{t+1} W (dense) and does the step's element-wise work in one C call; dL/dW_rec
 over the spikes that fired when they are sparse.
 
 Needs a C compiler (``$CC``, else ``cc`` / ``gcc`` / ``clang``); the library is built once
-per machine into ``$SPIKELIGHT_CACHE`` (default ``~/.cache/spikelight``), in a fraction of a
-second. Without a compiler, or with ``SPIKELIGHT_NATIVE=0``, :func:`available` is False and
+per machine into ``$SPIKELIGHT_CACHE`` (default ``~/.cache/spikelight``; a few seconds). Without a compiler, or with ``SPIKELIGHT_NATIVE=0``, :func:`available` is False and
 the TorchScript loops run (the same numbers up to the rounding of the recurrent sum).
 """
 
@@ -25,6 +24,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -72,6 +72,7 @@ class BwdArgs(ctypes.Structure):
 
 _lib: ctypes.CDLL | None = None
 _tried = False
+_lock = threading.Lock()
 
 
 def _cache_dir() -> Path:
@@ -118,10 +119,23 @@ def _build(cc: str, out: Path) -> None:
 
 def library() -> ctypes.CDLL | None:
     """The loaded C library (built on first call), or None where it cannot be (no compiler, disabled)."""
-    global _lib, _tried
     if _tried:
         return _lib
-    _tried, _lib = True, None
+    with _lock:  # one build; other threads wait for it instead of running without it
+        return _load()
+
+
+def _load() -> ctypes.CDLL | None:
+    global _lib, _tried
+    if not _tried:
+        try:
+            _lib = _build_and_load()
+        finally:
+            _tried = True  # only now: a thread that finds it set also finds the library
+    return _lib
+
+
+def _build_and_load() -> ctypes.CDLL | None:
     if os.environ.get("SPIKELIGHT_NATIVE", "1") == "0" or not SOURCE.exists():
         return None
     cc = _compiler()
@@ -130,16 +144,15 @@ def library() -> ctypes.CDLL | None:
     try:
         version = subprocess.run([*cc.split(), "--version"], capture_output=True, text=True, timeout=30).stdout
         key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, *FLAGS, _cpu_id()]).encode()).hexdigest()
-        name = f"cpu_native-{key[:20]}.so"
-        path = _cache_dir() / name
+        path = _cache_dir() / f"cpu_native-{key[:20]}.so"
         if not path.exists():
             log.info("building spikelight's CPU kernels with %s (once per machine, a few seconds): %s", cc, path)
             try:
                 _build(cc, path)
-            except PermissionError:  # a read-only home: the temporary directory will do
-                path = Path(tempfile.gettempdir()) / f"spikelight-{os.getuid() if hasattr(os, 'getuid') else 0}" / name
-                if not path.exists():
-                    _build(cc, path)
+            except PermissionError:  # no shared temp-dir fallback: a library there could be anyone's
+                log.warning("cannot write %s: the TorchScript loops run instead; set SPIKELIGHT_CACHE to a "
+                            "writable directory for the C ones", path.parent)  # fmt: skip
+                return None
         lib = ctypes.CDLL(str(path))
         lib.spikelight_abi_version.restype = _I64
         if lib.spikelight_abi_version() != ABI_VERSION:
@@ -153,10 +166,9 @@ def library() -> ctypes.CDLL | None:
         lib.spikelight_mm_small_k.argtypes = [_P, _P, _I64, _I64, _I64, _P]
         for fn in (lib.spikelight_grad_w_sparse, lib.spikelight_spike_linear, lib.spikelight_mm_small_k):
             fn.restype = None
-        _lib = lib
+        return lib
     except (OSError, subprocess.SubprocessError):
-        _lib = None
-    return _lib
+        return None
 
 
 def available() -> bool:
@@ -171,6 +183,13 @@ def _ptr(x: Tensor | None) -> int | None:
     if not (x.is_contiguous() and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bool)):
         raise ValueError(f"cpu_native takes contiguous fp32 CPU tensors, got {x.dtype} on {x.device}")
     return x.data_ptr()
+
+
+def _check(what: str, pairs: list) -> None:
+    """Shapes the C code relies on (it reads and writes by them, unchecked): one line naming the first wrong one."""
+    for tensor, shape in pairs:
+        if tensor is not None and tensor.numel() and tuple(tensor.shape) != tuple(shape):
+            raise ValueError(f"cpu_native.{what}: expected a tensor of shape {tuple(shape)}, got {tuple(tensor.shape)}")
 
 
 def forward(
@@ -198,6 +217,9 @@ def forward(
     lib = library()
     assert lib is not None
     T, H = ff.shape[0], ff.shape[-1]
+    step = ff.shape[1:]
+    _check("forward", [(w_t, (H, H)), (z0, step), (v, step), (a, step), (ref, step), (beta, (H,)), (h, ff.shape),
+                       (s, ff.shape), (u, ff.shape), (mask, ff.shape), *((r, ff.shape) for r in rec)])  # fmt: skip
     cur = torch.empty(H, dtype=torch.float32)
     args = FwdArgs(
         T, ff[0].numel() // H if T else 0, H,
@@ -235,6 +257,7 @@ def grad_w_sparse(g: Tensor, z: Tensor) -> Tensor:
     lib = library()
     assert lib is not None
     M, n_z = z.shape
+    _check("grad_w_sparse", [(g, (M, g.shape[1]))])
     gwT = torch.zeros(n_z, g.shape[1], dtype=torch.float32)
     lib.spikelight_grad_w_sparse(_ptr(g), _ptr(z), M, n_z, g.shape[1], gwT.data_ptr())
     return gwT.t().contiguous()
@@ -244,6 +267,7 @@ def spike_linear(z: Tensor, w_t: Tensor, out: Tensor) -> Tensor:
     """``out = z Wᵀ`` (z [M, n_in], w_t = Wᵀ [n_in, n_out], out [M, n_out]) over the non-zero z only."""
     lib = library()
     assert lib is not None
+    _check("spike_linear", [(w_t, (z.shape[1], w_t.shape[1])), (out, (z.shape[0], w_t.shape[1]))])
     lib.spikelight_spike_linear(_ptr(z), _ptr(w_t), z.shape[0], z.shape[1], w_t.shape[1], _ptr(out))
     return out
 
@@ -252,5 +276,6 @@ def mm_small_k(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
     """``out = a b`` for a [M, K] with small K, b [K, N], out [M, N] (fp32, contiguous, CPU)."""
     lib = library()
     assert lib is not None
+    _check("mm_small_k", [(b, (a.shape[1], b.shape[1])), (out, (a.shape[0], b.shape[1]))])
     lib.spikelight_mm_small_k(_ptr(a), _ptr(b), a.shape[0], a.shape[1], b.shape[1], _ptr(out))
     return out

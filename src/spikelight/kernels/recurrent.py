@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from spikelight.errors import ConfigError
+from spikelight.errors import ConfigError, ShapeError
 from spikelight.kernels import buffers, cpu_native
 from spikelight.kernels.recurrent_steps import backward_steps, filter_backward, filter_forward, forward_steps
 from spikelight.kernels.spec import ALIFSpec, LIFSpec
@@ -142,7 +142,7 @@ class RecurrentFunction(torch.autograd.Function):
             n_spikes = cpu_native.forward(
                 ff.contiguous(), None if w_rec is None else w_rec.t().contiguous(),
                 None if z0 is None else z.contiguous(), v, a, ref,
-                None if beta is None else torch.broadcast_to(beta, shape[-1:]).contiguous(), h, s, u, mask,
+                None if beta is None else torch.broadcast_to(beta, shape[-1:]).to(dt).contiguous(), h, s, u, mask,
                 tuple(x if x.numel() else None for x in rec3),
                 (lif.tau or 1.0, 0.0 if v_reset is None else v_reset, thr, rho, 1.0 - rho, v_reset or 0.0),
                 dict(charge=0 if lif.tau is None else 1 if lif.decay_input else 2, v_rest_zero=v_reset in (None, 0.0),
@@ -362,7 +362,7 @@ class _NativeBackward:
 
     def block(self, t0: int, n: int, Dg: Tensor, nxt: Tensor | None, ga: Tensor | None):
         """Steps t0 + n − 1 down to t0 (Dg: [≥ n, ...] from t0); returns (p_{t0} or None, w_{t0−1} or None)."""
-        Dg = Dg.contiguous()
+        Dg = Dg.to(torch.float32).contiguous()  # (a user surrogate's derivative may come back in another dtype)
         self.args.Dg, self.args.t0 = Dg.data_ptr(), t0
         if ga is not None and ga is not self.ga:
             self.ga.copy_(ga)
@@ -406,20 +406,29 @@ def recurrent_multi_step(
     loops: how the per-step loops run: ``triton`` (one persistent kernel per direction, CUDA, fp32, no
     autocast, built-in surrogates, no ``record``), ``native`` (C, :mod:`spikelight.kernels.cpu_native`:
     CPU, fp32, no autocast), ``script`` (TorchScript where available), ``python``; ``auto`` = triton on
-    CUDA where it applies, native on the CPU where it applies and a C compiler is present, else script. All compute the same spikes; native's
-    recurrent sum rounds differently (an ulp), the others are bit-identical to the reference loop.
+    CUDA where it applies, native on the CPU where it applies and a C compiler is present, else script.
+    script and python are bit-identical to the reference loop; native and triton sum the recurrent
+    current in another order (h within an ulp or so; a spike differs only where h is that close to
+    the threshold).
     Returns (spikes, h [T, B, ..., H], v_T, a_T, ref_T), all in the compute dtype (fp32, or
     fp64 for fp64 input); a_T / ref_T are None for IF/LIF.
     """
     compute = torch.promote_types(ff.dtype, torch.float32)
     dev = ff.device.type
     mm_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else compute
+    H = ff.shape[-1]
+    if w_rec is not None and tuple(w_rec.shape) != (H, H):
+        raise ShapeError(f"W_rec must be [H, H] = [{H}, {H}] for input [..., {H}], got {tuple(w_rec.shape)}")
+    if isinstance(spec, ALIFSpec) and spec.adaptive and (beta is None or beta.numel() not in (1, H)):
+        raise ShapeError(f"an adaptive ALIF needs beta of {H} (or 1) values, got {None if beta is None else beta.shape}")
     w = None if w_rec is None else w_rec.to(compute)
     if loops == "auto":
         if ff.is_cuda and triton_applies(ff, compute, mm_dtype, surrogate, record):
             loops = "triton"
+        elif native_applies(ff, compute, mm_dtype) and (w is None or bool(torch.isfinite(w).all())):
+            loops = "native"  # (a non-finite W_rec: the dense product spreads it like the loop's, so no C sums)
         else:
-            loops = "native" if native_applies(ff, compute, mm_dtype) else "script"
+            loops = "script"
     elif loops == "native" and not native_applies(ff, compute, mm_dtype):
         raise ValueError("loops='native' needs fp32 CPU tensors without autocast and a C compiler (cpu_native)")
     elif loops == "triton" and not triton_applies(ff, compute, mm_dtype, surrogate, record):
@@ -432,6 +441,10 @@ def recurrent_multi_step(
     )
 
 
+#: the persistent kernels hold [16, H] tiles per program: beyond this H they would not fit (shared memory)
+TRITON_MAX_H = 512
+
+
 def triton_applies(ff: Tensor, compute: torch.dtype, mm_dtype: torch.dtype, surrogate: Surrogate, record) -> bool:
     """Whether the persistent Triton kernels can run this call (:mod:`spikelight.kernels.triton_recurrent`)."""
     from spikelight.kernels.triton_neurons import triton_available, triton_surrogate
@@ -439,6 +452,7 @@ def triton_applies(ff: Tensor, compute: torch.dtype, mm_dtype: torch.dtype, surr
     return (
         compute == mm_dtype == torch.float32
         and record is None
+        and 0 < ff.shape[-1] <= TRITON_MAX_H
         and triton_available(ff.device)
         and triton_surrogate(surrogate) is not None
     )
@@ -446,7 +460,12 @@ def triton_applies(ff: Tensor, compute: torch.dtype, mm_dtype: torch.dtype, surr
 
 def native_applies(ff: Tensor, compute: torch.dtype, mm_dtype: torch.dtype) -> bool:
     """Whether the C loops can run this call: CPU, fp32 compute, no autocast, the library built."""
-    return ff.device.type == "cpu" and compute == mm_dtype == torch.float32 and cpu_native.available()
+    return (
+        ff.device.type == "cpu"
+        and compute == mm_dtype == torch.float32
+        and ff.shape[-1] > 0
+        and cpu_native.available()
+    )
 
 
 class LeakyFilterFunction(torch.autograd.Function):

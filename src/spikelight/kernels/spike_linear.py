@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from spikelight.errors import ShapeError
 from spikelight.kernels import buffers, cpu_native
 
 __all__ = ["SpikeLinearFunction", "spike_linear", "spike_linear_applies"]
@@ -36,7 +37,7 @@ class SpikeLinearFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g: Tensor):  # type: ignore[override]
         zc, weight = ctx.saved_tensors
-        gc = g.reshape(-1, weight.shape[0]).contiguous()
+        gc = g.reshape(zc.shape[0], weight.shape[0]).contiguous()
         g_z = g_w = None
         if ctx.needs_input_grad[0]:
             g_z = buffers.empty(zc.shape, torch.float32, zc.device)
@@ -48,15 +49,23 @@ class SpikeLinearFunction(torch.autograd.Function):
 
 
 def spike_linear_applies(z: Tensor, weight: Tensor) -> bool:
-    """Whether :func:`spike_linear` runs here: fp32 CPU tensors, no autocast, the C library built."""
+    """Whether :func:`spike_linear` runs here: fp32 CPU tensors of matching sizes, no autocast, a finite
+    weight (a sum over spikes would not spread a NaN as the dense product does), the C library built."""
     return (
         z.device.type == "cpu"
         and z.dtype == weight.dtype == torch.float32
+        and weight.dim() == 2
+        and weight.shape[0] > 0
+        and weight.shape[1] == z.shape[-1] > 0
         and not torch.is_autocast_enabled("cpu")
         and cpu_native.available()
+        and bool(torch.isfinite(weight).all())
     )
 
 
 def spike_linear(z: Tensor, weight: Tensor) -> Tensor:
     """``F.linear(z, weight)`` (no bias) summed over the non-zero z; z [..., n_in], weight [n_out, n_in]."""
+    if weight.dim() != 2 or weight.shape[1] != z.shape[-1]:
+        raise ShapeError(f"spike_linear: weight [n_out, {z.shape[-1]}] expected for z [..., {z.shape[-1]}], "
+                         f"got {tuple(weight.shape)}")  # fmt: skip
     return SpikeLinearFunction.apply(z, weight)

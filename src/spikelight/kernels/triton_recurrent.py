@@ -296,7 +296,9 @@ def recurrent_backward(
     alif, lif, kind = _consts(spec)
     T, R, H = h.shape
     gI = torch.empty_like(h)
-    ga = g_a.to(torch.float32).expand(R, H).contiguous() if g_a is not None else torch.empty((R, H), device=h.device)
+    ga = torch.empty((R, H), dtype=torch.float32, device=h.device)  # the kernel writes it: never g_a's own memory
+    if g_a is not None:
+        ga.copy_(g_a.expand(R, H))
     rho = spec.rho if alif else 0.0
     gain = lif.input_gain
     normalize = alif and spec.normalize
