@@ -294,7 +294,7 @@ def test_explicit_backends_that_cannot_run_are_one_line():
         _layer_backend(LeakyNode(backend="fused"))
     with pytest.raises(ConfigError, match="recurrent Triton kernel needs a CUDA tensor"):
         _layer_backend(LIFNode(backend="triton"))
-    with pytest.raises(ConfigError, match="backend=triton has no Triton kernel for ALIF"):
+    with pytest.raises(ConfigError, match="backend=triton needs a CUDA tensor"):
         ALIFNode(backend="triton")(torch.rand(3, 2, 4))
     with pytest.raises(ConfigError, match="neuron backend must be one of"):
         ALIFNode(backend="cuda")

@@ -87,7 +87,6 @@ _SCRIPT = textwrap.dedent(
     if not ok:
         failures.append("lsnn model")
     # ALIF on its own (no W_rec; what auto runs for neuron=sfa feed-forward on CUDA)
-    from spikelight.kernels import recurrent_multi_step
     from spikelight.neurons import ALIFNode
     gen = torch.Generator().manual_seed(21)
     x = (torch.randn(10, 2, 3, 8, generator=gen) * 0.8 + 0.5) * 3.5
@@ -100,11 +99,14 @@ _SCRIPT = textwrap.dedent(
         v0, a0 = st.v.clone().requires_grad_(), st.a.clone().requires_grad_()
         if loops == "reference":
             o = node(xb, ALIFState(v0, a0, st.ref))
-            s, h, fin = o.spikes, o.membrane, o.state
-        else:
-            s, h, vT, aT, rT = recurrent_multi_step(xb, None, node._kernel_spec(), node.surrogate, v0, a0, st.ref,
-                                                    beta=node.beta_per_neuron(8, xb), loops="triton")
-            fin = ALIFState(vT, aT, rT)
+        else:  # neuron.backend=triton: the recurrent layer's kernel without W_rec, from bf16 input too
+            o = NEURONS["alif_refractory"](SURROGATES["sigmoid"](), False, "triton")(xb, ALIFState(v0, a0, st.ref))
+            ok_bf16 = torch.equal(
+                NEURONS["alif_refractory"](SURROGATES["sigmoid"](), False, "triton")(x.bfloat16()).spikes.float(),
+                node(x.bfloat16()).spikes.float())
+            if getattr(o.membrane.grad_fn, "loops", None) != "triton" or not ok_bf16:
+                failures.append("alif triton backend not run / bf16 input")
+        s, h, fin = o.spikes, o.membrane, o.state
         g = torch.Generator().manual_seed(2)
         loss = (s * torch.randn(s.shape, generator=g)).sum() + h.sum() * 0.2 + fin.v.sum() + (fin.a * 2).sum()
         loss.backward()

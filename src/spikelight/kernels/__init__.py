@@ -11,8 +11,9 @@
 
 A neuron has a fused form when it returns a spec from ``_kernel_spec()``
 (IF, LIF, Leaky, ALIF, dual-exponential do, unless a subclass changed their
-dynamics; ALIF and dual-exponential have no Triton kernel: ``auto`` runs them
-fused on every device). A neuron written
+dynamics; ALIF's Triton kernel is the recurrent layer's without W_rec (fp32 state,
+at most 512 neurons in the last axis); the dual-exponential neuron has none:
+``auto`` runs it fused on every device). A neuron written
 by a user (its ``charge`` only) has none and runs the reference loop under
 ``auto``; asking such a neuron for ``fused`` / ``triton`` is refused in one line.
 
@@ -33,7 +34,7 @@ import torch
 from torch import Tensor
 
 from spikelight.errors import ConfigError
-from spikelight.kernels.recurrent import recurrent_multi_step
+from spikelight.kernels.recurrent import TRITON_MAX_H, recurrent_multi_step
 from spikelight.kernels.spec import ALIFSpec, DualExpSpec, KernelSpec, LeakySpec, LIFSpec
 from spikelight.kernels.torch_fused import leaky_multi_step, lif_multi_step
 from spikelight.surrogate import Surrogate
@@ -73,8 +74,6 @@ def _no_fused_reason(spec: KernelSpec | None, surrogate: Surrogate) -> str | Non
 def _no_triton_reason(spec: KernelSpec, surrogate: Surrogate, x: Tensor) -> str | None:
     from spikelight.kernels import triton_neurons as tn
 
-    if isinstance(spec, ALIFSpec):
-        return "has no Triton kernel for ALIF"
     if isinstance(spec, DualExpSpec):
         return "has no Triton kernel for the dual-exponential neuron"
     if not tn.triton_available(x.device):
@@ -83,6 +82,8 @@ def _no_triton_reason(spec: KernelSpec, surrogate: Surrogate, x: Tensor) -> str 
         return f"takes fp32/bf16/fp16 input, got {x.dtype}"
     if tn.triton_surrogate(surrogate) is None:
         return f"has no in-kernel form of surrogate {type(surrogate).__name__}"
+    if isinstance(spec, ALIFSpec) and x.shape[-1] > TRITON_MAX_H:  # the recurrent layer's kernel, no W_rec
+        return f"runs ALIF on at most {TRITON_MAX_H} neurons in the last axis, got {x.shape[-1]}"
     return None
 
 

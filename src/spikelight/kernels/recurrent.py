@@ -423,7 +423,7 @@ def recurrent_multi_step(
         raise ShapeError(f"an adaptive ALIF needs beta of {H} (or 1) values, got {None if beta is None else beta.shape}")
     w = None if w_rec is None else w_rec.to(compute)
     if loops == "auto":
-        if ff.is_cuda and triton_applies(ff, compute, mm_dtype, surrogate, record):
+        if ff.is_cuda and triton_applies(ff, compute, mm_dtype, surrogate, record, w_rec is not None):
             loops = "triton"
         elif native_applies(ff, compute, mm_dtype) and (w is None or bool(torch.isfinite(w).all())):
             loops = "native"  # (a non-finite W_rec: the dense product spreads it like the loop's, so no C sums)
@@ -431,7 +431,7 @@ def recurrent_multi_step(
             loops = "script"
     elif loops == "native" and not native_applies(ff, compute, mm_dtype):
         raise ValueError("loops='native' needs fp32 CPU tensors without autocast and a C compiler (cpu_native)")
-    elif loops == "triton" and not triton_applies(ff, compute, mm_dtype, surrogate, record):
+    elif loops == "triton" and not triton_applies(ff, compute, mm_dtype, surrogate, record, w_rec is not None):
         raise ConfigError(
             "neuron.backend=triton: the recurrent Triton kernel needs a CUDA tensor (or TRITON_INTERPRET=1), fp32 "
             "without autocast, a built-in surrogate and no state monitor; use neuron.backend=auto"
@@ -445,12 +445,15 @@ def recurrent_multi_step(
 TRITON_MAX_H = 512
 
 
-def triton_applies(ff: Tensor, compute: torch.dtype, mm_dtype: torch.dtype, surrogate: Surrogate, record) -> bool:
+def triton_applies(
+    ff: Tensor, compute: torch.dtype, mm_dtype: torch.dtype, surrogate: Surrogate, record, has_w: bool = True
+) -> bool:
     """Whether the persistent Triton kernels can run this call (:mod:`spikelight.kernels.triton_recurrent`)."""
     from spikelight.kernels.triton_neurons import triton_available, triton_surrogate
 
     return (
-        compute == mm_dtype == torch.float32
+        compute == torch.float32
+        and (mm_dtype == compute or not has_w)  # autocast changes only the recurrent product
         and record is None
         and 0 < ff.shape[-1] <= TRITON_MAX_H
         and triton_available(ff.device)
