@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from spikelight.kernels import buffers
 from spikelight.kernels.spec import DualExpSpec
 from spikelight.kernels.torch_fused import _block_steps, surrogate_grad
 from spikelight.surrogate import Surrogate
@@ -53,7 +54,7 @@ class DualExpFunction(torch.autograd.Function):
     def forward(ctx, x: Tensor, m0: Tensor, s0: Tensor, g0: Tensor, spec: DualExpSpec, surrogate: Surrogate,
                 record: list | None):  # type: ignore[override]  # fmt: skip
         T, shape = x.shape[0], x.shape[1:]
-        u, spk = torch.empty_like(x), torch.empty_like(x)
+        u, spk = buffers.empty(x.shape, x.dtype, x.device), buffers.empty(x.shape, x.dtype, x.device)
         traces = [t0.to(dtype=x.dtype, copy=True).expand(shape).contiguous() for t0 in (m0, s0, g0)]
         alphas = (1.0 - spec.theta_m, 1.0 - spec.theta_s, 1.0 - spec.theta_g)
         rec = None if record is None else [torch.empty_like(x) for _ in range(3)]
@@ -89,10 +90,10 @@ class DualExpFunction(torch.autograd.Function):
         # the pre-reset traces, where the reset's gradient needs them
         pre = ()
         if reset_grad:
-            pre = tuple(torch.empty_like(x) for _ in range(3 if g_g is not None else 2))
+            pre = tuple(buffers.empty(x.shape, dt, x.device) for _ in range(3 if g_g is not None else 2))
             z = lambda t0: t0.to(dt).expand(shape)  # noqa: E731
             _traces(x, z(m0), z(s0), z(g0) if g_g is not None else None, spk, spec, pre)
-        gx = torch.empty_like(x)
+        gx = buffers.empty(x.shape, dt, x.device)
         zero = torch.zeros(shape, dtype=dt, device=x.device)
         dm = zero.clone() if g_m is None else g_m.to(dt).expand(shape).clone()
         ds = zero.clone() if g_s is None else g_s.to(dt).expand(shape).clone()
