@@ -455,3 +455,14 @@ def test_c_loops_run_by_default_on_cpu_fp32_only(loops):
     assert layer.double()(x.double().requires_grad_()).membrane.grad_fn.loops == "script"
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert layer.float()(x.requires_grad_()).membrane.grad_fn.loops == "script"
+
+
+def test_fused_backend_never_asks_for_triton_and_triton_not_with_a_monitor():
+    from spikelight.kernels import recurrent_loops
+
+    assert recurrent_loops("auto", None) == "auto" and recurrent_loops("fused", None) == "fused"
+    assert recurrent_loops("triton", None) == "triton" and recurrent_loops("triton", []) == "fused"
+    # on the CPU "fused" resolves like "auto" does (C loops where they apply, else TorchScript)
+    torch.manual_seed(0)
+    out = RecurrentSpikingLayer(F, H, lambda: LIFNode(tau=3.0, backend="fused"))(torch.rand(4, 2, F).requires_grad_())
+    assert out.membrane.grad_fn.loops == ("native" if cpu_native.available() else "script")

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from spikelight.errors import ConfigError
-from spikelight.kernels.recurrent import TRITON_MAX_H, recurrent_multi_step
+from spikelight.kernels.recurrent import TRITON_MAX_H, recurrent_loops, recurrent_multi_step
 from spikelight.kernels.spec import ALIFSpec, DualExpSpec, KernelSpec, LeakySpec, LIFSpec
 from spikelight.kernels.torch_fused import leaky_multi_step, lif_multi_step
 from spikelight.surrogate import Surrogate
@@ -51,6 +51,7 @@ __all__ = [
     "select_recurrent_backend",
     "run_fused",
     "recurrent_multi_step",
+    "recurrent_loops",
 ]
 
 BACKENDS = ("auto", "fused", "triton", "torch")

@@ -384,6 +384,15 @@ class _NativeBackward:
         return (gI[t0] if has_next else None), (self.ga if ga_live else None)
 
 
+def recurrent_loops(backend: str, record: list | None) -> str:
+    """``recurrent_multi_step``'s ``loops`` for a neuron's ``backend``: ``triton`` runs the persistent
+    kernels (not with a state monitor: they record nothing), ``fused`` never does (plain PyTorch, or C on
+    the CPU), ``auto`` picks."""
+    if backend == "triton":
+        return "triton" if record is None else "fused"
+    return "fused" if backend == "fused" else "auto"
+
+
 def recurrent_multi_step(
     ff: Tensor,
     w_rec: Tensor | None,
@@ -406,7 +415,8 @@ def recurrent_multi_step(
     loops: how the per-step loops run: ``triton`` (one persistent kernel per direction, CUDA, fp32, no
     autocast, built-in surrogates, no ``record``), ``native`` (C, :mod:`spikelight.kernels.cpu_native`:
     CPU, fp32, no autocast), ``script`` (TorchScript where available), ``python``; ``auto`` = triton on
-    CUDA where it applies, native on the CPU where it applies and a C compiler is present, else script.
+    CUDA where it applies, native on the CPU where it applies and a C compiler is present, else script;
+    ``fused`` = the same without Triton (``neuron.backend=fused``: plain PyTorch on CUDA).
     script and python are bit-identical to the reference loop; native and triton sum the recurrent
     current in another order (h within an ulp or so; a spike differs only where h is that close to
     the threshold).
@@ -422,8 +432,8 @@ def recurrent_multi_step(
     if isinstance(spec, ALIFSpec) and spec.adaptive and (beta is None or beta.numel() not in (1, H)):
         raise ShapeError(f"an adaptive ALIF needs beta of {H} (or 1) values, got {None if beta is None else beta.shape}")
     w = None if w_rec is None else w_rec.to(compute)
-    if loops == "auto":
-        if ff.is_cuda and triton_applies(ff, compute, mm_dtype, surrogate, record, w_rec is not None):
+    if loops in ("auto", "fused"):
+        if loops == "auto" and ff.is_cuda and triton_applies(ff, compute, mm_dtype, surrogate, record, w_rec is not None):
             loops = "triton"
         elif native_applies(ff, compute, mm_dtype) and (w is None or bool(torch.isfinite(w).all())):
             loops = "native"  # (a non-finite W_rec: the dense product spreads it like the loop's, so no C sums)

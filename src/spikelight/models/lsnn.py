@@ -149,7 +149,7 @@ class RecurrentSpikingLayer(nn.Module):
             beta=neuron.beta_per_neuron(self.hidden, ff) if alif else None,
             tbptt=self.tbptt_steps,
             record=record,
-            loops="triton" if neuron.backend == "triton" and record is None else "auto",  # (a monitor: no Triton)
+            loops=kernels.recurrent_loops(neuron.backend, record),
         )
         final = type(neuron_state)(v, a, ref) if alif else type(neuron_state)(v)
         states = type(neuron_state)(*record) if record is not None else None

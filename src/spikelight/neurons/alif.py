@@ -170,7 +170,7 @@ class ALIFNode(BaseNode):
         s, h, v, a, ref = kernels.recurrent_multi_step(
             xc, None, spec, self.surrogate, state.v, state.a, state.ref,
             beta=self.beta_per_neuron(xc.shape[-1], xc), record=record,
-            loops="triton" if backend == "triton" and record is None else "auto",  # (a monitor: no Triton)
+            loops=kernels.recurrent_loops(backend, record),
         )  # fmt: skip
         states = ALIFState(*record) if record is not None else None
         return NeuronOutput(s.to(x_seq.dtype), h, ALIFState(v, a, ref), states)
