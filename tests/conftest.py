@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,13 @@ from spikelight.data.mnist import MNIST_FILES, write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+
+# the C kernels (spikelight.kernels.cpu_native) build once per test session into a private cache, so the
+# tests neither depend on a writable $HOME nor reuse a library built from other sources; subprocesses
+# (the CLI runs) inherit it
+if "SPIKELIGHT_CACHE" not in os.environ:
+    os.environ["SPIKELIGHT_CACHE"] = tempfile.mkdtemp(prefix="spikelight-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SPIKELIGHT_CACHE"], True)
 
 
 @pytest.fixture(autouse=True)
