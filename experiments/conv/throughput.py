@@ -12,43 +12,21 @@ CPU-second is the number that does not depend on how busy the others are.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import build_training_step, throughput_parser, time_steps  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--experiment", default="conv_cifar10")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. T=2")
-    args = ap.parse_args()
-
+    args = throughput_parser("conv_cifar10", batch=32, warmup=2).parse_args()
     import torch
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
 
-    from spikelight.cli import build_module
-
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={args.experiment}", *args.overrides])
-    with open_dict(cfg):
-        cfg.paths.output_dir = "/tmp"
-    module = build_module(cfg).train()
-    optimizer = module.configure_optimizers()["optimizer"]
-    x = torch.randn(args.batch, *cfg.data.in_shape)  # normalised-image statistics
-    y = torch.randint(0, cfg.num_classes, (args.batch,))
+    cfg, module, optimizer, x, y = build_training_step(args)
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
@@ -57,15 +35,7 @@ def main() -> None:
         optimizer.step()
         return loss.item()
 
-    for _ in range(args.warmup):
-        step()
-    times = []
-    cpu0 = time.process_time()
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    cpu = (time.process_time() - cpu0) / args.steps
+    times, cpu = time_steps(step, args.warmup, args.steps)
     n_params = sum(p.numel() for p in module.parameters())
     best, mean = min(times), sum(times) / len(times)
     print(f"{args.experiment} {' '.join(args.overrides)} T={cfg.T} batch={args.batch} threads={args.threads} "

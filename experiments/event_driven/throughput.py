@@ -11,43 +11,22 @@ on random normalised images [B, *in_shape] and labels. Warm-up steps are not tim
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import build_training_step, throughput_parser, time_steps  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--experiment", default="event_driven_mnist")
-    ap.add_argument("--batch", type=int, default=50)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. T=4")
-    args = ap.parse_args()
-
+    args = throughput_parser("event_driven_mnist", batch=50, warmup=1).parse_args()
     import torch
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
 
-    from spikelight.cli import build_module
-
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={args.experiment}", *args.overrides])
-    with open_dict(cfg):
-        cfg.paths.output_dir = "/tmp"
-    module = build_module(cfg).train()
-    optimizer = module.configure_optimizers()["optimizer"]
-    x = torch.randn(args.batch, *cfg.data.in_shape)  # normalised-image statistics
-    y = torch.randint(0, cfg.num_classes, (args.batch,))
+    cfg, module, optimizer, x, y = build_training_step(args)
     t0 = time.perf_counter()
     module.model.data_init(module.encode(x))
     t_init = time.perf_counter() - t0
@@ -60,13 +39,7 @@ def main() -> None:
         optimizer.step()
         return loss.item()
 
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+    times, _ = time_steps(step, args.warmup, args.steps)
     n_params = sum(p.numel() for p in module.parameters())
     best, mean = min(times), sum(times) / len(times)
     malloc = " ".join(f"{k}={v}" for k, v in os.environ.items() if k.startswith("MALLOC_")) or "default malloc"
