@@ -127,6 +127,9 @@ def test_hidden_is_keyed_by_neuron_module_paths():
      ([{"fc": 8}, {"conv": 8}], {}, "conv after fc"),
      ([{"conv": 8, "maxpool": 2}] * 5, {}, "shrinks the [8, 1, 1] input to 0x0"),
      ([{"conv": 8, "norm": "layer"}], {}, "norm must be one of"),
+     ([{"conv": 0}], {}, "must be positive"),
+     ([{"conv": 8, "stride": 0}], {}, "must be positive"),
+     ([{"conv": 8, "dropout": 1.0}], {}, "dropout must be in [0, 1)"),
      ([{"conv": 8}], {"dropout_over_time": "never"}, "dropout_over_time")],
 )
 def test_bad_layer_specs_are_one_line(layers, kw, needle):

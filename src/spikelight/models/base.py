@@ -34,6 +34,18 @@ def make_neuron(neuron: NeuronFactory) -> BaseNode:
     return node
 
 
+def check_layer_geometry(spec: Any, where: str) -> None:
+    """The checks every conv/fc layer spec shares (its fields conv, fc, kernel, stride, repeat, dropout):
+    one ConfigError line naming ``where``."""
+    if (spec.conv is None) == (spec.fc is None):
+        raise ConfigError(f"{where}: give exactly one of conv (channels) or fc (features)")
+    width = spec.conv if spec.conv is not None else spec.fc
+    if width <= 0 or spec.kernel <= 0 or spec.stride <= 0 or spec.repeat <= 0:
+        raise ConfigError(f"{where}: conv/fc, kernel, stride and repeat must be positive")
+    if not 0.0 <= spec.dropout < 1.0:
+        raise ConfigError(f"{where}: dropout must be in [0, 1), got {spec.dropout}")
+
+
 def parse_layer_list(
     layers: Sequence[Any], spec_cls: type, example: str, first_of_repeat: Mapping[str, Any],
     refused: Mapping[str, str] | None = None,

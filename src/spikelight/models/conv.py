@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from spikelight.errors import ConfigError, ShapeError
-from spikelight.models.base import NeuronFactory, OverTime, SharedDropout, make_neuron, parse_layer_list
+from spikelight.models.base import (
+    NeuronFactory,
+    OverTime,
+    SharedDropout,
+    check_layer_geometry,
+    make_neuron,
+    parse_layer_list,
+)
 from spikelight.models.output import SpikeOutput
 from spikelight.neurons import BaseNode
 
@@ -56,21 +63,13 @@ class LayerSpec:
     repeat: int = 1
 
     def check(self, where: str) -> None:
-        if (self.conv is None) == (self.fc is None):
-            raise ConfigError(f"{where}: give exactly one of conv (channels) or fc (features)")
-        width = self.conv if self.conv is not None else self.fc
-        if width <= 0 or self.kernel <= 0 or self.stride <= 0 or self.repeat <= 0:
-            raise ConfigError(f"{where}: conv/fc, kernel, stride and repeat must be positive")
+        check_layer_geometry(self, where)
         if self.norm not in NORMS:
             raise ConfigError(f"{where}: norm must be one of {NORMS}, got {self.norm!r}")
         if self.maxpool is not None and self.avgpool is not None:
             raise ConfigError(f"{where}: give maxpool or avgpool, not both")
         if self.fc is not None and (self.maxpool or self.avgpool):
             raise ConfigError(f"{where}: pooling needs a conv layer, not fc")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"{where}: dropout must be in [0, 1), got {self.dropout}")
-
-
 
 
 def parse_layers(layers: Sequence[Mapping | LayerSpec]) -> list[LayerSpec]:

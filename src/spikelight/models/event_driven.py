@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from spikelight.errors import ConfigError, ShapeError
 from spikelight.event_driven.functions import AUTHORS_INPUT_GRAD_DAMPING, bisect_gain, target_init_spikes
 from spikelight.event_driven.layers import AdjustedAvgPool2d, EventBlock, EventConv2d, EventLinear
-from spikelight.models.base import NeuronFactory, SharedDropout, make_neuron, parse_layer_list
+from spikelight.models.base import NeuronFactory, SharedDropout, check_layer_geometry, make_neuron, parse_layer_list
 from spikelight.models.output import SpikeOutput
 
 __all__ = ["EventDrivenSNN", "EventLayerSpec", "parse_event_layers", "POOLINGS", "DROPOUT_MASKS"]
@@ -61,15 +61,9 @@ class EventLayerSpec:
     repeat: int = 1
 
     def check(self, where: str) -> None:
-        if (self.conv is None) == (self.fc is None):
-            raise ConfigError(f"{where}: give exactly one of conv (channels) or fc (features)")
-        width = self.conv if self.conv is not None else self.fc
-        if width <= 0 or self.kernel <= 0 or self.stride <= 0 or self.repeat <= 0:
-            raise ConfigError(f"{where}: conv/fc, kernel, stride and repeat must be positive")
+        check_layer_geometry(self, where)
         if self.pool is not None and (self.fc is not None or self.pool <= 0):
             raise ConfigError(f"{where}: pool needs a conv layer and a positive size")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"{where}: dropout must be in [0, 1), got {self.dropout}")
 
 
 _CONV_ONLY = {
