@@ -6,7 +6,7 @@ try:
     import hydra
     from omegaconf import DictConfig
 
-    from spikelight.cli import preflight_or_exit, run_task, train
+    from spikelight.app.cli import preflight_or_exit, run_task, train
 except ModuleNotFoundError as err:  # usually: .venv not activated
     sys.exit(f"error: {err.name} is not installed for {sys.executable}; "
              "run `source .venv/bin/activate` first (`make install` creates .venv)")

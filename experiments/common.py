@@ -56,7 +56,7 @@ def build_training_step(args: argparse.Namespace):
     from omegaconf import open_dict
 
     sys.path.insert(0, str(ROOT / "src"))
-    from spikelight.cli import build_module
+    from spikelight.app.cli import build_module
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -23,7 +23,7 @@ from spikelight.data.mnist import MNIST_FILES, write_idx
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
-# the C kernels (spikelight.kernels.cpu_native) build once per test session into a private cache, so the
+# the C kernels (spikelight.dynamics.native.library) build once per test session into a private cache, so the
 # tests neither depend on a writable $HOME nor reuse a library built from other sources; subprocesses
 # (the CLI runs) inherit it
 if "SPIKELIGHT_CACHE" not in os.environ:

@@ -27,7 +27,7 @@ import lightning  # noqa: F401
 import matplotlib  # noqa: F401
 import torch  # noqa: F401
 
-import spikelight.cli  # noqa: F401
+import spikelight.app.cli  # noqa: F401
 
 
 def _child(req: dict, out_fd: int, err_fd: int) -> None:

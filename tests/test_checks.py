@@ -1,6 +1,6 @@
 """Bad command lines stop in one line naming the fix; run folders stay clean (issue 7).
 
-In-process (no subprocess): spikelight.checks, spikelight.rundir, the CSV
+In-process (no subprocess): spikelight.app.checks, spikelight.app.rundir, the CSV
 logger's resume mode and run_task's failure handling. The same paths through
 the real CLI are walked by tests/test_readme.py (README's error examples).
 """
@@ -15,12 +15,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from spikelight import checks
-from spikelight.checks import check_accelerator, check_types, preflight
-from spikelight.cli import run_task
-from spikelight.errors import ConfigError
-from spikelight.loggers import CSVLogger
-from spikelight.rundir import FAILED, continue_metrics_csv, finish_failed_run
+from spikelight.app import checks
+from spikelight.app.checks import check_accelerator, check_types, preflight
+from spikelight.app.cli import run_task
+from spikelight.app.rundir import FAILED, continue_metrics_csv, finish_failed_run
+from spikelight.core.errors import ConfigError
+from spikelight.train.loggers import CSVLogger
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ import torch
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from spikelight.cli import train
+from spikelight.app.cli import train
+from spikelight.core.errors import ConfigError
 from spikelight.data import CIFAR10DataModule, CIFAR100DataModule, DatasetNotFoundError, write_cifar
 from spikelight.encoding import DirectEncoder, LatencyEncoder, PoissonEncoder
-from spikelight.errors import ConfigError
 
 from .conftest import compose_cfg
 

@@ -6,15 +6,15 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from spikelight.checks import check_accelerator
-from spikelight.cli import build_callbacks, build_datamodule, build_loggers, build_module, fill_in_features
+from spikelight.app.checks import check_accelerator
+from spikelight.app.cli import build_callbacks, build_datamodule, build_loggers, build_module, fill_in_features
+from spikelight.core.errors import ConfigError
+from spikelight.core.surrogate import Surrogate
 from spikelight.data import ClassificationDataModule
 from spikelight.encoding import Encoder, SequenceEncoder, ThresholdCrossingEncoder
-from spikelight.errors import ConfigError
 from spikelight.losses import SpikeLoss
 from spikelight.neurons import BaseNode
 from spikelight.readout import Readout
-from spikelight.surrogate import Surrogate
 
 from .conftest import CONF, compose_cfg
 

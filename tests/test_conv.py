@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spikelight.core.errors import ConfigError, ShapeError
 from spikelight.encoding import DirectEncoder
-from spikelight.errors import ConfigError, ShapeError
+from spikelight.layers.over_time import SharedDropout, apply_over_time
 from spikelight.models import ConvSNN
-from spikelight.models.base import SharedDropout, apply_over_time
 from spikelight.neurons import BaseNode, IFNode, LIFNode
 
 SJ_LAYERS = [{"conv": 8, "norm": "batch", "maxpool": 2}, {"conv": 8, "norm": "batch", "maxpool": 2}, {"fc": 64}]
@@ -178,7 +178,7 @@ def test_bf16_mixed_training_of_model_conv(tmp_path):
     """`trainer.precision=bf16-mixed` with model=conv: convs run in bf16, neurons keep fp32 membranes."""
     import math
 
-    from spikelight.cli import train
+    from spikelight.app.cli import train
 
     from .conftest import compose_cfg
 

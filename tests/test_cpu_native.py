@@ -14,8 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spikelight.kernels import buffers, cpu_native
-from spikelight.kernels.spike_linear import spike_linear, spike_linear_applies
+from spikelight.dynamics import buffers
+from spikelight.dynamics.native import library as cpu_native
+from spikelight.dynamics.native.spike_linear import spike_linear, spike_linear_applies
 from spikelight.models import RecurrentSpikingLayer
 from spikelight.neurons import LIFNode
 
@@ -115,9 +116,9 @@ def test_buffer_pool_reuses_memory_only_when_no_tensor_holds_it():
 
 
 def test_wrong_shapes_are_one_line_errors_not_reads_out_of_bounds():
-    from spikelight.errors import ShapeError
-    from spikelight.kernels import ALIFSpec, LIFSpec, recurrent_multi_step
-    from spikelight.surrogate import ATan
+    from spikelight.core.errors import ShapeError
+    from spikelight.core.surrogate import ATan
+    from spikelight.dynamics.dispatch import ALIFSpec, LIFSpec, recurrent_multi_step
 
     lif = LIFSpec(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0, detach_reset=False)
     ff = torch.rand(4, 2, 64) * 3
@@ -146,8 +147,8 @@ def test_spike_linear_with_no_outputs_and_no_inputs():
 
 def test_a_non_finite_w_rec_spreads_like_the_loops():
     # the dense product gives 0·NaN = NaN everywhere; a sum over spikes alone would hide a diverged W_rec
-    from spikelight.kernels import LIFSpec, recurrent_multi_step
-    from spikelight.surrogate import ATan
+    from spikelight.core.surrogate import ATan
+    from spikelight.dynamics.dispatch import LIFSpec, recurrent_multi_step
 
     spec = LIFSpec(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0, detach_reset=False)
     w = torch.randn(8, 8) / 4
@@ -159,7 +160,7 @@ def test_a_non_finite_w_rec_spreads_like_the_loops():
 
 
 def test_a_surrogate_whose_derivative_is_fp64_gives_the_loops_gradients():
-    from spikelight.surrogate import Surrogate
+    from spikelight.core.surrogate import Surrogate
 
     class Gauss64(Surrogate):
         def derivative(self, x):

@@ -10,15 +10,15 @@ import torch
 import torch.utils._pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from spikelight.cli import train
-from spikelight.errors import ConfigError
+from spikelight.app.cli import train
+from spikelight.core.errors import ConfigError
+from spikelight.core.surrogate import ATan, Triangle
 from spikelight.learning import EProp, reference_gradients
-from spikelight.lit import SpikingClassifier
 from spikelight.losses import CEMembranePerStepLoss, FiringRateRegularizer, MSERateLoss, ReadoutCrossEntropyLoss
 from spikelight.models import LSNN
 from spikelight.neurons import ALIFNode, IFNode, LeakyNode, LIFNode
 from spikelight.readout import MembraneReadout, RateReadout
-from spikelight.surrogate import ATan, Triangle
+from spikelight.train.module import SpikingClassifier
 
 from .conftest import compose_cfg
 

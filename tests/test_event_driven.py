@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spikelight.errors import ConfigError
-from spikelight.event_driven import (
+from spikelight.core.errors import ConfigError
+from spikelight.layers.event_driven import (
     AdjustedAvgPool2d,
     Conv2dOp,
     EventBlock,
@@ -473,7 +473,7 @@ def test_data_init_flag_is_checkpointed():
 
 def test_param_groups_scale_the_gain_learning_rate(tmp_path):
     from spikelight.encoding import DirectEncoder
-    from spikelight.lit import SpikingClassifier
+    from spikelight.train.module import SpikingClassifier
 
     net = _net(norm_grad=0.0)
     module = SpikingClassifier(net, DirectEncoder(5), TimeWeightedCountReadout(), SpikeCountLoss(),
@@ -492,9 +492,9 @@ def test_param_groups_scale_the_gain_learning_rate(tmp_path):
 # --- refusals ----------------------------------------------------------------------------------
 def test_losses_that_need_membrane_gradients_are_refused():
     from spikelight.encoding import DirectEncoder
-    from spikelight.lit import SpikingClassifier
     from spikelight.losses import CEMembranePerStepLoss, CERateLoss, FiringRateRegularizer, ReadoutCrossEntropyLoss
     from spikelight.readout import MembraneReadout, RateReadout
+    from spikelight.train.module import SpikingClassifier
 
     opt = functools.partial(torch.optim.Adam, lr=1e-3)
     for readout, loss, match in (

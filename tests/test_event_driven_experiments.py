@@ -10,8 +10,8 @@ import pytest
 import torch
 from torchvision import datasets
 
-from spikelight.cli import train
-from spikelight.event_driven.gradient_flow import read_gradient_flow
+from spikelight.app.cli import train
+from spikelight.train.gradient_flow import read_gradient_flow
 
 from .conftest import compose_cfg, make_mnist_files
 from .test_cifar import make_cifar
@@ -63,7 +63,7 @@ def test_event_driven_experiment_fast_dev_run(exp, layers, tmp_path, monkeypatch
 
 def test_plot_cli_draws_the_gradient_flow(tmp_path):
     """`python -m spikelight.plot <run_dir>` redraws the gradient-flow figure from the run's csv."""
-    from spikelight.plot import main
+    from spikelight.app.plot import main
 
     data = tmp_path / "data"
     make_mnist_files(data / "MNIST" / "raw", n_train=120, n_test=40)

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from spikelight.checks import preflight
-from spikelight.cli import load_checkpoint_config, run_task, train
+from spikelight.app.checks import preflight
+from spikelight.app.cli import load_checkpoint_config, run_task, train
+from spikelight.app.rundir import FAILED
+from spikelight.core.errors import CheckpointError, ConfigError, UntrustedTargetError
 from spikelight.data.mnist import write_idx
-from spikelight.errors import CheckpointError, ConfigError, UntrustedTargetError
-from spikelight.faults import AtomicCheckpointIO
-from spikelight.rundir import FAILED
+from spikelight.train.faults import AtomicCheckpointIO
 
 from .conftest import compose_cfg
 
@@ -294,8 +294,8 @@ def test_nan_gradient_stops_before_the_step_and_names_the_checkpoint(tmp_path):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from spikelight.cli import build_datamodule, build_module
-    from spikelight.errors import NonFiniteGradientError
+    from spikelight.app.cli import build_datamodule, build_module
+    from spikelight.core.errors import NonFiniteGradientError
 
     cfg = compose_cfg("train", [*FAST, "data.batch_size=32"], tmp_path)
     module, dm = build_module(cfg), build_datamodule(cfg)
@@ -417,7 +417,7 @@ def test_1000_training_steps_hold_steady_rss(tmp_path):
     cfg = compose_cfg("train", [*FAST, "data.batch_size=16", "trainer.max_steps=1000", "trainer.max_epochs=-1",
                                 "trainer.limit_val_batches=2", "test=false", "+trainer.enable_progress_bar=false",
                                 "~callbacks.rich_progress_bar"], tmp_path)
-    from spikelight import cli
+    from spikelight.app import cli
 
     real = cli.build_callbacks
     cli.build_callbacks = lambda c, has_logger: [*real(c, has_logger), Rss()]
@@ -435,7 +435,7 @@ RSS_BOUND_MB = 10  # measured 2026-11-24 on the 2-core CPU: +0.4 MB from step 20
 def test_loss_curve_holds_a_bounded_number_of_step_tensors(monkeypatch):
     from types import SimpleNamespace
 
-    from spikelight.callbacks import SpikePlotCallback
+    from spikelight.train.callbacks import SpikePlotCallback
 
     monkeypatch.setattr(SpikePlotCallback, "FLUSH_EVERY", 10)
     cb = SpikePlotCallback(max_points=8)
@@ -451,7 +451,7 @@ def test_loss_curve_holds_a_bounded_number_of_step_tensors(monkeypatch):
 def test_range_checks_accept_every_shipped_config():
     """No false alarms: every experiment composes and passes check_ranges (and the
     check does catch a value placed deep in a list)."""
-    from spikelight.checks import CONF, check_ranges
+    from spikelight.app.checks import CONF, check_ranges
 
     for exp in sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")):
         check_ranges(compose_cfg("train", [f"experiment={exp}"], Path("/tmp/unused")))

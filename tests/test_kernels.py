@@ -18,10 +18,8 @@ import textwrap
 import pytest
 import torch
 
-from spikelight.errors import ConfigError
-from spikelight.monitor import Monitor
-from spikelight.neurons import BaseNode, IFNode, LeakyNode, LIFNode
-from spikelight.surrogate import (
+from spikelight.core.errors import ConfigError
+from spikelight.core.surrogate import (
     ATan,
     FastSigmoid,
     LeakyKReLU,
@@ -33,6 +31,8 @@ from spikelight.surrogate import (
     Surrogate,
     Triangle,
 )
+from spikelight.monitor import Monitor
+from spikelight.neurons import BaseNode, IFNode, LeakyNode, LIFNode
 
 from .conftest import run_under_triton_interpreter
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spikelight.errors import ConfigError
+from spikelight.core.errors import ConfigError
 from spikelight.monitor import Monitor
 from spikelight.neurons import DualExpNode, DualExpState
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spikelight.errors import ConfigError
-from spikelight.kernels import cpu_native
-from spikelight.kernels.recurrent import RecurrentFunction
+from spikelight.core.errors import ConfigError
+from spikelight.core.surrogate import ATan, Sigmoid, Triangle
+from spikelight.core.types import VState
+from spikelight.dynamics.fused.recurrent import RecurrentFunction
+from spikelight.dynamics.native import library as cpu_native
+from spikelight.layers.recurrent import RecurrentState
 from spikelight.models import LSNN, RecurrentSpikingLayer
-from spikelight.models.lsnn import RecurrentState
 from spikelight.monitor import Monitor
-from spikelight.neurons import ALIFNode, ALIFState, IFNode, LeakyNode, LIFNode, VState
-from spikelight.surrogate import ATan, Sigmoid, Triangle
+from spikelight.neurons import ALIFNode, ALIFState, IFNode, LeakyNode, LIFNode
 
 from .conftest import compose_cfg
 from .test_kernels import SURROGATES, ChargeOnly, OwnForward
@@ -375,7 +376,7 @@ def test_fires_at_exactly_the_threshold_like_the_reference(neuron):
 def test_plain_python_loops_and_mirror_ops_compute_the_same(neuron, loops):
     # the loops run TorchScript-compiled on the CPU; uncompiled (no TorchScript) and with the ops other
     # devices use ("mirror": the reference's scalar arguments) they must give the same numbers
-    from spikelight.kernels.recurrent import _exact_ops
+    from spikelight.dynamics.fused.recurrent import _exact_ops
 
     x, state = _inputs(17, neuron, explicit_state=True)
     torch.manual_seed(0)
@@ -412,7 +413,7 @@ def test_plain_python_loops_and_mirror_ops_compute_the_same(neuron, loops):
 def test_backward_in_several_time_blocks_equals_reference(monkeypatch, neuron, tbptt, block):
     # at test sizes the backward's non-sequential work is one block of all T steps; at LSNN sizes
     # (B·H in the thousands, T=784) it is many blocks of a few steps: force that here
-    import spikelight.kernels.recurrent as rec
+    import spikelight.dynamics.fused.recurrent as rec
 
     monkeypatch.setattr(rec, "_block_steps", lambda T, per_step, backward=False: block)
     x, state = _inputs(31 + block, neuron, explicit_state=True)
@@ -458,7 +459,7 @@ def test_c_loops_run_by_default_on_cpu_fp32_only(loops):
 
 
 def test_fused_backend_never_asks_for_triton_and_triton_not_with_a_monitor():
-    from spikelight.kernels import recurrent_loops
+    from spikelight.dynamics.dispatch import recurrent_loops
 
     assert recurrent_loops("auto", None) == "auto" and recurrent_loops("fused", None) == "fused"
     assert recurrent_loops("triton", None) == "triton" and recurrent_loops("triton", []) == "fused"

@@ -5,13 +5,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from spikelight.core.errors import NonFiniteLossError
 from spikelight.encoding import DirectEncoder
-from spikelight.errors import NonFiniteLossError
-from spikelight.lit import SpikingClassifier
 from spikelight.losses import MSERateLoss
 from spikelight.models import FCLIF
 from spikelight.neurons import LIFNode
 from spikelight.readout import RateReadout
+from spikelight.train.module import SpikingClassifier
 
 
 def test_val_acc_best_keeps_the_best_epoch():

@@ -8,17 +8,17 @@ import math
 import pytest
 import torch
 
-from spikelight.cli import train
+from spikelight.app.cli import train
+from spikelight.core.errors import ConfigError, ShapeError
+from spikelight.core.surrogate import ATan, Triangle
 from spikelight.data.sequence import SequentialDigitsDataModule, image_to_sequence
 from spikelight.encoding import SequenceEncoder, ThresholdCrossingEncoder
-from spikelight.errors import ConfigError, ShapeError
-from spikelight.lit import SpikingClassifier
 from spikelight.losses import FiringRateRegularizer, MSERateLoss, ReadoutCrossEntropyLoss
 from spikelight.models import LSNN, MLP, RecurrentSpikingLayer, SpikeOutput
 from spikelight.monitor import Monitor
 from spikelight.neurons import ALIFNode, LIFNode
 from spikelight.readout import CountReadout, MembraneReadout, RateReadout
-from spikelight.surrogate import ATan, Triangle
+from spikelight.train.module import SpikingClassifier
 
 from .conftest import compose_cfg, make_mnist_files
 

@@ -5,12 +5,12 @@ import snntorch as snn
 import torch
 from torch import nn
 
+from spikelight.core.surrogate import ATan
 from spikelight.encoding import DirectEncoder
 from spikelight.losses import CECountLoss, CEMembranePerStepLoss, MSECountLoss
 from spikelight.models import MLP, SpikeOutput
 from spikelight.neurons import LeakyNode, LIFNode
 from spikelight.readout import CountReadout, FirstSpikeReadout
-from spikelight.surrogate import ATan
 
 
 def _mlp() -> MLP:

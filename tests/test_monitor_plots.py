@@ -100,10 +100,10 @@ def test_plot_callback_writes_pngs_and_plot_cli(tmp_path):
                    f"+callbacks.model_checkpoint.dirpath={run2 / 'checkpoints'}", "+callbacks.model_checkpoint.save_last=true",
                    f"hydra.run.dir={run2}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    cli = run_cli("-m", "spikelight.plot", str(run2), "--samples", "2")
+    cli = run_cli("-m", "spikelight.app.plot", str(run2), "--samples", "2")
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert {p.stem for p in (run2 / "plots").glob("*.png")} == names
-    missing = run_cli("-m", "spikelight.plot", str(tmp_path / "nope"))
+    missing = run_cli("-m", "spikelight.app.plot", str(tmp_path / "nope"))
     assert missing.returncode == 2 and missing.stderr.startswith("error: no checkpoint")
 
 
@@ -138,7 +138,7 @@ def test_plots_read_at_a_glance():
     """What issue 7 asked of each figure, checked on the figure objects."""
     from matplotlib.image import AxesImage
 
-    from spikelight.visualize import (
+    from spikelight.train.figures import (
         plot_curves,
         plot_firing_rate_hist,
         plot_input_raster,
@@ -197,8 +197,8 @@ def test_plots_read_at_a_glance():
 
 
 def test_plot_callback_keeps_a_bounded_per_step_history():
-    from spikelight.callbacks import SpikePlotCallback
-    from spikelight.plot import curves_from_checkpoint
+    from spikelight.app.plot import curves_from_checkpoint
+    from spikelight.train.callbacks import SpikePlotCallback
 
     cb = SpikePlotCallback(max_points=8)
     for step in range(1, 21):

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from spikelight.neurons import BaseNode, IFNode, LIFNode, VState
-from spikelight.surrogate import ATan
+from spikelight.core.surrogate import ATan
+from spikelight.core.types import VState
+from spikelight.neurons import BaseNode, IFNode, LIFNode
 
 X = torch.tensor([0.8, 0.8, 0.8, 2.5, 0.0]).view(5, 1, 1)
 

@@ -23,7 +23,7 @@ from spikingjelly.activation_based import encoding as sj_encoding
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_sg
 
-from spikelight import surrogate as sg
+from spikelight.core import surrogate as sg
 from spikelight.encoding import LatencyEncoder, PoissonEncoder
 from spikelight.losses import CECountLoss, CEMembranePerStepLoss, CERateLoss, MSECountLoss, MSERateLoss
 from spikelight.models import SpikeOutput

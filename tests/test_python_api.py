@@ -5,14 +5,14 @@ from functools import partial
 import lightning as L
 import torch
 
+from spikelight.core.surrogate import ATan
 from spikelight.data import DigitsDataModule
 from spikelight.encoding import PoissonEncoder
-from spikelight.lit import SpikingClassifier
 from spikelight.losses import MSERateLoss
 from spikelight.models import FCLIF
 from spikelight.neurons import LIFNode
 from spikelight.readout import RateReadout
-from spikelight.surrogate import ATan
+from spikelight.train.module import SpikingClassifier
 
 
 def test_train_without_hydra(tmp_path):

@@ -47,7 +47,7 @@ README = ROOT / "README.md"
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
 COMMAND_WORDS = ("python", "make", "pip", "source")
 HYDRA_SCRIPTS = ("train.py", "eval.py")
-MODULES = ("spikelight.plot", "spikelight.sweep_report")
+MODULES = ("spikelight.app.plot", "spikelight.app.sweep_report")
 
 # added to every train.py / eval.py command unless it sets the key itself: one
 # epoch of two batches of 16; plots are drawn by the README's `python -m spikelight.plot`
@@ -200,7 +200,7 @@ def time_steps(args: list[str]) -> int | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.utils import instantiate
 
-    from spikelight.checks import _compose, _compose_lines
+    from spikelight.app.checks import _compose, _compose_lines
 
     try:
         lines = _compose_lines(OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")]))

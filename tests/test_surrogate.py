@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from spikelight import surrogate as sg
+from spikelight.core import surrogate as sg
 
 SMOOTH = [sg.Sigmoid(4.0), sg.ATan(2.0), sg.FastSigmoid(25.0), sg.Triangle(1.0, 0.3), sg.Triangle(2.0), sg.Rectangle(1.0),
           sg.Sigmoid(1.5), sg.ATan(0.7), sg.PiecewiseQuadratic(1.0), sg.PiecewiseQuadratic(2.5), sg.SoftSign(2.0),

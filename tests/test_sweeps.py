@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from spikelight import distributed
-from spikelight.errors import ConfigError
-from spikelight.sweep_report import Job, heat_grid, main, table
+from spikelight.app import distributed
+from spikelight.app.sweep_report import Job, heat_grid, main, table
+from spikelight.core.errors import ConfigError
 
 from .conftest import compose_cfg, run_cli
 
@@ -81,12 +81,12 @@ def test_grid_sweep_report_and_wandb_group(tmp_path):
     assert "Traceback" not in proc.stderr and lines[-1].startswith("Set the environment variable HYDRA_FULL_ERROR")
     last = lines[-2]  # Hydra's one line for the sweep (its hint above follows)
     assert last.startswith("error: sweep job 0 failed") and "LIF tau must be > 1" in last, last
-    assert f"spikelight.sweep_report {sweep}" in last
+    assert f"spikelight.app.sweep_report {sweep}" in last
     # the offline switch of job 1 (wandb sets WANDB_MODE for its process) did not leak into job 2
     assert proc.stdout.count("logging offline") == 2, proc.stdout[-2000:]
 
     # as a user runs it: the report goes to wandb as the jobs did (offline)
-    report = run_cli("-m", "spikelight.sweep_report", str(sweep), env={"WANDB_MODE": None, "HOME": str(home)})
+    report = run_cli("-m", "spikelight.app.sweep_report", str(sweep), env={"WANDB_MODE": None, "HOME": str(home)})
     assert report.returncode == 0, report.stderr[-3000:]
     out = report.stdout
     assert "4 jobs, 2 ok" in out
@@ -164,7 +164,7 @@ def test_same_seed_same_metrics_on_cpu(tmp_path):
     overrides = [o for o in SMALL if not o.startswith("++")] + ["callbacks=none", "logger=none"]
 
     def run(seed: int, name: str) -> dict[str, float]:
-        from spikelight.cli import train
+        from spikelight.app.cli import train
 
         return train(compose_cfg("train", [*overrides, f"seed={seed}"], tmp_path / name))
 

@@ -46,13 +46,13 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
+from spikelight.core.surrogate import ATan  # noqa: E402
+from spikelight.dynamics import buffers  # noqa: E402
 from spikelight.encoding import DirectEncoder, PoissonEncoder, SequenceEncoder  # noqa: E402
-from spikelight.kernels import buffers  # noqa: E402
 from spikelight.losses import CEMembranePerStepLoss, MSERateLoss, ReadoutCrossEntropyLoss  # noqa: E402
 from spikelight.models import FCLIF, LSNN, MLP, ConvSNN  # noqa: E402
 from spikelight.neurons import ALIFNode, DualExpNode, IFNode, LeakyNode, LIFNode  # noqa: E402
 from spikelight.readout import RateReadout  # noqa: E402
-from spikelight.surrogate import ATan  # noqa: E402
 
 
 # --- the harness ---------------------------------------------------------------------------------
@@ -389,8 +389,8 @@ def case_event_driven(ctx: Ctx) -> list[Case]:
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from spikelight.cli import build_module
-    from spikelight.event_driven import functions as edf
+    from spikelight.app.cli import build_module
+    from spikelight.layers.event_driven import functions as edf
 
     dev = ctx.device
     B = 50 if dev.type == "cuda" else 16

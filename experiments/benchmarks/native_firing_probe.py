@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-from spikelight.kernels import recurrent as R  # noqa: E402
-from spikelight.kernels.spec import ALIFSpec, LIFSpec  # noqa: E402
-from spikelight.surrogate import ATan  # noqa: E402
+from spikelight.core.surrogate import ATan  # noqa: E402
+from spikelight.dynamics.fused import recurrent as R  # noqa: E402
+from spikelight.dynamics.spec import ALIFSpec, LIFSpec  # noqa: E402
 
 
 def main() -> None:

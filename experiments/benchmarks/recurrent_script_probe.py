@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-from spikelight.kernels.recurrent import RecurrentFunction  # noqa: E402
+from spikelight.dynamics.fused.recurrent import RecurrentFunction  # noqa: E402
 from spikelight.neurons import ALIFNode  # noqa: E402
 
 T, H = 784, 220

@@ -29,7 +29,7 @@ def main() -> None:
 
     import torch
 
-    from spikelight.event_driven import functions as fn
+    from spikelight.layers.event_driven import functions as fn
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
-from spikelight.event_driven import StandardizeAuthorsFunction, standardize_weight  # noqa: E402
+from spikelight.layers.event_driven import StandardizeAuthorsFunction, standardize_weight  # noqa: E402
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from spikelight.cli import build_datamodule, load_trained
+from spikelight.app.cli import build_datamodule, load_trained
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from spikelight.errors import ConfigError, ShapeError
+from spikelight.core.errors import ConfigError, ShapeError
 
 __all__ = [
     "Encoder",

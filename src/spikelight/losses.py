@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spikelight.models.output import SpikeOutput
+from spikelight.core.types import SpikeOutput
 
 __all__ = [
     "SpikeLoss",
@@ -131,7 +131,7 @@ class ReadoutCrossEntropyLoss(SpikeLoss):
     predicts from is what is trained, e.g. the mean (``readout=rate``) or last
     (``readout=last``) readout potential of an LSNN, or the mean of its last 28 steps.
 
-    The :class:`~spikelight.lit.SpikingClassifier` binds its readout (``bind``).
+    The :class:`~spikelight.train.module.SpikingClassifier` binds its readout (``bind``).
     """
 
     def __init__(self) -> None:

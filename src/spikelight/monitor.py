@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 
 from torch import Tensor, nn
 
-from spikelight.neurons import BaseNode, NeuronOutput
+from spikelight.core.types import NeuronOutput
+from spikelight.neurons import BaseNode
 
 __all__ = ["Monitor", "select_layers"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from spikelight.models.output import SpikeOutput
+from spikelight.core.types import SpikeOutput
 
 __all__ = [
     "Readout",

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random_split
 from torchvision.transforms import v2
 
-from spikelight.errors import ConfigError, DatasetNotFoundError
+from spikelight.core.errors import ConfigError, DatasetNotFoundError
 
 __all__ = [
     "DatasetNotFoundError",

@@ -11,8 +11,8 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
+from spikelight.core.errors import ConfigError
 from spikelight.data.base import ClassificationDataModule
-from spikelight.errors import ConfigError
 
 __all__ = ["DigitsDataModule"]
 

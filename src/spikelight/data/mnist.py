@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import TensorDataset
 from torchvision import datasets
 
+from spikelight.core.errors import DatasetCorruptError
 from spikelight.data.base import ClassificationDataModule, DatasetNotFoundError
-from spikelight.errors import DatasetCorruptError
 
 __all__ = ["MNISTDataModule", "FashionMNISTDataModule", "MNIST_FILES", "ensure_raw_files"]
 

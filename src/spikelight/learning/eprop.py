@@ -40,10 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spikelight.errors import ConfigError
+from spikelight.core.errors import ConfigError
+from spikelight.core.types import SpikeOutput
 from spikelight.losses import CEMembranePerStepLoss, FiringRateRegularizer, ReadoutCrossEntropyLoss
 from spikelight.models.lsnn import LSNN
-from spikelight.models.output import SpikeOutput
 from spikelight.neurons import ALIFNode, IFNode, LIFNode
 from spikelight.readout import MembraneReadout, RateReadout
 

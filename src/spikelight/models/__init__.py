@@ -1,10 +1,11 @@
 """Model families. Each maps x_seq [T, B, ...] → SpikeOutput."""
 
+from spikelight.core.types import SpikeOutput
+from spikelight.layers.recurrent import LeakyReadout, RecurrentSpikingLayer
 from spikelight.models.conv import ConvSNN
 from spikelight.models.event_driven import EventDrivenSNN
 from spikelight.models.fc_lif import FCLIF
-from spikelight.models.lsnn import LSNN, LeakyReadout, RecurrentSpikingLayer
+from spikelight.models.lsnn import LSNN
 from spikelight.models.mlp import MLP
-from spikelight.models.output import SpikeOutput
 
 __all__ = ["ConvSNN", "EventDrivenSNN", "FCLIF", "MLP", "LSNN", "LeakyReadout", "RecurrentSpikingLayer", "SpikeOutput"]

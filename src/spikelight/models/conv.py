@@ -20,16 +20,10 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from spikelight.errors import ConfigError, ShapeError
-from spikelight.models.base import (
-    NeuronFactory,
-    OverTime,
-    SharedDropout,
-    check_layer_geometry,
-    make_neuron,
-    parse_layer_list,
-)
-from spikelight.models.output import SpikeOutput
+from spikelight.core.errors import ConfigError, ShapeError
+from spikelight.core.types import SpikeOutput
+from spikelight.layers.over_time import NeuronFactory, OverTime, SharedDropout, make_neuron
+from spikelight.models.base import check_layer_geometry, parse_layer_list
 from spikelight.neurons import BaseNode
 
 __all__ = ["ConvSNN", "LayerSpec", "SpikingBlock", "parse_layers"]

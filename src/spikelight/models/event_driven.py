@@ -9,12 +9,12 @@ The authors' MNIST network (15C5-P2-40C5-P2-FC300-FC10)::
     # + the output layer fc(num_classes), added automatically
 
 A layer is ``conv|fc (standardised weights, no bias) → dual-exponential neurons → [pool] →
-[dropout]``; gradients flow only through spike times (:mod:`spikelight.event_driven`).
+[dropout]``; gradients flow only through spike times (:mod:`spikelight.layers.event_driven`).
 The keys are those of ``model=conv`` where they mean the same (conv, fc, kernel, stride,
 padding, dropout, repeat); ``pool: k`` is a pooling of size k whose kind is the model's
 ``pooling`` (``adjusted_avg`` as in every published config, ``avg``, ``max``).
 
-Training-time parts the :class:`~spikelight.lit.SpikingClassifier` drives: the labels go
+Training-time parts the :class:`~spikelight.train.module.SpikingClassifier` drives: the labels go
 into the forward (``takes_labels``) for label-spike injection at the output layer; gains
 are initialised from the first training batch (:meth:`EventDrivenSNN.data_init`); the
 gain / shift parameters form their own optimiser group with learning-rate factor
@@ -29,11 +29,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from spikelight.errors import ConfigError, ShapeError
-from spikelight.event_driven.functions import AUTHORS_INPUT_GRAD_DAMPING, bisect_gain, target_init_spikes
-from spikelight.event_driven.layers import AdjustedAvgPool2d, EventBlock, EventConv2d, EventLinear
-from spikelight.models.base import NeuronFactory, SharedDropout, check_layer_geometry, make_neuron, parse_layer_list
-from spikelight.models.output import SpikeOutput
+from spikelight.core.errors import ConfigError, ShapeError
+from spikelight.core.types import SpikeOutput
+from spikelight.layers.event_driven.functions import AUTHORS_INPUT_GRAD_DAMPING, bisect_gain, target_init_spikes
+from spikelight.layers.event_driven.synapses import AdjustedAvgPool2d, EventBlock, EventConv2d, EventLinear
+from spikelight.layers.over_time import NeuronFactory, SharedDropout, make_neuron
+from spikelight.models.base import check_layer_geometry, parse_layer_list
 
 __all__ = ["EventDrivenSNN", "EventLayerSpec", "parse_event_layers", "POOLINGS", "DROPOUT_MASKS"]
 
@@ -97,7 +98,7 @@ class _CountToTimeGrad(torch.autograd.Function):
 class EventDrivenSNN(nn.Module):
     """Spiking conv / fc network trained by event-driven backpropagation.
 
-    Blocks are ``blocks.<i>`` (:class:`~spikelight.event_driven.EventBlock`: ``synapse``,
+    Blocks are ``blocks.<i>`` (:class:`~spikelight.layers.event_driven.EventBlock`: ``synapse``,
     ``neuron``, ``post``), the output layer last; ``SpikeOutput.hidden`` is keyed
     ``blocks.<i>.neuron``.
 
@@ -109,12 +110,12 @@ class EventDrivenSNN(nn.Module):
         pooling: kind of every ``pool``: ``adjusted_avg`` (average pooling whose backward keeps
             the gradient sum; the paper), ``avg`` (plain; shrinks gradients), ``max``.
         grad_type: ``exponential`` (every published config) or ``original`` (see
-            :class:`~spikelight.event_driven.EventConfig`).
+            :class:`~spikelight.layers.event_driven.EventConfig`).
         input_grad_damping: factor on every layer's input gradient; the authors' code has a
             hidden 0.85 (the default here); 1.0 keeps the gradient sum exactly.
         standardization_grad: ``exact`` (autograd through the weight standardisation) or
             ``authors`` (their manual backward; it differs, see
-            :class:`~spikelight.event_driven.StandardizeAuthorsFunction`).
+            :class:`~spikelight.layers.event_driven.StandardizeAuthorsFunction`).
         norm_grad: learning-rate factor of the gains and shifts (their optimiser group);
             0 freezes them after the data-driven init (the CIFAR configs).
         data_init: rescale each layer's gains on the first training batch so that about

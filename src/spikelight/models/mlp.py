@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from spikelight.models.base import NeuronFactory, apply_over_time, check_features, make_neuron
-from spikelight.models.output import SpikeOutput
+from spikelight.core.types import SpikeOutput
+from spikelight.layers.over_time import NeuronFactory, apply_over_time, make_neuron
+from spikelight.models.base import check_features
 
 __all__ = ["MLP"]
 

@@ -1,7 +1,8 @@
 """Spiking neurons. Each is one pure charge function plus shared fire/reset."""
 
+from spikelight.core.types import NeuronOutput, VState
 from spikelight.neurons.alif import ALIFNode, ALIFState
-from spikelight.neurons.base import BaseNode, NeuronOutput, VState, reset_state
+from spikelight.neurons.base import BaseNode, reset_state
 from spikelight.neurons.dual_exp import DualExpNode, DualExpState, dual_exp_update
 from spikelight.neurons.if_lif import (
     IFNode,

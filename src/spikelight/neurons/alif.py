@@ -30,7 +30,7 @@ Conversions (time step dt = 1; time constants in steps):
 State: :class:`ALIFState` ``(v, a, ref)``; ``ref`` counts the refractory steps left.
 
 ``backend`` (``auto | fused | torch``): ``auto`` / ``fused`` run the sequence as one fused
-autograd Function (:mod:`spikelight.kernels.recurrent`, the same one a recurrent layer
+autograd Function (:mod:`spikelight.dynamics.fused.recurrent`, the same one a recurrent layer
 uses), ``torch`` the reference loop of :meth:`step`; spikes are identical.
 """
 
@@ -42,10 +42,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spikelight import kernels
-from spikelight.neurons.base import BaseNode, NeuronOutput, _compute_dtype
+from spikelight.core.surrogate import Surrogate
+from spikelight.core.types import NeuronOutput
+from spikelight.dynamics import dispatch as kernels
+from spikelight.neurons.base import BaseNode, _compute_dtype
 from spikelight.neurons.if_lif import lif_charge, resolve_tau_beta
-from spikelight.surrogate import Surrogate
 
 __all__ = ["ALIFNode", "ALIFState"]
 

@@ -12,7 +12,7 @@ A single-state neuron is defined by its charge equation alone,
 
 ``multi_step`` below is the reference. Neurons with a fused form (IF, LIF,
 Leaky: ``_kernel_spec()``) run it instead on the ``backend`` chosen
-(:mod:`spikelight.kernels`: ``auto | fused | triton | torch``), with identical
+(:mod:`spikelight.dynamics.dispatch`: ``auto | fused | triton | torch``), with identical
 spikes; a neuron that only writes ``charge`` always runs the reference loop.
 
 State is a NamedTuple: ``VState(v)`` here; neurons with more variables (ALIF:
@@ -25,45 +25,17 @@ in the input dtype, membranes in the compute dtype.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from spikelight import kernels
-from spikelight.errors import ShapeError
-from spikelight.surrogate import ATan, Surrogate
+from spikelight.core.errors import ShapeError
+from spikelight.core.surrogate import ATan, Surrogate
+from spikelight.core.types import NeuronOutput, VState
+from spikelight.dynamics import dispatch as kernels
 
 __all__ = ["NeuronOutput", "VState", "BaseNode", "reset_state"]
-
-
-class VState(NamedTuple):
-    """State of a single-variable neuron: membrane after reset, [B, ...]."""
-
-    v: Tensor
-
-
-class NeuronOutput(NamedTuple):
-    """Result of a multi-step call.
-
-    spikes:   [T, B, ...] 0/1 in the input dtype.
-    membrane: [T, B, ...] potential before reset (h), fp32 or wider.
-    state:    the neuron's state NamedTuple after the last step (each field
-              [B, ...]); pass it back in to continue the sequence.
-    states:   the same NamedTuple with every field stacked over time
-              ([T, B, ...]) when the neuron's ``record_states`` is set (a
-              :class:`~spikelight.monitor.Monitor` asking for ``states``), else None.
-    """
-
-    spikes: Tensor
-    membrane: Tensor
-    state: Any
-    states: Any = None
-
-    @property
-    def v(self) -> Tensor:
-        """The membrane state after the last step (``state.v``)."""
-        return self.state.v
 
 
 def reset_state(h: Tensor, spike: Tensor, v_threshold: float, v_reset: float | None, detach_reset: bool) -> Tensor:
@@ -96,7 +68,7 @@ class BaseNode(nn.Module):
         detach_reset: detach the spike used in the reset from the graph.
         backend: how ``multi_step`` runs: ``auto`` (fastest available),
             ``fused`` (plain-PyTorch fused kernel), ``triton`` (CUDA kernel) or
-            ``torch`` (the reference loop); see :mod:`spikelight.kernels`.
+            ``torch`` (the reference loop); see :mod:`spikelight.dynamics.dispatch`.
     """
 
     #: fire on ``h > v_threshold`` (snnTorch) instead of ``h >= v_threshold`` (SpikingJelly)
@@ -122,7 +94,7 @@ class BaseNode(nn.Module):
         self.surrogate = surrogate if surrogate is not None else ATan()
         if not isinstance(self.surrogate, Surrogate):
             raise TypeError(
-                f"surrogate must be a spikelight.surrogate.Surrogate, got {type(self.surrogate).__name__}"
+                f"surrogate must be a spikelight.core.surrogate.Surrogate, got {type(self.surrogate).__name__}"
             )
         self.detach_reset = bool(detach_reset)
         self.backend = kernels.check_backend(backend)

@@ -15,7 +15,7 @@ This is the authors' forward (``layers/functions.py``; zhuyaoyu/SNN-event-driven
 
 Used alone (``neuron=dual_exp`` in any model) it trains with surrogate-gradient BPTT like
 every other neuron; ``model=event_driven`` runs the same update inside its event-driven
-``autograd.Function`` (:mod:`spikelight.event_driven`), which reads τ_m, τ_s, τ_grad
+``autograd.Function`` (:mod:`spikelight.layers.event_driven`), which reads τ_m, τ_s, τ_grad
 and ϑ from this module.
 """
 
@@ -26,10 +26,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spikelight import kernels
-from spikelight.kernels.dual_exp_fused import dual_exp_multi_step
-from spikelight.neurons.base import BaseNode, NeuronOutput, _compute_dtype
-from spikelight.surrogate import Surrogate
+from spikelight.core.surrogate import Surrogate
+from spikelight.core.types import NeuronOutput
+from spikelight.dynamics import dispatch as kernels
+from spikelight.dynamics.fused.dual_exp import dual_exp_multi_step
+from spikelight.neurons.base import BaseNode, _compute_dtype
 
 __all__ = ["DualExpNode", "DualExpState", "dual_exp_update"]
 
@@ -48,7 +49,7 @@ def dual_exp_update(
     """Charge the three traces with input x [B, ...] and return ``(traces before reset, u)``.
 
     The one place the dual-exponential dynamics are written: :class:`DualExpNode` and the
-    event-driven forward (:func:`spikelight.event_driven.functions.event_forward`) both call it.
+    event-driven forward (:func:`spikelight.layers.event_driven.functions.event_forward`) both call it.
     """
     m = (state.m + x) * (1.0 - theta_m)
     s = (state.s + x) * (1.0 - theta_s)
@@ -69,7 +70,7 @@ class DualExpNode(BaseNode):
         surrogate: surrogate spike function for BPTT use (the event-driven model ignores it).
         detach_reset: detach the spike used in the reset from the graph (BPTT use).
         backend: ``auto`` / ``fused`` (all T steps as one autograd Function, same spikes,
-            :mod:`spikelight.kernels.dual_exp_fused`) or ``torch`` (the reference loop).
+            :mod:`spikelight.dynamics.fused.dual_exp`) or ``torch`` (the reference loop).
 
     State: :class:`DualExpState` ``(m, s, g)``; ``membrane`` in outputs is u before reset.
     """

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from spikelight.kernels import LIFSpec
+from spikelight.core.surrogate import Surrogate
+from spikelight.dynamics.dispatch import LIFSpec
 from spikelight.neurons.base import BaseNode
-from spikelight.surrogate import Surrogate
 
 __all__ = ["IFNode", "LIFNode", "if_charge", "lif_charge", "tau_from_beta", "beta_from_tau", "resolve_tau_beta"]
 

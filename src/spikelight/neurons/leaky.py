@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from spikelight.kernels import LeakySpec
+from spikelight.core.surrogate import Surrogate
+from spikelight.dynamics.dispatch import LeakySpec
 from spikelight.neurons.base import BaseNode
 from spikelight.neurons.if_lif import beta_from_tau, resolve_tau_beta
-from spikelight.surrogate import Surrogate
 
 __all__ = ["LeakyNode"]
 

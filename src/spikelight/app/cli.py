@@ -1,0 +1,499 @@
+"""Entry logic behind ``train.py`` and ``eval.py``: build from config, run, report.
+
+Everything here also works without the Hydra decorator: compose a config with
+``hydra.compose`` and call :func:`train` / :func:`evaluate` (the tests do).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import netrc
+import os
+import re
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.errors import CompactHydraException, InstantiationException
+from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
+from rich.console import Console
+from rich.syntax import Syntax
+
+from spikelight.app import console
+from spikelight.app.checks import check_accelerator, check_ranges, check_types, resume_run_dir
+from spikelight.app.ckpt import check_fits, load_checkpoint, resolve_ckpt_path
+from spikelight.app.compat import upgrade_targets
+from spikelight.app.distributed import install_ddp_job_command, job_scope, launcher_overrides
+from spikelight.app.rundir import clear_failed_mark, continue_metrics_csv, finish_failed_run
+from spikelight.app.trust import check_trusted
+from spikelight.core.errors import CheckpointError, ConfigError, SpikelightError
+from spikelight.train.faults import Preempted
+from spikelight.train.module import SpikingClassifier
+
+__all__ = [
+    "build_module",
+    "load_checkpoint_config",
+    "load_trained",
+    "build_datamodule",
+    "build_callbacks",
+    "build_loggers",
+    "train",
+    "evaluate",
+    "build_trainer",
+    "run_task",
+    "preflight_or_exit",
+    "ConfigError",
+]
+
+console.quiet()
+log = logging.getLogger("spikelight")
+
+MODEL_KEYS = (
+    "model", "encoder", "readout", "loss", "optimizer", "scheduler", "neuron", "surrogate", "regularizer",
+    "scheduler_interval", "learning",
+)
+
+
+def _plain(cfg: DictConfig) -> dict:
+    """Resolved config as plain Python containers (safe for ``weights_only`` checkpoints)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+
+
+def _build(node: Any) -> Any:
+    """``instantiate`` with plain containers; None stays None."""
+    if node is None:
+        return None
+    return instantiate(node, _convert_="all")
+
+
+def build_module(cfg: DictConfig) -> SpikingClassifier:
+    """The LightningModule described by ``cfg`` (model, encoder, readout, loss, optimizer, scheduler)."""
+    plain = _plain(cfg)
+    return SpikingClassifier(
+        model=_build(cfg.model),
+        encoder=_build(cfg.get("encoder")),
+        readout=_build(cfg.readout),
+        loss=_build(cfg.loss),
+        optimizer=_build(cfg.optimizer),
+        scheduler=_build(cfg.get("scheduler")),
+        num_classes=int(cfg.get("num_classes", 10)),
+        config={k: plain[k] for k in (*MODEL_KEYS, "data", "T", "num_classes", "seed") if k in plain},
+        regularizer=_build(cfg.get("regularizer")),
+        scheduler_interval=cfg.get("scheduler_interval") or "epoch",
+        learning=_build(cfg.get("learning")),
+    )
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    return _build(cfg.data)
+
+
+def fill_in_features(cfg: DictConfig, datamodule: L.LightningDataModule) -> None:
+    """``model.in_features: null`` follows the data: the DataModule's inputs per step
+    (``num_features``), through the encoder's ``out_features`` (e.g. 80 for threshold
+    crossing). Written into ``cfg`` so the checkpoint stores the number."""
+    if OmegaConf.select(cfg, "model.in_features", default=0) is not None:
+        return
+    feats = getattr(datamodule, "num_features", None)
+    if feats is None:
+        raise ConfigError("model.in_features=null needs a sequence dataset (data=smnist|sfmnist|psmnist|sdigits); set it")
+    encoder = _build(cfg.get("encoder"))
+    if encoder is not None and hasattr(encoder, "out_features"):
+        feats = encoder.out_features(feats)
+    with open_dict(cfg):
+        cfg.model.in_features = int(feats)
+
+
+def _has_wandb_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def build_loggers(cfg: DictConfig, append: bool = False) -> list[Logger]:
+    """Loggers from the ``logger`` group (a dict of name → config). wandb goes
+    offline when no API key is configured, so it works without an account;
+    ``append`` makes the CSV logger continue an existing ``metrics.csv`` (resume)."""
+    loggers: list[Logger] = []
+    for conf in (cfg.get("logger") or {}).values():
+        if not isinstance(conf, DictConfig) or "_target_" not in conf:
+            continue
+        if conf._target_.endswith("WandbLogger"):
+            if not conf.get("offline") and not os.environ.get("WANDB_MODE") and not _has_wandb_credentials():
+                log.info("[spikelight] wandb: no API key configured, logging offline (upload later with `wandb sync`)")
+                conf = OmegaConf.merge(conf, {"offline": True})
+            # passed as arguments, not merged into the node: config keys are free text
+            factory = instantiate(conf, _convert_="all", _partial_=True)
+            loggers.append(factory(**_wandb_run_fields(cfg, conf)))
+            continue
+        if append and conf._target_ == "spikelight.train.loggers.CSVLogger":
+            conf = conf.copy()
+            with open_dict(conf):
+                conf.append = True
+        loggers.append(_build(conf))
+    return loggers
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested plain config as ``{"a/b/c": value}`` (wandb's run table shows one column per key)."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}{key}/"))
+        return out
+    return {prefix.rstrip("/"): node if isinstance(node, (int, float, str, bool)) or node is None else str(node)}
+
+
+def _wandb_run_fields(cfg: DictConfig, conf: DictConfig) -> dict[str, Any]:
+    """wandb.init fields of a run: in a ``-m`` sweep the group is the sweep (``<task>/<sweep folder>``,
+    unless ``logger.wandb.group`` is set) and the name the job's overrides; the config holds the
+    job's overrides and the flattened run config (the checkpoint's nested config is logged too)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from spikelight.app.sweep_report import sweep_group
+
+    fields: dict[str, Any] = {}
+    plain = {k: v for k, v in _plain(cfg).items() if k != "hydra"}
+    overrides: list[str] = []
+    sweep = _sweep_dir()
+    if HydraConfig.initialized():
+        overrides = list(HydraConfig.get().overrides.task)
+    if sweep is not None:
+        if not conf.get("group"):
+            fields["group"] = sweep_group(str(cfg.get("task_name", "train")), sweep)
+        if conf.get("name") in (None, cfg.get("task_name")):
+            job = HydraConfig.get().job.num
+            fields["name"] = f"{job}: {' '.join(o for o in overrides if not o.startswith('hparams_search='))}"[:120]
+    fields["config"] = {"overrides": overrides, **_flat(plain)}
+    return fields
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
+    callbacks: list[Callback] = []
+    for conf in (cfg.get("callbacks") or {}).values():
+        if not isinstance(conf, DictConfig) or "_target_" not in conf:
+            continue
+        cb = _build(conf)
+        if isinstance(cb, LearningRateMonitor) and not has_logger:
+            continue  # Lightning refuses an LR monitor without a logger
+        callbacks.append(cb)
+    return callbacks
+
+
+def build_trainer(cfg: DictConfig, loggers: list[Logger], **overrides: Any) -> L.Trainer:
+    """The Lightning Trainer of ``cfg.trainer`` with the configured callbacks and loggers."""
+    return instantiate(
+        cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False, _convert_="all",
+        **overrides,
+    )
+
+
+def _save_config(cfg: DictConfig, output_dir: Path | None) -> None:
+    if rank_zero_only.rank != 0:
+        return  # DDP workers share rank 0's folder
+    yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    if cfg.get("print_config", True):
+        Console().print(Syntax(yaml, "yaml"))
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config_resolved.yaml").write_text(yaml)
+
+
+def _output_dir(cfg: DictConfig) -> Path | None:
+    try:
+        out = OmegaConf.select(cfg, "paths.output_dir")
+    except OmegaConfBaseException:  # outside a Hydra run
+        return None
+    return Path(out) if out else None
+
+
+def _finish_wandb() -> None:
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def _summary(metrics: dict[str, float], out: Path | None) -> None:
+    if rank_zero_only.rank != 0:
+        return
+    shown = [f"{k} {metrics[k]:.4f}" for k in ("val/acc_best", "test/acc") if k in metrics]
+    where = f"outputs in {out}" if out is not None else ""
+    log.info("[spikelight] " + "; ".join([*shown, where] if where else shown))
+
+
+def runs_dir(cfg: DictConfig) -> Path:
+    """Where train.py's run folders are (``ckpt_path=last`` looks there)."""
+    return Path(OmegaConf.select(cfg, "paths.log_dir", default="logs")) / "train" / "runs"
+
+
+def _prepare_resume(ckpt: str, out: Path | None) -> tuple[bool, dict]:
+    """Check ``ckpt`` (readable, ``weights_only``); when it belongs to this run's folder
+    (the default, see :func:`spikelight.app.checks.preflight`), keep the folder's metrics
+    up to it. Returns whether the run continues in the checkpoint's own folder, and
+    the loaded checkpoint."""
+    loaded = load_checkpoint(ckpt)
+    same = out is not None and resume_run_dir(ckpt) == out.resolve()
+    if same:
+        # the checkpoint directory is this run's own: Lightning's warning about it is expected
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+        if rank_zero_only.rank == 0:
+            continue_metrics_csv(out / "csv" / "metrics.csv", int(loaded.get("global_step", 0)))
+        log.info(f"[spikelight] resuming from {ckpt}, continuing in its run folder {out}")
+    else:
+        log.info(f"[spikelight] resuming from {ckpt}; this run writes to {out}")
+    return same, loaded
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (optionally resuming from ``ckpt_path``), then test the best checkpoint.
+
+    Returns the final metrics (``val/acc_best``, ``test/acc``, ...) as floats.
+    """
+    check_types(cfg)
+    check_ranges(cfg)
+    check_accelerator(cfg.trainer)
+    L.seed_everything(cfg.seed, workers=True)
+    out = _output_dir(cfg)
+    ckpt = cfg.get("ckpt_path") if cfg.get("train", True) else None
+    if ckpt:
+        ckpt = resolve_ckpt_path(str(ckpt), runs_dir(cfg))  # ckpt_path=last / a run folder (API use; the CLI resolved it)
+    same_folder, loaded = _prepare_resume(ckpt, out) if ckpt else (False, None)
+    datamodule = build_datamodule(cfg)
+    fill_in_features(cfg, datamodule)
+    _save_config(cfg, out)
+    module = build_module(cfg)
+    if loaded is not None:
+        check_fits(module, loaded, ckpt)
+        del loaded
+    loggers = build_loggers(cfg, append=same_folder)
+    extra = {}
+    if not module.automatic_optimization:  # online learning steps itself: it clips, not the Trainer
+        module.manual_gradient_clip_val = cfg.trainer.get("gradient_clip_val")
+        extra["gradient_clip_val"] = None
+    trainer = build_trainer(cfg, loggers, **extra)
+    metrics: dict[str, float] = {}
+    try:
+        if cfg.get("train", True):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        if cfg.get("test", True):
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    finally:
+        _finish_wandb()
+    clear_failed_mark(out)
+    _summary(metrics, out)
+    return metrics
+
+
+def _stored_config(ckpt: dict, path: str) -> dict:
+    config = (ckpt.get("hyper_parameters") or {}).get("config")
+    if not config or not isinstance(config, dict):
+        raise CheckpointError(f"{path} has no spikelight config in its hyper_parameters; was it written by train.py?")
+    config = upgrade_targets(config)  # a checkpoint from before a module moved names today's path
+    # the model is rebuilt from this config: its _target_s must be ones spikelight trusts
+    check_trusted(config, f"the config stored in {path}")
+    return config
+
+
+def load_checkpoint_config(path: str) -> dict:
+    """The plain run config stored in a spikelight checkpoint (``weights_only`` load;
+    its ``_target_``s checked by :func:`spikelight.app.trust.check_trusted`)."""
+    return _stored_config(load_checkpoint(path), path)
+
+
+def load_trained(path: str) -> tuple[SpikingClassifier, DictConfig]:
+    """Rebuild a trained SpikingClassifier from a checkpoint; returns (module in eval mode, its config)."""
+    ckpt = load_checkpoint(path)
+    cfg = OmegaConf.create(_stored_config(ckpt, path))
+    module = build_module(cfg)
+    check_fits(module, ckpt, path)
+    module.load_state_dict(ckpt["state_dict"])
+    return module.eval(), cfg
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test a checkpoint. The model is rebuilt from the config stored in the
+    checkpoint; ``data`` defaults to the training data unless given."""
+    check_types(cfg)
+    check_ranges(cfg)
+    check_accelerator(cfg.trainer)
+    L.seed_everything(cfg.seed, workers=True)
+    out = _output_dir(cfg)
+    _save_config(cfg, out)
+    module, saved = load_trained(resolve_ckpt_path(str(cfg.ckpt_path), runs_dir(cfg)))
+    if cfg.get("data") is not None:
+        # resolved here: ${paths.data_dir} and ${seed} live in eval's config, not in the saved one
+        saved.data = OmegaConf.create(_plain(cfg.data))
+    datamodule = build_datamodule(saved)
+    loggers = build_loggers(cfg)
+    # the weights are loaded above; no checkpoints (nor Lightning's restore of training callbacks) in eval
+    trainer = build_trainer(cfg, loggers, enable_checkpointing=False)
+    log.info(f"[spikelight] testing {cfg.ckpt_path}")
+    try:
+        trainer.test(module, datamodule=datamodule)
+    finally:
+        _finish_wandb()
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    clear_failed_mark(out)
+    _summary(metrics, out)
+    return metrics
+
+
+# errors a user fixes from the command line: one line, no traceback
+USER_ERRORS = (InstantiationException, SpikelightError, OmegaConfBaseException, MisconfigurationException)
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def _one_line(err: BaseException) -> str | None:
+    """The one-line message for a user error, or None for a bug (keep the traceback)."""
+    cause = _root_cause(err)
+    # a bad constructor argument surfaces as ValueError/TypeError inside InstantiationException
+    if not isinstance(cause, (SpikelightError, ValueError, TypeError, OmegaConfBaseException, MisconfigurationException)):
+        return None
+    if isinstance(cause, InterpolationKeyError):
+        return _missing_interpolation(cause)
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
+
+def _missing_interpolation(err: InterpolationKeyError) -> str:
+    """``${data.in_shape}`` read by a model whose data option does not state it (sequence data)."""
+    found = re.search(r"Interpolation key '([^']+)'", str(err))
+    key = found.group(1) if found else "?"
+    reader = f"{err.full_key} reads" if getattr(err, "full_key", None) else "the config reads"
+    if key.startswith("data."):
+        return (f"{reader} ${{{key}}}, which the chosen data option does not state; pick data that does "
+                f"(image data: data=digits|mnist|fashion_mnist|cifar10) or set {err.full_key or key} yourself")
+    return f"{reader} ${{{key}}}, which is not set; set {key}"
+
+
+def _sweep_dir() -> Path | None:
+    """The folder of the running ``-m`` sweep, if this job is part of one."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+
+
+RESULTS = "results.json"
+
+
+class SweepJobError(SpikelightError, CompactHydraException):
+    """A job of a ``-m`` sweep failed. Raised (not ``sys.exit``) so Hydra's sweepers go on with
+    the other jobs (the Optuna sweeper counts it against ``max_failure_rate``); Hydra prints it
+    as one line when it ends the sweep."""
+
+
+def _write_results(cfg: DictConfig, status: str, seconds: float, metrics: dict[str, float],
+                   error: str | None = None) -> None:
+    """``<run>/results.json``: status (ok | failed), wall seconds, final metrics, the error line.
+    Read by :mod:`spikelight.app.sweep_report`."""
+    out = _output_dir(cfg)
+    if rank_zero_only.rank != 0 or out is None or not out.is_dir():
+        return
+    body = {"status": status, "seconds": round(seconds, 3), "metrics": metrics, "error": error}
+    (out / RESULTS).write_text(json.dumps(body, indent=1) + "\n")
+
+
+def _failed(cfg: DictConfig, reason: str, seconds: float) -> None:
+    if rank_zero_only.rank == 0:
+        sweep = _sweep_dir()
+        # a sweep keeps a failed job's folder (its FAILED note and results) for the sweep report
+        if finish_failed_run(_output_dir(cfg), reason, sweep, keep=sweep is not None) == "marked":
+            _write_results(cfg, "failed", seconds, {}, reason)
+
+
+def _job_failed_line(cfg: DictConfig, msg: str) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    sweep = _sweep_dir()
+    return (f"sweep job {HydraConfig.get().job.num} failed ({_output_dir(cfg)}): {msg}; the other jobs ran: "
+            f"python -m spikelight.sweep_report {sweep} lists them")
+
+
+def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> float | None:
+    """Run ``task``; known user errors become one line on stderr and exit code 2
+    (``HYDRA_FULL_ERROR=1`` shows the full traceback instead). A failed run's
+    folder is removed if it holds nothing yet, else marked ``FAILED``. Inside a
+    ``-m`` sweep a failed job raises :class:`SweepJobError` instead, so the sweep goes on.
+
+    Each job runs in :func:`~spikelight.app.distributed.job_scope` (DDP processes of its own) and
+    leaves ``results.json`` (status, seconds, metrics).
+
+    Returns ``cfg.optimized_metric`` from the metrics (for Hydra sweepers) if set.
+    """
+    install_ddp_job_command()
+    sweep = _sweep_dir() is not None
+    start = time.perf_counter()
+    try:
+        with job_scope():
+            metrics = task(cfg)
+    except USER_ERRORS as err:
+        msg = _one_line(err)
+        _failed(cfg, f"error: {msg}" if msg else f"{type(err).__name__}: {err}", time.perf_counter() - start)
+        if msg is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {msg}", file=sys.stderr)
+        if sweep:
+            raise SweepJobError("error: " + _job_failed_line(cfg, msg)) from None
+        sys.exit(2)
+    except Preempted as err:  # SIGTERM / SIGUSR1: a checkpoint was written, exit 128+signal
+        _failed(cfg, f"stopped: {err.message}", time.perf_counter() - start)
+        print(f"stopped: {err.message}; resume: python train.py <same overrides> ckpt_path=last", file=sys.stderr)
+        raise
+    except SystemExit as err:  # Lightning exits 1 after a Ctrl-C it handled
+        _failed(cfg, "interrupted" if err.code else "stopped", time.perf_counter() - start)
+        raise
+    except BaseException as err:
+        _failed(cfg, f"{type(err).__name__}: {err}", time.perf_counter() - start)
+        raise
+    _write_results(cfg, "ok", time.perf_counter() - start, metrics)
+    name = cfg.get("optimized_metric")
+    if name:
+        if name not in metrics:
+            print(f"error: optimized_metric={name} was not logged; have {sorted(metrics)}", file=sys.stderr)
+            sys.exit(2)
+        return metrics[name]
+    return None
+
+
+def preflight_or_exit(argv: list[str], config_name: str) -> list[str]:
+    """:func:`spikelight.app.checks.preflight` for a script's ``sys.argv``, plus the run folder shared by the
+    ranks of a ``torchrun`` / ``srun`` launch (:func:`~spikelight.app.distributed.launcher_overrides`);
+    one line and exit 2 on a bad argument."""
+    from spikelight.app.checks import preflight
+
+    try:
+        args = preflight(argv[1:], config_name)
+        return [argv[0], *args, *launcher_overrides(args)]
+    except ConfigError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

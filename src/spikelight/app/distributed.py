@@ -1,0 +1,138 @@
+"""Data-parallel runs under Hydra: one job = one set of processes, one run folder.
+
+- ``accelerator=ddp trainer.devices=N``: Lightning starts N-1 more processes by
+  re-running the command line. Inside a ``-m`` sweep that command line is the whole
+  sweep (Lightning's known Hydra trap), so :func:`install_ddp_job_command` makes the
+  extra processes run exactly the current job, in its folder.
+- Several jobs in one process (a local sweep): :func:`job_scope` gives every job
+  the environment it started with (Lightning's ``LOCAL_RANK``, ``WORLD_SIZE``, ...
+  and wandb's ``WANDB_MODE``) and no leftover process group, so job 2 starts its
+  own processes instead of waiting for job 1's, which have exited.
+- ``torchrun`` / ``srun`` start every rank themselves; each rank runs ``train.py``.
+  :func:`launcher_overrides` gives them one shared run folder (Hydra would name
+  one per process) and keeps ranks other than 0 from writing Hydra's files.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from spikelight.core.errors import ConfigError
+
+__all__ = ["install_ddp_job_command", "job_scope", "launcher", "launcher_overrides", "JOB_ENV"]
+
+# set by Lightning's process launcher and by wandb's offline mode; must not outlive a job
+JOB_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "WANDB_MODE")
+
+
+@contextmanager
+def job_scope() -> Iterator[None]:
+    """Run one job: afterwards restore :data:`JOB_ENV` as it was and destroy the
+    ``torch.distributed`` process group the job created (Lightning keeps it until exit)."""
+    saved = {k: os.environ.get(k) for k in JOB_ENV}
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _script_command() -> list[str]:
+    from hydra.utils import to_absolute_path
+
+    import __main__
+
+    spec = getattr(__main__, "__spec__", None)
+    if spec is None:
+        return [sys.executable, to_absolute_path(sys.argv[0])]
+    return [sys.executable, "-m", spec.name]
+
+
+def ddp_job_command(local_rank: int) -> tuple[list[str], str]:
+    """The command line and working directory of DDP process ``local_rank`` of the
+    running Hydra job: this job's overrides (the values the sweeper chose), in this
+    job's folder, as a single run (``hydra.mode=RUN``) that writes no Hydra files."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    hc = HydraConfig.get()
+    skip = ("hydra.mode", "hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.job.name",
+            "hydra.output_subdir")
+    own_hydra = [o for o in hc.overrides.hydra if o.split("=", 1)[0].lstrip("+~") not in skip]
+    command = [*_script_command(), *hc.overrides.task, *own_hydra,
+               f"hydra.run.dir={_quote(str(hc.runtime.output_dir))}", "hydra.mode=RUN",
+               f"hydra.job.name=train_ddp_process_{local_rank}", "hydra.output_subdir=null"]
+    return command, get_original_cwd()
+
+
+def install_ddp_job_command() -> None:
+    """Make Lightning's DDP process launcher start :func:`ddp_job_command` (idempotent).
+    Outside a sweep the command is the same as Lightning's, with the job's own overrides."""
+    from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
+    from lightning.pytorch.strategies.launchers import subprocess_script as pytorch_launcher
+
+    for module in (fabric_launcher, pytorch_launcher):
+        if getattr(module, "_hydra_subprocess_cmd", None) is not ddp_job_command:
+            module._hydra_subprocess_cmd = ddp_job_command
+
+
+# --- processes started by torchrun / srun ------------------------------------------
+def launcher(env: Mapping[str, str] | None = None) -> str | None:
+    """``"torchrun"`` or ``"srun"`` when this process is one of several ranks such a
+    launcher started, else None."""
+    env = os.environ if env is None else env
+    if "TORCHELASTIC_RUN_ID" in env and int(env.get("WORLD_SIZE", "1")) > 1:
+        return "torchrun"
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1 and env.get("SLURM_JOB_NAME") not in (
+            "bash", "interactive"):
+        return "srun"
+    return None
+
+
+def _rank(env: Mapping[str, str]) -> int:
+    return int(env.get("RANK", env.get("SLURM_PROCID", "0")))
+
+
+def launcher_overrides(argv: list[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """Overrides to add to the command line of a rank started by torchrun / srun:
+    one run folder for all ranks (``runs/torchrun-<run id>`` / ``runs/slurm-<job>.<step>``)
+    unless ``hydra.run.dir`` is given, and no Hydra files from ranks other than 0.
+
+    Raises :class:`ConfigError` for ``-m`` under such a launcher (every rank would run
+    the whole sweep: use ``hydra/launcher=slurm``)."""
+    env = os.environ if env is None else env
+    kind = launcher(env)
+    if kind is None:
+        return []
+    if "-m" in argv or "--multirun" in argv or any(a.startswith("hparams_search=") for a in argv):
+        raise ConfigError(f"a sweep (-m) under {kind} would run every job in every rank; sweep with "
+                          "`python train.py -m hydra/launcher=slurm ...` (one SLURM job per sweep job) or run "
+                          "single jobs under it")
+    extra: list[str] = []
+    if not any(a.split("=", 1)[0] == "hydra.run.dir" for a in argv):
+        if kind == "torchrun":
+            run_id = env.get("TORCHELASTIC_RUN_ID", "none")
+            if run_id == "none":  # torchrun without --rdzv-id/--standalone: the agent's port is shared by its ranks
+                run_id = f"{env.get('MASTER_ADDR', 'local')}-{env.get('MASTER_PORT', '0')}"
+            name = f"torchrun-{run_id}"
+        else:
+            name = f"slurm-{env.get('SLURM_JOB_ID', '0')}.{env.get('SLURM_STEP_ID', '0')}"
+        extra.append(f"hydra.run.dir=${{paths.log_dir}}/${{task_name}}/runs/{name}")
+    if _rank(env) != 0:
+        extra.append("hydra.output_subdir=null")
+    return extra
+

@@ -1,0 +1,87 @@
+"""Run folders: what a run leaves behind.
+
+- A run that fails before producing anything (no checkpoint, metrics or plot)
+  leaves no folder: the ``.hydra/``, config and log Hydra and spikelight wrote
+  are removed. One that fails later keeps its files and gets a ``FAILED`` note
+  saying why (and how to resume when there is a ``last.ckpt``).
+- A run resumed inside its own folder keeps the earlier ``csv/metrics.csv``
+  rows up to the checkpoint (:func:`continue_metrics_csv`).
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+__all__ = ["FAILED", "finish_failed_run", "clear_failed_mark", "continue_metrics_csv", "is_bookkeeping"]
+
+FAILED = "FAILED"
+
+
+def is_bookkeeping(path: Path, run_dir: Path) -> bool:
+    """Files every run writes before doing anything: Hydra's ``.hydra/``, the
+    resolved config, logs, the CSV logger's ``hparams.yaml``, empty folders."""
+    rel = path.relative_to(run_dir)
+    if rel.parts[0] == ".hydra" or rel.name in ("config_resolved.yaml", FAILED) or rel.suffix == ".log":
+        return True
+    if rel.name == "hparams.yaml":
+        return True
+    return path.is_dir() and not any(path.iterdir())
+
+
+def finish_failed_run(run_dir: Path | None, reason: str, sweep_dir: Path | None = None, keep: bool = False) -> str:
+    """Remove ``run_dir`` if it holds only bookkeeping (unless ``keep``: a sweep job's folder is
+    the sweep report's record of it); else write ``FAILED`` there. A sweep folder (``sweep_dir``)
+    left with nothing but Hydra's ``multirun.yaml`` goes too.
+
+    Returns what happened ("removed" | "marked" | "none").
+    """
+    if run_dir is None or not run_dir.is_dir():
+        return "none"
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    if not keep and all(is_bookkeeping(p, run_dir) for p in files):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if sweep_dir is not None and sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
+            shutil.rmtree(sweep_dir, ignore_errors=True)
+        return "removed"
+    note = reason.rstrip() + "\n"
+    from spikelight.app.ckpt import newest_checkpoint
+
+    last = newest_checkpoint(run_dir)
+    if last is not None:
+        note += f"resume: python train.py <same overrides> ckpt_path={last}\n"
+    (run_dir / FAILED).write_text(note)
+    return "marked"
+
+
+def clear_failed_mark(run_dir: Path | None) -> None:
+    """A run that succeeds in a folder (e.g. after resuming) drops an old ``FAILED`` note."""
+    if run_dir is not None:
+        (run_dir / FAILED).unlink(missing_ok=True)
+
+
+def continue_metrics_csv(metrics_csv: Path, step: int) -> int:
+    """Keep the rows of an earlier run that a resume from ``step`` continues:
+    rows logged at or before ``step``, minus test results (the resumed run
+    tests again). Returns the number of rows kept."""
+    if not metrics_csv.is_file():
+        return 0
+    with open(metrics_csv, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = list(reader.fieldnames or [])
+        rows = list(reader)
+
+    def keep(row: dict) -> bool:
+        try:
+            at = int(float(row.get("step") or 0))
+        except ValueError:
+            return False
+        return at <= step and not any(row.get(k) for k in fields if k.startswith("test/"))
+
+    kept = [r for r in rows if keep(r)]
+    with open(metrics_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+    return len(kept)

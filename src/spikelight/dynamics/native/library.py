@@ -1,0 +1,281 @@
+"""The recurrent layer's CPU loops in C (``cpu_native.c``), compiled on first use, called through ctypes.
+
+At LSNN sizes a step of the TorchScript loops (:mod:`spikelight.dynamics.fused.steps`)
+is ~15 ATen calls of a few microseconds each on [B, H] tensors, plus a dense
+``[B, H] × [H, H]`` product with the spike vector; in C a step's element-wise work is
+one pass over B·H numbers, and the recurrent current adds the rows of W_recᵀ of the
+neurons that spiked (a spike is 0 or 1: no products, and at LSNN's 1–5% firing a
+small fraction of the dense product's work). The backward keeps torch's product for
+p_{t+1} W (dense) and does the step's element-wise work in one C call; dL/dW_rec sums
+over the spikes that fired when they are sparse.
+
+Needs a C compiler (``$CC``, else ``cc`` / ``gcc`` / ``clang``); the library is built once
+per machine into ``$SPIKELIGHT_CACHE`` (default ``~/.cache/spikelight``; a few seconds). Without a compiler, or with ``SPIKELIGHT_NATIVE=0``, :func:`available` is False and
+the TorchScript loops run (the same numbers up to the rounding of the recurrent sum).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "available", "library", "forward", "backward_step_args", "grad_w_sparse", "spike_linear", "mm_small_k",
+    "ABI_VERSION",
+]
+
+ABI_VERSION = 2
+SOURCE = Path(__file__).with_name("cpu_native.c")
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c99"]
+ARCH_FLAGS = ["-march=native"]  # this machine's vector width; the cache key names the CPU
+
+log = logging.getLogger(__name__)
+
+_F = ctypes.c_float
+_P = ctypes.c_void_p
+_I32 = ctypes.c_int32
+_I64 = ctypes.c_int64
+
+
+class FwdArgs(ctypes.Structure):
+    _fields_ = [
+        ("T", _I64), ("R", _I64), ("H", _I64),
+        ("ff", _P), ("w_t", _P), ("z0", _P), ("v", _P), ("a", _P), ("ref", _P), ("beta", _P),
+        ("h", _P), ("s", _P), ("u", _P), ("mask", _P), ("rec_v", _P), ("rec_a", _P), ("rec_ref", _P), ("cur", _P),
+        ("tau", _F), ("v_rest", _F), ("thr", _F), ("rho", _F), ("keep", _F), ("vr", _F),
+        ("charge", _I32), ("v_rest_zero", _I32), ("hard", _I32), ("vr_add", _I32), ("alif", _I32),
+        ("adaptive", _I32), ("normalize", _I32), ("strict", _I32), ("refractory", _I32),
+        ("spikes", _I64),
+    ]  # fmt: skip
+
+
+class BwdArgs(ctypes.Structure):
+    _fields_ = [
+        ("N", _I64), ("H", _I64),
+        ("gI", _P), ("GS", _P), ("ga", _P), ("Dg", _P), ("h", _P), ("s", _P), ("g_h", _P), ("g_s", _P), ("beta", _P),
+        ("t0", _I64),
+        ("leak", _F), ("gain", _F), ("rho", _F), ("e0", _F), ("e1", _F), ("e_soft", _F), ("dbn", _F),
+        ("hard", _I32), ("has_e", _I32), ("adaptive", _I32),
+    ]  # fmt: skip
+
+
+_lib: ctypes.CDLL | None = None
+_tried = False
+_lock = threading.Lock()
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("SPIKELIGHT_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "spikelight"
+
+
+def _compiler() -> str | None:
+    for cc in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if cc and shutil.which(cc.split()[0]):
+            return cc
+    return None
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the CPU's model and feature flags (Linux), else the platform."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags", "Features"))]
+        return "\n".join(dict.fromkeys(lines))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def _build(cc: str, out: Path) -> None:
+    """Compile to a temporary name, then rename: processes racing (DDP ranks) each get a whole file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        for arch in (ARCH_FLAGS, []):  # a compiler without -march=native still builds
+            cmd = [*cc.split(), *FLAGS, *arch, str(SOURCE), "-o", tmp]
+            if subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0:
+                os.replace(tmp, out)
+                return
+        raise OSError(f"{cc} could not compile {SOURCE.name}")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded C library (built on first call), or None where it cannot be (no compiler, disabled)."""
+    if _tried:
+        return _lib
+    with _lock:  # one build; other threads wait for it instead of running without it
+        return _load()
+
+
+def _load() -> ctypes.CDLL | None:
+    global _lib, _tried
+    if not _tried:
+        try:
+            _lib = _build_and_load()
+        finally:
+            _tried = True  # only now: a thread that finds it set also finds the library
+    return _lib
+
+
+def _build_and_load() -> ctypes.CDLL | None:
+    if os.environ.get("SPIKELIGHT_NATIVE", "1") == "0" or not SOURCE.exists():
+        return None
+    cc = _compiler()
+    if cc is None:
+        return None
+    try:
+        version = subprocess.run([*cc.split(), "--version"], capture_output=True, text=True, timeout=30).stdout
+        key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, *FLAGS, _cpu_id()]).encode()).hexdigest()
+        path = _cache_dir() / f"cpu_native-{key[:20]}.so"
+        if not path.exists():
+            log.info("building spikelight's CPU kernels with %s (once per machine, a few seconds): %s", cc, path)
+            try:
+                _build(cc, path)
+            except PermissionError:  # no shared temp-dir fallback: a library there could be anyone's
+                log.warning("cannot write %s: the TorchScript loops run instead; set SPIKELIGHT_CACHE to a "
+                            "writable directory for the C ones", path.parent)  # fmt: skip
+                return None
+        lib = ctypes.CDLL(str(path))
+        lib.spikelight_abi_version.restype = _I64
+        if lib.spikelight_abi_version() != ABI_VERSION:
+            return None
+        lib.spikelight_forward.argtypes = [ctypes.POINTER(FwdArgs)]
+        lib.spikelight_forward.restype = None
+        lib.spikelight_backward_step.argtypes = [ctypes.POINTER(BwdArgs), _I64, _I32, _I32]
+        lib.spikelight_backward_step.restype = None
+        lib.spikelight_grad_w_sparse.argtypes = [_P, _P, _I64, _I64, _I64, _P]
+        lib.spikelight_spike_linear.argtypes = [_P, _P, _I64, _I64, _I64, _P]
+        lib.spikelight_mm_small_k.argtypes = [_P, _P, _I64, _I64, _I64, _P]
+        for fn in (lib.spikelight_grad_w_sparse, lib.spikelight_spike_linear, lib.spikelight_mm_small_k):
+            fn.restype = None
+        return lib
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def available() -> bool:
+    """True when the C loops can run here (a C compiler was found, ``SPIKELIGHT_NATIVE`` is not 0)."""
+    return library() is not None
+
+
+def _ptr(x: Tensor | None) -> int | None:
+    """The address of a contiguous fp32 (or bool mask) CPU tensor's data; None for None / empty."""
+    if x is None or x.numel() == 0:
+        return None
+    if not (x.is_contiguous() and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bool)):
+        raise ValueError(f"cpu_native takes contiguous fp32 CPU tensors, got {x.dtype} on {x.device}")
+    return x.data_ptr()
+
+
+def _check(what: str, pairs: list) -> None:
+    """Shapes the C code relies on (it reads and writes by them, unchecked): one line naming the first wrong one."""
+    for tensor, shape in pairs:
+        if tensor is not None and tensor.numel() and tuple(tensor.shape) != tuple(shape):
+            raise ValueError(f"cpu_native.{what}: expected a tensor of shape {tuple(shape)}, got {tuple(tensor.shape)}")
+
+
+def forward(
+    ff: Tensor,
+    w_t: Tensor | None,
+    z0: Tensor | None,
+    v: Tensor,
+    a: Tensor | None,
+    ref: Tensor | None,
+    beta: Tensor | None,
+    h: Tensor,
+    s: Tensor,
+    u: Tensor | None,
+    mask: Tensor | None,
+    rec: tuple[Tensor | None, Tensor | None, Tensor | None],
+    consts: tuple[float, float, float, float, float, float],
+    flags: dict[str, int],
+) -> int:
+    """Run all T steps (see ``spikelight_forward`` in cpu_native.c): fp32, contiguous, CPU.
+
+    ff, h, s, u, mask, rec [T, R, H]; z0, v, a, ref [R, H] (v, a, ref updated in place to the final
+    state); w_t [H, H] = W_recᵀ contiguous or None; beta [H]. consts = (tau, v_rest, thr, rho, 1 − ρ,
+    v_reset). Returns the number of spikes written.
+    """
+    lib = library()
+    assert lib is not None
+    T, H = ff.shape[0], ff.shape[-1]
+    step = ff.shape[1:]
+    _check("forward", [(w_t, (H, H)), (z0, step), (v, step), (a, step), (ref, step), (beta, (H,)), (h, ff.shape),
+                       (s, ff.shape), (u, ff.shape), (mask, ff.shape), *((r, ff.shape) for r in rec)])  # fmt: skip
+    cur = torch.empty(H, dtype=torch.float32)
+    args = FwdArgs(
+        T, ff[0].numel() // H if T else 0, H,
+        _ptr(ff), _ptr(w_t), _ptr(z0), _ptr(v), _ptr(a), _ptr(ref), _ptr(beta),
+        _ptr(h), _ptr(s), _ptr(u), _ptr(mask), _ptr(rec[0]), _ptr(rec[1]), _ptr(rec[2]), _ptr(cur),
+        *consts, **flags,
+    )  # fmt: skip
+    lib.spikelight_forward(ctypes.byref(args))
+    return int(args.spikes)
+
+
+def backward_step_args(
+    gI: Tensor,
+    GS: Tensor,
+    ga: Tensor,
+    h: Tensor,
+    s: Tensor,
+    g_h: Tensor | None,
+    g_s: Tensor | None,
+    beta: Tensor | None,
+    **consts,
+) -> BwdArgs:
+    """The argument block of ``spikelight_backward_step``; set ``Dg`` / ``t0`` per block of time steps.
+
+    gI, h, s, g_h, g_s [T, N]; GS, ga [N]; beta [H]. consts: leak, gain, rho, e0, e1, e_soft, dbn (floats),
+    hard, has_e, adaptive (ints)."""
+    H = h.shape[-1]
+    return BwdArgs(N=h[0].numel(), H=H, gI=_ptr(gI), GS=_ptr(GS), ga=_ptr(ga), h=_ptr(h), s=_ptr(s),
+                   g_h=_ptr(g_h), g_s=_ptr(g_s), beta=_ptr(beta), **consts)  # fmt: skip
+
+
+def grad_w_sparse(g: Tensor, z: Tensor) -> Tensor:
+    """``gᵀ z`` [n_g, n_z] from rows g [M, n_g], z [M, n_z], summed over the non-zero z only
+    (dL/dW of ``z Wᵀ``; spikes make it a sum of rows of g). fp32, contiguous, CPU."""
+    lib = library()
+    assert lib is not None
+    M, n_z = z.shape
+    _check("grad_w_sparse", [(g, (M, g.shape[1]))])
+    gwT = torch.zeros(n_z, g.shape[1], dtype=torch.float32)
+    lib.spikelight_grad_w_sparse(_ptr(g), _ptr(z), M, n_z, g.shape[1], gwT.data_ptr())
+    return gwT.t().contiguous()
+
+
+def spike_linear(z: Tensor, w_t: Tensor, out: Tensor) -> Tensor:
+    """``out = z Wᵀ`` (z [M, n_in], w_t = Wᵀ [n_in, n_out], out [M, n_out]) over the non-zero z only."""
+    lib = library()
+    assert lib is not None
+    _check("spike_linear", [(w_t, (z.shape[1], w_t.shape[1])), (out, (z.shape[0], w_t.shape[1]))])
+    lib.spikelight_spike_linear(_ptr(z), _ptr(w_t), z.shape[0], z.shape[1], w_t.shape[1], _ptr(out))
+    return out
+
+
+def mm_small_k(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    """``out = a b`` for a [M, K] with small K, b [K, N], out [M, N] (fp32, contiguous, CPU)."""
+    lib = library()
+    assert lib is not None
+    _check("mm_small_k", [(b, (a.shape[1], b.shape[1])), (out, (a.shape[0], b.shape[1]))])
+    lib.spikelight_mm_small_k(_ptr(a), _ptr(b), a.shape[0], a.shape[1], b.shape[1], _ptr(out))
+    return out

@@ -1,0 +1,320 @@
+"""Persistent Triton kernels for the recurrent layer (LSNN): all T steps in one launch (GPU).
+
+The plain-PyTorch fused path on CUDA is ~20 small kernels per step, so a T=784
+sequence is launch-bound. Here one program owns ``BLOCK_R`` rows (batch
+elements) and every neuron of them, and loops over time inside the kernel with
+the state (v, a, refractory count; in backward p_{t+1}'s carry and the
+adaptation's gradient) in registers:
+
+- forward, step t: the recurrent current ``z_{t-1} W_recᵀ`` as a ``tl.dot`` over
+  tiles of the previous step's spikes (read back from the spike output the program
+  wrote, after a barrier) and of W_recᵀ (L2-resident), then the element-wise
+  IF / LIF / ALIF update of :mod:`spikelight.dynamics.fused.recurrent`;
+- backward, step t (reverse): ``dL/ds_t = g_s + p_{t+1} W_rec`` the same way from
+  the p_{t+1} just written, the surrogate evaluated in the kernel (the built-in
+  surrogates, as :mod:`spikelight.dynamics.triton.neurons`), then the step's
+  element-wise recurrence; dL/dW_rec = Σ_t p_tᵀ z_{t-1} is one cuBLAS product after.
+
+fp32 throughout, ``tl.dot`` in IEEE fp32 (no TF32): values agree with the loop's
+to float rounding (the sums run in another order), spikes are the same. Tested
+on the CPU under ``TRITON_INTERPRET=1`` against the reference loop; on a GPU
+it has not been run yet (no GPU was available when it was written).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from spikelight.dynamics.spec import ALIFSpec, LIFSpec
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
+    triton = None
+
+__all__ = ["recurrent_forward", "recurrent_backward", "BLOCK_R"]
+
+BLOCK_R = 16  # rows (batch elements) per program; tl.dot needs >= 16
+BLOCK_K = 16  # reduction tile of the recurrent products
+NUM_WARPS = 8
+
+
+def _block_h(H: int) -> int:
+    return max(16, triton.next_power_of_2(H))
+
+
+if triton is not None:
+    from spikelight.dynamics.triton.neurons import _surrogate_grad
+
+    @triton.jit
+    def _program_block(R, H, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr):
+        # this program's rows (batch elements) and all H columns (neurons) of a [R, H] step, their masks,
+        # the [BLOCK_R, BLOCK_H] offsets into a step and the elements per step N = R·H
+        rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = tl.arange(0, BLOCK_H)
+        rmask, cmask = rows < R, cols < H
+        m2 = rmask[:, None] & cmask[None, :]
+        off = rows[:, None].to(tl.int64) * H + cols[None, :]
+        return rows, cols, rmask, cmask, m2, off, tl.cast(R, tl.int64) * H
+
+    @triton.jit
+    def _rec_fwd_kernel(
+        ff_ptr, wt_ptr, sx_ptr, v_ptr, a_ptr, ref_ptr, beta_ptr, h_ptr, u_ptr, mask_ptr,
+        T, R, H,
+        tau, inv_tau, v_rest, thr, inv_thr, rho, keep, vr, frefr,
+        CHARGE: tl.constexpr, KIND: tl.constexpr, NORMALIZE: tl.constexpr, REFR: tl.constexpr,
+        HARD: tl.constexpr, STRICT: tl.constexpr, RECUR: tl.constexpr, RECIP_DIV: tl.constexpr,
+        BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):  # fmt: skip
+        # sx_ptr: spikes [T + 1, R, H]; row 0 holds z0 (zeros if none), step t writes row t + 1
+        rows, cols, rmask, cmask, m2, off, N = _program_block(R, H, BLOCK_R, BLOCK_H)
+        v = tl.load(v_ptr + off, mask=m2, other=0.0)
+        if KIND > 0:
+            a = tl.load(a_ptr + off, mask=m2, other=0.0)
+        if REFR:
+            rf = tl.load(ref_ptr + off, mask=m2, other=0.0)
+        if KIND == 2:
+            beta = tl.load(beta_ptr + cols, mask=cmask, other=0.0)[None, :]
+        for t in range(T):
+            base = tl.cast(t, tl.int64) * N
+            x = tl.load(ff_ptr + base + off, mask=m2, other=0.0)
+            if RECUR:  # + z_{t-1} W_recᵀ
+                acc = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
+                for k0 in range(0, H, BLOCK_K):
+                    ks = k0 + tl.arange(0, BLOCK_K)
+                    kmask = ks < H
+                    z = tl.load(sx_ptr + base + rows[:, None].to(tl.int64) * H + ks[None, :],
+                                mask=rmask[:, None] & kmask[None, :], other=0.0)  # fmt: skip
+                    w = tl.load(wt_ptr + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
+                    acc += tl.dot(z, w, input_precision="ieee")
+                x = x + acc
+            # charge (the loop's op order; CUDA divides by a Python scalar through its fp32 reciprocal)
+            if CHARGE == 0:
+                hh = v + x
+            else:
+                vd = v - v_rest
+                if CHARGE == 1:
+                    d = x - vd
+                    if RECIP_DIV:
+                        hh = v + d * inv_tau
+                    else:
+                        hh = v + d / tau
+                else:
+                    if RECIP_DIV:
+                        q = vd * inv_tau
+                    else:
+                        q = vd / tau
+                    hh = (v - q) + x
+            # fire
+            if KIND == 2:
+                ut = hh - (a * beta + thr)
+                if NORMALIZE:
+                    if RECIP_DIV:
+                        ut = ut * inv_thr
+                    else:
+                        ut = ut / thr
+                spike = ut >= 0.0
+                tl.store(u_ptr + base + off, ut, mask=m2)
+            elif NORMALIZE:
+                zz = hh - thr
+                if RECIP_DIV:
+                    zz = zz * inv_thr
+                else:
+                    zz = zz / thr
+                spike = zz >= 0.0
+            elif STRICT:
+                spike = hh > thr
+            else:
+                spike = hh >= thr
+            if REFR:  # no spike while ref > 0
+                ok = rf <= 0.0
+                tl.store(mask_ptr + base + off, ok.to(tl.int8), mask=m2)
+                spike = spike & ok
+                rf = tl.where(spike, frefr, tl.maximum(rf - 1.0, 0.0))
+            sp = spike.to(tl.float32)
+            if KIND > 0:
+                a = a * rho + sp * keep
+            if HARD:
+                v = tl.where(spike, vr, hh)
+            else:
+                v = hh - sp * thr
+            tl.store(h_ptr + base + off, hh, mask=m2)
+            tl.store(sx_ptr + base + N + off, sp, mask=m2)
+            tl.debug_barrier()  # this step's spikes, written by every thread, are read by the next step's dot
+        tl.store(v_ptr + off, v, mask=m2)
+        if KIND > 0:
+            tl.store(a_ptr + off, a, mask=m2)
+        if REFR:
+            tl.store(ref_ptr + off, rf, mask=m2)
+
+    @triton.jit
+    def _rec_bwd_kernel(
+        gI_ptr, gs_ptr, gh_ptr, gv_ptr, ga_ptr, w_ptr, h_ptr, s_ptr, u_ptr, mask_ptr, beta_ptr,
+        T, R, H, tbptt,
+        leak, gain, thr, inv_thr, vr, rho, scale, dbn, p1, p2,
+        HAS_GS: tl.constexpr, HAS_GH: tl.constexpr, HAS_GV: tl.constexpr, HAS_GA: tl.constexpr,
+        KIND: tl.constexpr, NORMALIZE: tl.constexpr, REFR: tl.constexpr, HARD: tl.constexpr,
+        DETACH: tl.constexpr, RECUR: tl.constexpr, SURR: tl.constexpr,
+        BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):  # fmt: skip
+        # reverse time; carries dv = dL/dv_t (the membrane after step t's reset) and ga = (1-ρ) dL/da_t
+        rows, cols, rmask, cmask, m2, off, N = _program_block(R, H, BLOCK_R, BLOCK_H)
+        dv = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
+        if HAS_GV:
+            dv = tl.load(gv_ptr + off, mask=m2, other=0.0)
+        ga = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
+        if HAS_GA:
+            ga = tl.load(ga_ptr + off, mask=m2, other=0.0) * (1.0 - rho)
+        if KIND == 2:
+            beta = tl.load(beta_ptr + cols, mask=cmask, other=0.0)[None, :]
+        live = 0  # whether p_{t+1} reaches step t (not the last step, not cut by truncated BPTT)
+        for i in range(T):
+            t = T - 1 - i
+            base = tl.cast(t, tl.int64) * N
+            GS = ga
+            if HAS_GS:
+                GS += tl.load(gs_ptr + base + off, mask=m2, other=0.0)
+            if RECUR:
+                if live != 0:  # + p_{t+1} W_rec
+                    acc = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
+                    for k0 in range(0, H, BLOCK_K):
+                        ks = k0 + tl.arange(0, BLOCK_K)
+                        kmask = ks < H
+                        p = tl.load(gI_ptr + base + N + rows[:, None].to(tl.int64) * H + ks[None, :],
+                                    mask=rmask[:, None] & kmask[None, :], other=0.0)  # fmt: skip
+                        w = tl.load(w_ptr + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :],
+                                    other=0.0)  # fmt: skip
+                        acc += tl.dot(p, w, input_precision="ieee")
+                    GS += acc
+            hh = tl.load(h_ptr + base + off, mask=m2, other=0.0)
+            sp = tl.load(s_ptr + base + off, mask=m2, other=0.0)
+            if not DETACH:  # the reset's dependence on the spike
+                if HARD:
+                    GS += (vr - hh) * dv
+                else:
+                    GS -= thr * dv
+            # D = gain · surrogate'(u) · mask (the surrogate's input scaled by 1/v_th under normalize)
+            if KIND == 2:
+                zz = tl.load(u_ptr + base + off, mask=m2, other=0.0)
+            else:
+                zz = hh - thr
+                if NORMALIZE:
+                    zz = zz * inv_thr
+            D = _surrogate_grad(zz, SURR, p1, p2) * scale
+            if REFR:
+                D = D * tl.load(mask_ptr + base + off, mask=m2, other=0).to(tl.float32)
+            if HARD:
+                pt = (gain * (1.0 - sp)) * dv + D * GS
+            else:
+                pt = gain * dv + D * GS
+            if HAS_GH:
+                pt += gain * tl.load(gh_ptr + base + off, mask=m2, other=0.0)
+            tl.store(gI_ptr + base + off, pt, mask=m2)
+            if KIND == 2:
+                ga = ga * rho + (D * beta * dbn) * GS
+            elif KIND == 1:
+                ga = ga * rho
+            dv = pt * (leak / gain)
+            live = 1
+            if tbptt > 0:
+                if t > 0:
+                    if t % tbptt == 0:  # the state before step t was detached
+                        dv = dv * 0.0
+                        ga = ga * 0.0
+                        live = 0
+            tl.debug_barrier()  # p_t, written by every thread, is read by the next (earlier) step's dot
+        tl.store(ga_ptr + off, ga, mask=m2)
+
+
+def _consts(spec: LIFSpec | ALIFSpec):
+    alif = isinstance(spec, ALIFSpec)
+    lif = spec.lif if alif else spec
+    kind = (2 if spec.adaptive else 1) if alif else 0
+    return alif, lif, kind
+
+
+def _fp32_recip(x: float) -> float:
+    return float(torch.tensor(1.0, dtype=torch.float32) / torch.tensor(x, dtype=torch.float32))
+
+
+def recurrent_forward(
+    ff: Tensor,
+    w_rec: Tensor | None,
+    z0: Tensor | None,
+    v: Tensor,
+    a: Tensor | None,
+    ref: Tensor | None,
+    beta: Tensor | None,
+    h: Tensor,
+    u: Tensor | None,
+    mask: Tensor | None,
+    spec: LIFSpec | ALIFSpec,
+) -> Tensor:
+    """All T steps in one launch. ff, h, u, mask [T, R, H] (mask int8); v, a, ref [R, H] fp32, updated in
+    place to the final state; z0 [R, H] or None; beta [H]. Returns the spikes [T, R, H] (fp32)."""
+    alif, lif, kind = _consts(spec)
+    T, R, H = ff.shape
+    sx = torch.empty((T + 1, R, H), dtype=torch.float32, device=ff.device)
+    sx[0].copy_(z0) if z0 is not None else sx[0].zero_()
+    tau = lif.tau or 2.0
+    rho = spec.rho if alif else 0.0
+    dummy = h
+    grid = (triton.cdiv(R, BLOCK_R),)
+    _rec_fwd_kernel[grid](
+        ff, dummy if w_rec is None else w_rec.t().contiguous(), sx, v, dummy if a is None else a,
+        dummy if ref is None else ref, dummy if beta is None else beta, h, dummy if u is None else u,
+        dummy if mask is None else mask,
+        T, R, H,
+        tau, _fp32_recip(tau), 0.0 if lif.v_reset is None else lif.v_reset, lif.v_threshold,
+        _fp32_recip(lif.v_threshold), rho, 1.0 - rho, lif.v_reset or 0.0, float(spec.refractory if alif else 0),
+        CHARGE=0 if lif.tau is None else 1 if lif.decay_input else 2, KIND=kind,
+        NORMALIZE=alif and spec.normalize, REFR=alif and spec.refractory > 0, HARD=lif.v_reset is not None,
+        STRICT=not alif and lif.strict, RECUR=w_rec is not None, RECIP_DIV=ff.is_cuda,
+        BLOCK_R=BLOCK_R, BLOCK_H=_block_h(H), BLOCK_K=BLOCK_K, num_warps=NUM_WARPS,
+    )  # fmt: skip
+    return sx[1:]
+
+
+def recurrent_backward(
+    g_s: Tensor | None,
+    g_h: Tensor | None,
+    g_v: Tensor | None,
+    g_a: Tensor | None,
+    w_rec: Tensor | None,
+    h: Tensor,
+    s: Tensor,
+    u: Tensor | None,
+    mask: Tensor | None,
+    beta: Tensor | None,
+    spec: LIFSpec | ALIFSpec,
+    sur: tuple[int, float, float],
+    tbptt: int | None,
+) -> tuple[Tensor, Tensor]:
+    """The reverse-time recurrence in one launch: (gI = dL/dI [T, R, H], ga = (1-ρ)·dL/da_{-1} [R, H])."""
+    alif, lif, kind = _consts(spec)
+    T, R, H = h.shape
+    gI = torch.empty_like(h)
+    ga = torch.empty((R, H), dtype=torch.float32, device=h.device)  # the kernel writes it: never g_a's own memory
+    if g_a is not None:
+        ga.copy_(g_a.expand(R, H))
+    rho = spec.rho if alif else 0.0
+    gain = lif.input_gain
+    normalize = alif and spec.normalize
+    c = lambda g: h if g is None else g.to(torch.float32).contiguous()  # noqa: E731
+    sid, p1, p2 = sur
+    grid = (triton.cdiv(R, BLOCK_R),)
+    _rec_bwd_kernel[grid](
+        gI, c(g_s), c(g_h), h if g_v is None else g_v.to(torch.float32).expand(R, H).contiguous(), ga,
+        h if w_rec is None else w_rec.contiguous(), h, s, h if u is None else u, h if mask is None else mask,
+        h if beta is None else beta,
+        T, R, H, tbptt or 0,
+        lif.leak, gain, lif.v_threshold, _fp32_recip(lif.v_threshold), lif.v_reset or 0.0, rho,
+        gain / lif.v_threshold if normalize else gain, (rho - 1.0) / gain, p1, p2,
+        HAS_GS=g_s is not None, HAS_GH=g_h is not None, HAS_GV=g_v is not None, HAS_GA=g_a is not None,
+        KIND=kind, NORMALIZE=normalize, REFR=alif and spec.refractory > 0, HARD=lif.v_reset is not None,
+        DETACH=lif.detach_reset, RECUR=w_rec is not None, SURR=sid,
+        BLOCK_R=BLOCK_R, BLOCK_H=_block_h(H), BLOCK_K=BLOCK_K, num_warps=NUM_WARPS,
+    )  # fmt: skip
+    return gI, ga

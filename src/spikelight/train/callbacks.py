@@ -1,0 +1,178 @@
+"""Lightning callbacks: spike plots and synaptic-operation / energy statistics,
+logged into whatever logger the run uses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import lightning as L
+import matplotlib.pyplot as plt
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from spikelight.synops import E_AC_PJ, E_MAC_PJ, SynOpCounter
+from spikelight.train.figures import plot_curves, sample_figures
+from spikelight.train.gradient_flow import GradientFlowCallback
+
+__all__ = ["SpikePlotCallback", "SynOpsCallback", "GradientFlowCallback", "EpochTimeCallback", "log_figure"]
+
+
+def log_figure(trainer: L.Trainer, name: str, fig: Figure, out_dir: Path) -> Path:
+    """Save ``fig`` as ``out_dir/<name>.png`` and send it to every logger that
+    takes images (wandb image, TensorBoard figure; CSV keeps the file)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure(f"plots/{name}", fig, global_step=trainer.global_step, close=False)
+        elif isinstance(logger, WandbLogger):
+            logger.log_image(key=f"plots/{name}", images=[str(path)], step=trainer.global_step)
+    plt.close(fig)
+    return path
+
+
+class SpikePlotCallback(L.Callback):
+    """After testing, draw for the first test batch: output membrane traces +
+    spike rasters, output heatmaps, the encoded input, a spike raster of every
+    layer and per-layer firing-rate histograms; after fitting, the loss /
+    accuracy curves (training loss of every step, epoch metrics).
+
+    PNGs go to ``<run dir>/plots/`` and to the active loggers. The curve data
+    is kept in checkpoints, so a resumed run draws its whole history.
+
+    Args:
+        num_samples: samples drawn in the per-sample figures.
+        dirname: folder under the run directory.
+        max_points: per-step losses kept; beyond it, neighbours are averaged
+            (long runs keep a bounded history).
+    """
+
+    CURVE_KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc")
+    FLUSH_EVERY = 1000
+
+    def __init__(self, num_samples: int = 3, dirname: str = "plots", max_points: int = 10_000) -> None:
+        self.num_samples = num_samples
+        self.dirname = dirname
+        self.max_points = max_points
+        self.history: list[dict[str, float]] = []
+        self.steps: list[tuple[int, float]] = []
+        self.stride = 1  # steps averaged into one point
+        self._pending: list[tuple[int, Tensor]] = []
+        self._partial = (0.0, 0)  # sum and count of steps not yet averaged into a point
+
+    def _dir(self, trainer: L.Trainer) -> Path:
+        return Path(trainer.default_root_dir) / self.dirname
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, Tensor):
+            # kept on the device: one transfer per epoch (or per FLUSH_EVERY steps), not a sync every step
+            self._pending.append((trainer.global_step, loss.detach()))
+            if len(self._pending) >= self.FLUSH_EVERY:  # long epochs: hold a bounded number of tensors
+                self._flush_steps()
+
+    def _flush_steps(self) -> None:
+        if not self._pending:
+            return
+        values = torch.stack([v.float() for _, v in self._pending]).cpu().tolist()
+        total, count = self._partial
+        for (step, _), value in zip(self._pending, values):
+            total, count = total + value, count + 1
+            if count >= self.stride:
+                self.steps.append((int(step), total / count))
+                total, count = 0.0, 0
+        self._partial = (total, count)
+        self._pending = []
+        while len(self.steps) > self.max_points:  # halve the resolution, keep the shape
+            pairs = zip(self.steps[0::2], self.steps[1::2])
+            self.steps = [(b[0], (a[1] + b[1]) / 2) for a, b in pairs]
+            self.stride *= 2
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._flush_steps()
+        m = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        row.update({k.replace("_epoch", ""): float(m[k]) for k in self.CURVE_KEYS if k in m})
+        self.history.append(row)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush_steps()
+        if (self.history or self.steps) and trainer.is_global_zero:
+            log_figure(trainer, "curves", plot_curves(self.history, self.steps), self._dir(trainer))
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        loaders = trainer.test_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        x, y = next(iter(loader))
+        for name, fig in sample_figures(pl_module, x.to(pl_module.device), y, self.num_samples).items():
+            log_figure(trainer, name, fig, self._dir(trainer))
+
+    def state_dict(self) -> dict:
+        self._flush_steps()
+        return {"history": self.history, "steps": self.steps, "stride": self.stride}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict.get("history", []))
+        self.steps = [tuple(p) for p in state_dict.get("steps", [])]
+        self.stride = int(state_dict.get("stride", 1))
+
+
+class SynOpsCallback(L.Callback):
+    """At test time, count synaptic operations per sample and log
+    ``test/sops_per_sample``, ``test/energy_snn_nJ``, ``test/energy_ann_nJ``
+    (AC 0.9 pJ, MAC 4.6 pJ; see :mod:`spikelight.synops`)."""
+
+    def __init__(self) -> None:
+        self.counter: SynOpCounter | None = None
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.counter = SynOpCounter(pl_module.model)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.counter is None:
+            return
+        c = self.counter.count
+        self.counter.remove()
+        self.counter = None
+        pl_module.log_dict(
+            {
+                "test/sops_per_sample": c.sops_per_sample,
+                "test/energy_snn_nJ": c.snn_energy_nj,
+                "test/energy_ann_nJ": c.ann_energy_nj,
+            },
+            sync_dist=True,
+        )
+        pl_module.print(
+            f"[spikelight] per test sample: {c.sops_per_sample:,.0f} SOPs, SNN ≈ {c.snn_energy_nj:,.1f} nJ vs "
+            f"equivalent ANN {c.ann_energy_nj:,.1f} nJ (AC {E_AC_PJ} pJ, MAC {E_MAC_PJ} pJ)"
+        )
+
+
+class EpochTimeCallback(L.Callback):
+    """Wall-clock timing in the logs: ``time/epoch_s`` (one training epoch, validation runs
+    inside it included) and ``time/elapsed_s`` (since the fit started) at every validation."""
+
+    def __init__(self) -> None:
+        self._fit_start = self._epoch_start = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.log("time/epoch_s", time.perf_counter() - self._epoch_start)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            pl_module.log("time/elapsed_s", time.perf_counter() - self._fit_start)

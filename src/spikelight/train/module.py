@@ -1,0 +1,350 @@
+"""SpikingClassifier: the one LightningModule (encoder → model → readout, loss)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from spikelight.core.errors import ConfigError, NonFiniteGradientError, NonFiniteLossError
+from spikelight.core.types import SpikeOutput
+from spikelight.encoding import Encoder
+from spikelight.losses import FiringRateRegularizer, ReadoutCrossEntropyLoss, SpikeLoss
+from spikelight.readout import Readout
+
+__all__ = ["SpikingClassifier", "NonFiniteLossError", "NonFiniteGradientError"]
+
+
+def _refuse_membrane_losses(model: nn.Module, loss: nn.Module, regularizer: nn.Module | None) -> None:
+    """One line at build time for a loss the model cannot train (``model.membrane_grad = False``:
+    gradients reach it only through output spike times, as in event-driven BP)."""
+    if getattr(model, "membrane_grad", True):
+        return
+    name = type(model).__name__
+    if getattr(loss, "needs_membrane_grad", False):
+        readout = getattr(loss, "_readout", None)
+        what = f"loss=ce through readout={type(readout).__name__}" if readout is not None else f"loss={type(loss).__name__}"
+        raise ConfigError(
+            f"{what} needs gradients through the output membrane, but {name} passes gradients only at spike "
+            "times; use loss=spike_count|tet|mse_count|ce_rate|ce_count (or loss=ce with readout=rate|time_weighted)"
+        )
+    if regularizer is not None:
+        raise ConfigError(
+            f"regularizer={type(regularizer).__name__} is not supported by {name}: its gradients w.r.t. hidden "
+            "spikes would be read as spike-time gradients; use regularizer=null"
+        )
+
+
+class SpikingClassifier(L.LightningModule):
+    """Train / evaluate any spiking classifier.
+
+    Args:
+        model: ``nn.Module`` mapping x_seq [T, B, ...] → :class:`SpikeOutput`.
+        encoder: maps a batch [B, ...] → [T, B, ...] (sequence data that is
+            already time-major can use ``encoder=None``).
+        readout: :class:`SpikeOutput` → class scores [B, C]; argmax predicts.
+        loss: ``(SpikeOutput, y) -> scalar``.
+        optimizer: factory ``params -> torch.optim.Optimizer`` (Hydra ``_partial_``).
+        scheduler: optional factory ``optimizer -> LRScheduler``.
+        num_classes: for the accuracy metrics.
+        regularizer: optional ``SpikeOutput -> scalar`` added to the training loss
+            (e.g. :class:`~spikelight.losses.FiringRateRegularizer`), logged as ``train/loss_reg``.
+        scheduler_interval: step the scheduler every ``epoch`` or every optimizer ``step``.
+        learning: the learning rule: None / :class:`~spikelight.learning.BPTT` (autograd) or an
+            online rule such as :class:`~spikelight.learning.EProp`, which computes the gradients
+            itself in the training step (Lightning manual optimisation; it clips to
+            ``manual_gradient_clip_val`` and steps the scheduler itself).
+        config: plain (resolved, JSON-like) run config stored in the checkpoint
+            so it reloads with ``torch.load(weights_only=True)`` and ``eval.py``
+            can rebuild the model.
+
+    Optional model attributes it honours (event-driven BP uses all of them):
+    ``takes_labels`` (training forward gets ``labels=y``), ``data_init(x_seq)`` with a
+    ``data_initialized`` buffer (run once on the first training batch),
+    ``param_groups()`` (optimiser groups; an ``lr_scale`` key multiplies the group's lr),
+    ``membrane_grad = False`` (losses that train through the membrane are refused),
+    ``output_spikes = False`` (readouts / losses that read spikes are refused).
+    ``SpikeOutput.emitted_spikes``, when set, is what the readout scores.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        encoder: Encoder | nn.Module | None,
+        readout: Readout,
+        loss: SpikeLoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        num_classes: int = 10,
+        config: dict | None = None,
+        regularizer: FiringRateRegularizer | nn.Module | None = None,
+        scheduler_interval: str = "epoch",
+        learning: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if scheduler_interval not in ("epoch", "step"):
+            raise ConfigError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        if not getattr(model, "output_spikes", True):
+            for what, part in (("readout", readout), ("loss", loss)):
+                if getattr(part, "needs_spikes", False):
+                    raise ConfigError(
+                        f"{what}={type(part).__name__} needs output spikes, but {type(model).__name__}'s readout "
+                        "neurons do not spike; use readout=rate|last|membrane and loss=ce"
+                    )
+        if isinstance(loss, ReadoutCrossEntropyLoss):
+            loss.bind(readout)
+        _refuse_membrane_losses(model, loss, regularizer)
+        self.model = model
+        self.encoder = encoder
+        self.readout = readout
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.regularizer = regularizer
+        self.scheduler_interval = scheduler_interval
+        self.learning = learning if getattr(learning, "online", False) else None
+        self.manual_gradient_clip_val: float | None = None
+        if self.learning is not None:
+            self.learning.attach(model, readout, loss, regularizer)
+            self.automatic_optimization = False
+        self.save_hyperparameters({"config": config or {}, "num_classes": num_classes})
+        # micro = fraction of samples classified correctly (the number tutorials report).
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc_best = 0.0
+
+    def setup(self, stage: str) -> None:
+        # a sequence encoder guards the [B, T, F] layout with the data's sequence length
+        steps = getattr(getattr(self.trainer, "datamodule", None), "seq_len", None)
+        if steps is not None and getattr(self.encoder, "steps", 0) is None:
+            self.encoder.steps = int(steps)
+
+    # --- forward -----------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        return x if self.encoder is None else self.encoder(x)
+
+    def forward(self, x: Tensor) -> SpikeOutput:
+        """x: a data batch [B, ...] (or [T, B, ...] with no encoder) → SpikeOutput."""
+        return self.model(self.encode(x))
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy) -> Tensor:
+        x, y = batch
+        if stage == "train" and getattr(self.model, "takes_labels", False):
+            out = self.model(self.encode(x), labels=y)  # e.g. event-driven label-spike injection
+        else:
+            out = self(x)
+        loss = self.loss_fn(out, y)
+        if self.regularizer is not None:
+            reg = self.regularizer(out)
+            self.log(f"{stage}/loss_reg", reg, on_step=False, on_epoch=True, batch_size=y.shape[0], sync_dist=True)
+            loss = loss + reg
+        return self._log_step(stage, out, y, loss, metric)
+
+    def _log_step(self, stage: str, out: SpikeOutput, y: Tensor, loss: Tensor, metric: MulticlassAccuracy) -> Tensor:
+        if stage == "train":
+            self._check_finite(loss, self.global_step)
+        scores = self.readout(out.as_emitted())  # accuracy on what the network emitted
+        metric(scores, y)
+        bs = y.shape[0]
+        train = stage == "train"
+        # plain tensors averaged over an epoch must be synced across DDP ranks (metrics sync themselves);
+        # the per-step training loss stays rank-local to avoid a collective every step
+        self.log(f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=not train)
+        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True)
+        for name, spikes in out.hidden.items():
+            rate = spikes.detach().float().mean()
+            self.log(f"{stage}/fr/{name}", rate, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+        return loss
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # models with a data-driven initialisation (event-driven gains) run it once, on the first
+        # training batch; the model's ``data_initialized`` buffer is checkpointed, so resuming skips it
+        init = getattr(self.model, "data_init", None)
+        if not callable(init) or bool(getattr(self.model, "data_initialized", True)):
+            return
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        with torch.no_grad():
+            factors = init(self.encode(x))
+        if self.trainer.world_size > 1:  # every rank starts from rank 0's initialisation
+            for t in (*self.model.parameters(), *self.model.buffers()):
+                t.data.copy_(self.trainer.strategy.broadcast(t.data, src=0))
+        self.print(f"[spikelight] data-driven init on one batch of {x.shape[0]}: gain factors "
+                   + ", ".join(f"{f:.3g}" for f in factors))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        if self.learning is not None:
+            return self._online_step(batch)
+        return self._shared_step(batch, "train", self.train_acc)
+
+    def _online_step(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """An online learning rule computes the gradients in one forward pass; then clip and step."""
+        x, y = batch
+        result = self.learning.gradients(self.model, self.encode(x), y, self.readout, self.loss_fn, self.regularizer)
+        self._check_finite(result.loss, self.global_step)
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.learning.apply(self.model, result.grads)
+        if self.manual_gradient_clip_val:
+            self.clip_gradients(opt, gradient_clip_val=self.manual_gradient_clip_val, gradient_clip_algorithm="norm")
+        self.learning.before_step(self.model)
+        opt.step()
+        self.learning.after_step(self.model, lr=opt.param_groups[0]["lr"])
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and self.scheduler_interval == "step":
+            scheduler.step()
+        return self._log_step("train", result.out, y, result.loss, self.train_acc)
+
+    def on_train_epoch_end(self) -> None:
+        self._raise_if_nonfinite()
+        if self.learning is not None and self.scheduler_interval == "epoch":
+            scheduler = self.lr_schedulers()
+            if scheduler is not None:
+                scheduler.step()
+
+    # --- stop on a NaN / Inf training loss or gradient, without a host sync every step ---
+    #: on an accelerator the checks read back only every this many steps
+    #: (and at the end of each epoch); the error still names the first bad step
+    FINITE_CHECK_EVERY = 50
+
+    def _defer_finite_check(self, loss: Tensor) -> bool:
+        # reading a CPU tensor costs nothing; on CUDA it would stall the launch queue every step
+        return loss.device.type != "cpu"
+
+    def _check_finite(self, loss: Tensor, step: int, what: str = "loss") -> None:
+        """Raise :class:`NonFiniteLossError` naming the first step whose training loss
+        (``what="loss"``) or gradient norm (``what="grad"``) was NaN/Inf."""
+        if not self._defer_finite_check(loss):
+            if not torch.isfinite(loss):
+                self._raise_nonfinite(float(loss.detach()), step, what)
+            return
+        value = loss.detach().float()
+        bad = self.__dict__.setdefault("_bad", {})
+        if what not in bad:  # the first non-finite value: step (-1 = none yet), value
+            bad[what] = (torch.full((), -1, dtype=torch.long, device=loss.device), torch.zeros((), device=loss.device))
+        at, val = bad[what]
+        new = (~torch.isfinite(value)) & (at < 0)
+        at.copy_(torch.where(new, step, at))
+        val.copy_(torch.where(new, value, val))
+        if (step + 1) % self.FINITE_CHECK_EVERY == 0:
+            self._raise_if_nonfinite()
+
+    def _raise_if_nonfinite(self) -> None:
+        for what, (at, val) in getattr(self, "_bad", {}).items():
+            if (step := int(at)) >= 0:  # the host sync
+                self._raise_nonfinite(float(val), step, what)
+
+    def _check_finite_grads(self, step: int) -> None:
+        """Stop before an optimizer step would write NaN/Inf gradients into the weights."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
+            self._check_finite(norm, step, "grad")
+
+    def _last_good_checkpoint(self) -> str:
+        """The newest checkpoint this run wrote (weights from before the bad step), if any."""
+        trainer = self._trainer
+        paths = [getattr(cb, "best_model_path", "") or getattr(cb, "last_model_path", "")
+                 for cb in (trainer.checkpoint_callbacks if trainer is not None else [])]
+        found = [p for p in paths if p and Path(p).is_file()]
+        return max(found, key=lambda p: Path(p).stat().st_mtime_ns) if found else ""
+
+    def _raise_nonfinite(self, value: float, step: int, what: str = "loss") -> None:
+        kept = self._last_good_checkpoint()
+        kept = f"; last good checkpoint: {kept}" if kept else ""
+        if what == "grad":
+            raise NonFiniteGradientError(
+                f"gradient norm is {value} at epoch {self.current_epoch}, step {step} (weights not updated){kept}; "
+                "lower optimizer.lr, set trainer.gradient_clip_val, or check the surrogate / input scaling"
+            )
+        raise NonFiniteLossError(
+            f"training loss is {value} at epoch {self.current_epoch}, step {step}{kept}; "
+            "lower optimizer.lr, set trainer.gradient_clip_val, or check the input scaling"
+        )
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self._check_finite_grads(self.global_step)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val", self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        acc = self.trainer.callback_metrics.get("val/acc")
+        if acc is not None and math.isfinite(float(acc)):
+            self.val_acc_best = max(self.val_acc_best, float(acc))
+        self.log("val/acc_best", self.val_acc_best, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test", self.test_acc)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.readout(self(x)).argmax(-1)
+
+    # --- optimisation ------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self._param_groups())
+        for group in optimizer.param_groups:  # a model's group with its own learning-rate factor
+            if "lr_scale" in group:
+                group["lr"] = group["lr"] * group["lr_scale"]
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+
+    def _param_groups(self) -> Any:
+        """The model's ``param_groups()`` (dicts that may carry an ``lr_scale``) plus every other
+        parameter of the module in one more group; plain ``parameters()`` otherwise."""
+        groups_fn = getattr(self.model, "param_groups", None)
+        if not callable(groups_fn):
+            return self.parameters()
+        groups = [dict(g, params=list(g["params"])) for g in groups_fn()]
+        seen = {id(p) for g in groups for p in g["params"]}
+        rest = [p for p in self.parameters() if id(p) not in seen]
+        return [g for g in groups if g["params"]] + ([{"params": rest}] if rest else [])
+
+    # --- exact resume ------------------------------------------------------------
+    # Lightning does not checkpoint RNG state, but Poisson encoding and shuffling
+    # draw from it: without this a resumed run sees different spikes.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["val_acc_best"] = self.val_acc_best
+        checkpoint["rng_state"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.val_acc_best = float(checkpoint.get("val_acc_best", 0.0))
+        self._resume_rng = checkpoint.get("rng_state")
+
+    def on_train_start(self) -> None:
+        # after the sanity check (which draws random numbers too), before the first batch
+        rng = getattr(self, "_resume_rng", None)
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            self._resume_rng = None
+            self._skip_seen_batches()
+
+    def _skip_seen_batches(self) -> None:
+        """Resumed from a mid-epoch checkpoint (pre-emption): the epoch's sampler leaves
+        out the batches already trained on, so the run continues exactly where it stopped."""
+        trainer = self.trainer
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        batches = trainer.num_training_batches
+        if not hasattr(sampler, "skip_next") or not batches or batches == float("inf"):
+            return
+        steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
+        done = (trainer.global_step % steps_per_epoch) * trainer.accumulate_grad_batches
+        if done:
+            sampler.skip_next(done * loader.batch_size)
