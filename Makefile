@@ -34,8 +34,9 @@ test-slow: install  ## slow tests: train on real data to an accuracy bar
 bench: install  ## CPU speed side by side with SpikingJelly / snnTorch (writes experiments/benchmarks/RESULTS.md, a few minutes)
 	$(BIN)/python experiments/benchmarks/bench.py
 
-lint: install
+lint: install  ## ruff, then the package's layers (import-linter contracts in pyproject.toml)
 	$(BIN)/python -m ruff check src tests train.py eval.py experiments
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) logs .pytest_cache

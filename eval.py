@@ -3,20 +3,12 @@
 import sys
 
 try:
-    import hydra
-    from omegaconf import DictConfig
+    import hydra  # noqa: F401 - first: where .venv is not active, the line below names it
 
-    from spikelight.app.cli import evaluate, preflight_or_exit, run_task
+    from spikelight.app.cli import evaluate, hydra_script
 except ModuleNotFoundError as err:  # usually: .venv not activated
     sys.exit(f"error: {err.name} is not installed for {sys.executable}; "
              "run `source .venv/bin/activate` first (`make install` creates .venv)")
 
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
-def main(cfg: DictConfig) -> float | None:
-    return run_task(evaluate, cfg)
-
-
 if __name__ == "__main__":
-    sys.argv = preflight_or_exit(sys.argv, "eval")
-    main()
+    hydra_script(evaluate, "eval")

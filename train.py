@@ -3,20 +3,12 @@
 import sys
 
 try:
-    import hydra
-    from omegaconf import DictConfig
+    import hydra  # noqa: F401 - first: where .venv is not active, the line below names it
 
-    from spikelight.app.cli import preflight_or_exit, run_task, train
+    from spikelight.app.cli import hydra_script, train
 except ModuleNotFoundError as err:  # usually: .venv not activated
     sys.exit(f"error: {err.name} is not installed for {sys.executable}; "
              "run `source .venv/bin/activate` first (`make install` creates .venv)")
 
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    return run_task(train, cfg)
-
-
 if __name__ == "__main__":
-    sys.argv = preflight_or_exit(sys.argv, "train")
-    main()
+    hydra_script(train, "train")

@@ -1,5 +1,6 @@
-"""Helpers for the experiment scripts: run our train.py and read its per-epoch metrics; build a training
-step exactly as train.py does and time it (the throughput scripts)."""
+"""Helpers for the experiment scripts: run our train.py and read its per-epoch metrics, beside a library's
+own training on the same Fashion-MNIST (the compare scripts); build a training step exactly as train.py
+does and time it (the throughput scripts)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +35,116 @@ def prepare_fashion_mnist(data_root: str) -> None:
     from spikelight.data import FashionMNISTDataModule
 
     FashionMNISTDataModule(root=data_root).prepare_data()
+
+
+# --- the compare scripts: a library's own training and our train.py, side by side ---------------
+def compare_parser(script: str, epochs: int) -> argparse.ArgumentParser:
+    """The compare scripts' arguments: --epochs, --threads, --data, --out (``results/`` next to ``script``)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=epochs)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per library (both run in parallel)")
+    ap.add_argument("--data", default=str(ROOT / "data"))
+    ap.add_argument("--out", default=str(Path(script).resolve().parent / "results"))
+    return ap
+
+
+def prepare_compare(args: argparse.Namespace) -> Path:
+    """Make ``--out`` and put Fashion-MNIST under ``--data``; returns the progress log (``<out>/progress.log``)."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prepare_fashion_mnist(args.data)
+    return out / "progress.log"
+
+
+def fashion_mnist_loaders(data_root: str, batch: int, transform=None, sampler: Callable | None = None):
+    """The baselines' Fashion-MNIST as the tutorials load it (``ToTensor`` unless ``transform``): the train
+    loader drops the last partial batch and shuffles, or takes ``sampler(len(train set))``'s order; the test
+    loader keeps the file's order. Returns (train loader, test loader)."""
+    import torch
+    import torchvision
+
+    tfm = transform or torchvision.transforms.ToTensor()
+    train = torchvision.datasets.FashionMNIST(data_root, train=True, transform=tfm, download=False)
+    test = torchvision.datasets.FashionMNIST(data_root, train=False, transform=tfm, download=False)
+    order = sampler(len(train)) if sampler is not None else None
+    train_loader = torch.utils.data.DataLoader(train, batch_size=batch, shuffle=order is None, sampler=order,
+                                               drop_last=True)
+    test_loader = torch.utils.data.DataLoader(test, batch_size=batch, shuffle=False, drop_last=False)
+    return train_loader, test_loader
+
+
+def spikingjelly_train_epoch(net, train_loader, optimizer, rate: Callable, train_batches: int | None = None) -> float:
+    """One epoch of SpikingJelly's tutorial loop: MSE(firing rate ``rate(img)``, one-hot label), ``reset_net``
+    after every batch; ``train_batches`` stops the epoch after that many. Returns its seconds."""
+    import torch.nn.functional as F
+    from spikingjelly.activation_based import functional
+
+    t0 = time.perf_counter()
+    net.train()
+    for k, (img, label) in enumerate(train_loader):
+        if train_batches is not None and k >= train_batches:
+            break
+        optimizer.zero_grad()
+        loss = F.mse_loss(rate(img), F.one_hot(label, 10).float())
+        loss.backward()
+        optimizer.step()
+        functional.reset_net(net)
+    return time.perf_counter() - t0
+
+
+def spikingjelly_test(net, test_loader, rate: Callable) -> tuple[float, float]:
+    """SpikingJelly's tutorial test: the class of the highest firing rate ``rate(img)``, ``reset_net`` after
+    every batch. Returns (accuracy, seconds)."""
+    import torch
+    from spikingjelly.activation_based import functional
+
+    t0 = time.perf_counter()
+    net.eval()
+    correct = n = 0
+    with torch.no_grad():
+        for img, label in test_loader:
+            correct += (rate(img).argmax(1) == label).sum().item()
+            n += label.numel()
+            functional.reset_net(net)
+    return correct / n, time.perf_counter() - t0
+
+
+def timed_spikelight(overrides: list[str], run_dir: Path, threads: int, data_root: str, log: Path) -> tuple[list, float]:
+    """:func:`run_spikelight` and its seconds (the train.py process, start-up included)."""
+    t0 = time.perf_counter()
+    rows = run_spikelight(overrides, run_dir, threads, data_root, log)
+    return rows, time.perf_counter() - t0
+
+
+def side_by_side(baseline: Callable[..., list[dict]] | None, baseline_args: tuple, overrides: list[str],
+                 run_dir: Path, args: argparse.Namespace, log: Path) -> tuple[list[dict], list[dict], float, float]:
+    """``baseline(*baseline_args)`` (a library's own training; None: not run) and ``train.py overrides`` at
+    once, in two processes of ``--threads`` torch threads each. Returns (baseline rows, our rows, our
+    seconds, wall seconds)."""
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(2) as pool:
+        theirs = pool.submit(baseline, *baseline_args) if baseline is not None else None
+        ours = pool.submit(timed_spikelight, overrides, run_dir, args.threads, args.data, log)
+        their_rows = theirs.result() if theirs is not None else []
+        our_rows, our_s = ours.result()
+    return their_rows, our_rows, our_s, time.perf_counter() - t0
+
+
+def write_accuracy_csv(path: Path, our_rows: list[dict], their_rows: list[dict], columns: dict[str, tuple[str, str]]) -> None:
+    """Per epoch: ``epoch, spikelight_test_acc`` and a column per ``columns`` entry (name -> (key of a
+    baseline row, format)); blank where the baseline has no row for the epoch."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "spikelight_test_acc", *columns])
+        for i, a in enumerate(our_rows):
+            b = their_rows[i] if i < len(their_rows) else {}
+            w.writerow([a["epoch"] + 1, f"{a['test_acc']:.4f}",
+                        *(format(b[key], fmt) if b else "" for key, fmt in columns.values())])
+
+
+def final_best(rows: list[dict]) -> str:
+    """``final <last epoch's test accuracy> best <the best one>``."""
+    return f"final {rows[-1]['test_acc']:.4f} best {max(r['test_acc'] for r in rows):.4f}"
 
 
 def throughput_parser(experiment: str, batch: int, warmup: int) -> argparse.ArgumentParser:

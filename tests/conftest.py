@@ -36,6 +36,15 @@ def _no_wandb_network(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
 
 
+@pytest.fixture(autouse=True)
+def _no_hydra_config_left_over():
+    """Each test starts without a Hydra config set by an earlier one (compose_cfg sets the singleton; a
+    multirun one left behind would make run_task treat the next test's run as a sweep job)."""
+    yield
+    HydraConfig.instance().cfg = None
+    GlobalHydra.instance().clear()
+
+
 def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose a config exactly as ``@hydra.main`` would, with outputs under output_dir."""
     GlobalHydra.instance().clear()

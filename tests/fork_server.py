@@ -2,7 +2,7 @@
 
 Each command runs in a fork of this process (torch, Lightning and Hydra already
 imported), so it pays no interpreter start-up and leaves no state behind: exactly
-like a fresh ``python`` process, minus five seconds. Used by tests/test_readme.py.
+like a fresh ``python`` process, minus five seconds. Used by tests/integration/test_readme.py.
 
 Protocol, one JSON object per line. Request on stdin:
 ``{"argv": ["/abs/train.py" | "-m", "module", ...args], "cwd": str, "env": {name: value | null}, "timeout": s,

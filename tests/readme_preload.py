@@ -1,9 +1,9 @@
 """Run in each README-walk command's process before the command (tests/fork_server.py ``preload``).
 
-CIFAR files written by tests/test_readme.py are small fakes in the real on-disk
+CIFAR files written by tests/integration/test_readme.py are small fakes in the real on-disk
 format; torchvision checks every file's md5 against the real dataset's. This makes
 torchvision accept the fakes' checksums (recorded next to them in
-``<data root>/cifar-md5.json``), exactly as tests/test_cifar.py does with monkeypatch.
+``<data root>/cifar-md5.json``), exactly as tests/unit/test_cifar.py does with monkeypatch.
 """
 
 import json

@@ -195,7 +195,7 @@ def case_lif_layer(ctx: Ctx) -> list[Case]:
         g = torch.randn(T, B, N, generator=gen).to(ctx.device)
         c: dict[str, Callable[[], None]] = {}
         ours = []
-        backends = ["fused", "torch"] + (["triton"] if ctx.device.type == "cuda" else [])
+        backends = ["auto", "fused", "torch"] + (["triton"] if ctx.device.type == "cuda" else [])
         for backend in backends:
             node = LIFNode(tau=2.0, surrogate=ATan(), backend=backend)
             c[f"spikelight LIF {backend}"] = layer_call(lambda x, n=node: n(x).spikes, x, g)
@@ -236,8 +236,8 @@ def case_lif_layer(ctx: Ctx) -> list[Case]:
 
 @bench_case
 def case_other_neurons(ctx: Ctx) -> list[Case]:
-    """ALIF (feed-forward) and the dual-exponential neuron alone, forward + backward: fused vs the
-    reference loop (no other library has these neurons in this form)."""
+    """ALIF (feed-forward) and the dual-exponential neuron alone, forward + backward: auto (native C for
+    ALIF on the CPU, fused for dual-exp) vs the reference loop (no other library has these neurons in this form)."""
     T, B, N = 32, 32, 2048
     gen = torch.Generator().manual_seed(0)
     x = (torch.randn(T, B, N, generator=gen) * 0.7 + 0.6).to(ctx.device).requires_grad_()
@@ -249,11 +249,11 @@ def case_other_neurons(ctx: Ctx) -> list[Case]:
     cases = []
     for name, make in makers.items():
         c = {}
-        for backend in ("fused", "torch"):
+        for backend in ("auto", "torch"):
             node = make(backend)
             c[f"spikelight {name} {backend}"] = layer_call(lambda x, n=node: n(x).spikes, x, g)
         cases.append(Case(f"{name}_layer T={T} B={B} N={N}", f"{name} layer alone, spikes.backward(g), input grad", c,
-                          [f"spikelight {name} fused"], [f"spikelight {name} torch"]))  # fmt: skip
+                          [f"spikelight {name} auto"], [f"spikelight {name} torch"]))  # fmt: skip
     return cases
 
 
@@ -264,14 +264,9 @@ def case_fc_lif(ctx: Ctx) -> list[Case]:
     from spikingjelly.activation_based import encoding, layer
 
     dev = ctx.device
-    gen = torch.Generator().manual_seed(0)
-    x, y = torch.rand(128, 1, 28, 28, generator=gen).to(dev), torch.randint(0, 10, (128,), generator=gen).to(dev)
-    c, ours = {}, []
-    for backend in ["fused", "torch"] + (["triton"] if dev.type == "cuda" else []):
-        torch.manual_seed(0)
-        model = FCLIF(LIFNode(tau=2.0, surrogate=ATan(), backend=backend)).to(dev)
-        c[f"spikelight {backend}"] = _train_step(model, PoissonEncoder(100), MSERateLoss(), x, y, 1e-3)
-        ours.append(f"spikelight {backend}")
+    x, y, c = _image_train_steps(
+        dev, lambda b: FCLIF(LIFNode(tau=2.0, surrogate=ATan(), backend=b)), PoissonEncoder(100), MSERateLoss(), 1e-3)
+    ours = list(c)
     sj = nn.Sequential(
         layer.Flatten(), layer.Linear(784, 10, bias=False), sjn.LIFNode(tau=2.0, surrogate_function=sjs.ATan())
     ).to(dev)
@@ -303,14 +298,9 @@ def case_tutorial5(ctx: Ctx) -> list[Case]:
     import snntorch as snn
 
     dev = ctx.device
-    gen = torch.Generator().manual_seed(0)
-    x, y = torch.rand(128, 1, 28, 28, generator=gen).to(dev), torch.randint(0, 10, (128,), generator=gen).to(dev)
-    c, ours = {}, []
-    for backend in ["fused", "torch"] + (["triton"] if dev.type == "cuda" else []):
-        torch.manual_seed(0)
-        model = MLP(lambda b=backend: LeakyNode(beta=0.95, backend=b)).to(dev)
-        c[f"spikelight {backend}"] = _train_step(model, DirectEncoder(25), CEMembranePerStepLoss("sum"), x, y, 5e-4)
-        ours.append(f"spikelight {backend}")
+    x, y, c = _image_train_steps(dev, lambda b: MLP(lambda: LeakyNode(beta=0.95, backend=b)), DirectEncoder(25),
+                                 CEMembranePerStepLoss("sum"), 5e-4)
+    ours = list(c)
     fc1, fc2 = nn.Linear(784, 1000).to(dev), nn.Linear(1000, 10).to(dev)
     lif1, lif2 = snn.Leaky(beta=0.95).to(dev), snn.Leaky(beta=0.95).to(dev)
     opt, xf = torch.optim.Adam([*fc1.parameters(), *fc2.parameters()], 5e-4), x.flatten(1)
@@ -354,7 +344,7 @@ def case_conv(ctx: Ctx) -> list[Case]:
     where = {"0": "blocks.0.synapse.0", "1": "blocks.0.synapse.1", "4": "blocks.1.synapse.0",
              "5": "blocks.1.synapse.1", "9": "blocks.2.synapse.1", "11": "blocks.3.synapse.0"}
     c, ours = {}, []
-    for backend in ("fused", "torch"):
+    for backend in ("auto", "torch"):
         model = ConvSNN(partial(IFNode, surrogate=ATan(), backend=backend),
                         [{"conv": ch, "norm": "batch", "maxpool": 2}] * 2 + [{"fc": ch * 4 * 4}]).to(dev).train()
         model.load_state_dict({where[k.split(".")[1]] + "." + k.split(".", 2)[2]: v for k, v in sj.state_dict().items()})
@@ -442,14 +432,14 @@ def case_lsnn(ctx: Ctx) -> list[Case]:
         gen = torch.Generator().manual_seed(0)
         x, y = torch.rand(B, 784, 1, generator=gen).to(dev), torch.randint(0, 10, (B,), generator=gen).to(dev)
         c, ours = {}, []
-        for backend in ("fused", "torch"):
+        for backend in ("auto", "torch"):
             torch.manual_seed(0)
             neuron = partial(ALIFNode, tau=20.0, tau_adapt=200.0, beta=1.8, adaptive_fraction=100 / 220, backend=backend)
             model = LSNN(neuron, in_features=1, hidden=220, num_classes=10, readout_tau=20.0).to(dev)
             loss = ReadoutCrossEntropyLoss().bind(RateReadout())
-            name = "spikelight fused (auto)" if backend == "fused" else "plain BPTT loop (spikelight backend=torch)"
+            name = "spikelight auto" if backend == "auto" else "plain BPTT loop (spikelight backend=torch)"
             c[name] = _train_step(model, SequenceEncoder(784), loss, x, y, 1e-3)
-        ours.append("spikelight fused (auto)")
+        ours.append("spikelight auto")
         cases.append(
             Case(
                 f"lsnn train step T=784 B={B} H=220",
@@ -461,6 +451,19 @@ def case_lsnn(ctx: Ctx) -> list[Case]:
             )
         )
     return cases
+
+
+def _image_train_steps(dev: torch.device, make_model: Callable[[str], nn.Module], encoder, loss_fn, lr: float):
+    """A batch of 128 random 28×28 images and labels (seed 0), and an Adam training step on it of
+    ``make_model(backend)`` for every backend of ``dev`` (auto, torch; triton on CUDA), each model built
+    after ``torch.manual_seed(0)``. Returns (x, y, {"spikelight <backend>": step})."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(128, 1, 28, 28, generator=gen).to(dev), torch.randint(0, 10, (128,), generator=gen).to(dev)
+    steps = {}
+    for backend in ["auto", "torch"] + (["triton"] if dev.type == "cuda" else []):
+        torch.manual_seed(0)
+        steps[f"spikelight {backend}"] = _train_step(make_model(backend).to(dev), encoder, loss_fn, x, y, lr)
+    return x, y, steps
 
 
 def _train_step(model: nn.Module, encoder, loss_fn, x, y, lr: float) -> Callable[[], None]:
@@ -476,7 +479,7 @@ def _train_step(model: nn.Module, encoder, loss_fn, x, y, lr: float) -> Callable
 
 # --- torch.compile probe (opt-in: minutes of compiling) -----------------------------------------
 def compile_probe(device: torch.device, reps: int) -> str:
-    """Inductor on the unrolled LIF forward vs our fused forward (no grad), T=32 B=32 N=2048."""
+    """Inductor on the unrolled LIF forward vs our forward under auto (no grad), T=32 B=32 N=2048."""
     T, B, N = 32, 32, 2048
     x = torch.randn(T, B, N, device=device) * 0.7 + 0.6
 
@@ -491,13 +494,13 @@ def compile_probe(device: torch.device, reps: int) -> str:
         return torch.stack(ss), torch.stack(hs), v
 
     compiled = torch.compile(lif_forward)
-    node = LIFNode(tau=2.0, backend="fused")
+    node = LIFNode(tau=2.0, backend="auto")
     with torch.no_grad():
         t0 = time.perf_counter()
         ref = compiled(x, 2.0)
         compile_s = time.perf_counter() - t0
         same = torch.equal(ref[0], node(x).spikes)
-        fns = {"compiled": lambda: compiled(x, 2.0), "fused": lambda: node(x), "eager loop": lambda: lif_forward(x, 2.0)}
+        fns = {"compiled": lambda: compiled(x, 2.0), "spikelight": lambda: node(x), "eager loop": lambda: lif_forward(x, 2.0)}
         times = {k: [] for k in fns}
         for _ in range(reps):
             for k, f in fns.items():
@@ -505,8 +508,8 @@ def compile_probe(device: torch.device, reps: int) -> str:
     med = {k: statistics.median(v) for k, v in times.items()}
     return (
         f"torch.compile probe (LIF forward only, no grad, T={T} B={B} N={N}): first call (compile) "
-        f"{compile_s:.1f} s; then compiled {med['compiled']:.2f} ms, spikelight fused {med['fused']:.2f} ms, "
-        f"eager loop {med['eager loop']:.2f} ms; same spikes as fused: {same}"
+        f"{compile_s:.1f} s; then compiled {med['compiled']:.2f} ms, spikelight (auto) {med['spikelight']:.2f} ms, "
+        f"eager loop {med['eager loop']:.2f} ms; same spikes as spikelight: {same}"
     )
 
 

@@ -1,4 +1,4 @@
-"""The recurrent layer's C loops against its TorchScript loops as the firing rate rises (CPU, 1 thread).
+"""The recurrent layer's C loops against its plain-PyTorch loops as the firing rate rises (CPU, 1 thread).
 
 The C forward sums W_recᵀ rows over the neurons that spiked, so it gains most when
 few fire and has no BLAS to fall back on when most do. This times one ALIF layer
@@ -35,16 +35,16 @@ def main() -> None:
     noise = torch.randn(T, B, H, generator=gen) * 0.5
     for level in (0.0, 16.0, 24.0, 40.0, 80.0):
         ff, res = noise + level, {}
-        for loops in ("native", "script"):
+        for loops in ("native", "fused"):
             times = []
             for _ in range(5):
                 f, wl = ff.clone().requires_grad_(), w.clone().requires_grad_()
                 t0 = time.perf_counter()
-                s, h, *_ = R.recurrent_multi_step(f, wl, spec, ATan(), v0, v0, v0, None, beta, loops=loops)
+                s, h, *_ = R.recurrent_multi_step(f, wl, spec, ATan(), v0, v0, v0, None, beta, backend=loops)
                 (s.sum() + h.sum() * 0.01).backward()
                 times.append(time.perf_counter() - t0)
             res[loops] = (sorted(times)[2] * 1e3, s.mean().item())
-        print(f"firing {res['native'][1]:.3f}: C {res['native'][0]:.1f} ms, TorchScript {res['script'][0]:.1f} ms")
+        print(f"firing {res['native'][1]:.3f}: C {res['native'][0]:.1f} ms, plain PyTorch {res['fused'][0]:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 
 Default size: the first conv layer of the Fashion-MNIST net for a batch of 50 (50·32·28·28
 neurons), T=5. The fast backward (running products) and the authors' loop (table lookups,
-``event_backward_reference``) compute the same gradients (tests/test_event_driven.py).
+``event_backward_reference``) compute the same gradients (tests/unit/test_event_driven.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = fn.EventConfig(5.0, 3.0, 2.5, 1.0, "exponential", 0.85)
+    cfg = fn.EventConfig.from_taus(5.0, 3.0, 2.5, 1.0, grad_type="exponential", input_grad_damping=0.85)
     current = torch.randn(args.steps, args.neurons) * 0.8 + 0.3
     fwd = fn.event_forward(current, cfg)
     grad = torch.randn_like(current) * fwd.spikes

@@ -14,16 +14,13 @@ top spike count is tied, and the mean output spike count.
 
 from __future__ import annotations
 
-import argparse
-import csv
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import ROOT, prepare_fashion_mnist, run_spikelight  # noqa: E402
+import common  # noqa: E402
 
 
 def run_snntorch(epochs: int, data_root: str, threads: int, log: Path) -> list[dict]:
@@ -53,10 +50,7 @@ def run_snntorch(epochs: int, data_root: str, threads: int, log: Path) -> list[d
             return torch.stack(spk2_rec), torch.stack(mem2_rec)
 
     tfm = torchvision.transforms.Compose([torchvision.transforms.ToTensor(), torchvision.transforms.Normalize((0,), (1,))])
-    train = torchvision.datasets.FashionMNIST(data_root, train=True, transform=tfm, download=False)
-    test = torchvision.datasets.FashionMNIST(data_root, train=False, transform=tfm, download=False)
-    train_loader = torch.utils.data.DataLoader(train, batch_size=batch, shuffle=True, drop_last=True)
-    test_loader = torch.utils.data.DataLoader(test, batch_size=batch, shuffle=False, drop_last=False)
+    train_loader, test_loader = common.fashion_mnist_loaders(data_root, batch, tfm)
     net = Net()
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.Adam(net.parameters(), lr=5e-4, betas=(0.9, 0.999))
@@ -95,34 +89,21 @@ def run_snntorch(epochs: int, data_root: str, threads: int, log: Path) -> list[d
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--data", default=str(ROOT / "data"))
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap = common.compare_parser(__file__, epochs=10)
     ap.add_argument("--ours", nargs="*", default=[], help="extra overrides for our run (e.g. a stable variant)")
     ap.add_argument("--tag", default="reproduction")
     ap.add_argument("--skip-snntorch", action="store_true")
     args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "progress.log"
-    prepare_fashion_mnist(args.data)
+    log = common.prepare_compare(args)
     overrides = ["experiment=snntorch_tutorial5", "data=fashion_mnist", f"trainer.max_epochs={args.epochs}",
                  "callbacks=none", *args.ours]
-    run_dir = ROOT / "logs" / "compare_snntorch_tutorial5" / f"{args.tag}-{time.strftime('%Y%m%d-%H%M%S')}"
-    with ProcessPoolExecutor(2) as pool:
-        ours = pool.submit(run_spikelight, overrides, run_dir, args.threads, args.data, log)
-        theirs = None if args.skip_snntorch else pool.submit(run_snntorch, args.epochs, args.data, args.threads, log)
-        our_rows = ours.result()
-        their_rows = theirs.result() if theirs else []
-    with open(out / f"accuracy_{args.tag}.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["epoch", "spikelight_test_acc", "snntorch_test_acc", "snntorch_acc_by_membrane", "snntorch_tied_top_count"])
-        for i, a in enumerate(our_rows):
-            b = their_rows[i] if i < len(their_rows) else {}
-            w.writerow([a["epoch"] + 1, f"{a['test_acc']:.4f}", *(f"{b[k]:.4f}" if b else "" for k in
-                        ("test_acc", "test_acc_membrane", "tied_top_count"))])
+    run_dir = common.ROOT / "logs" / "compare_snntorch_tutorial5" / f"{args.tag}-{time.strftime('%Y%m%d-%H%M%S')}"
+    their_rows, our_rows, _, _ = common.side_by_side(
+        None if args.skip_snntorch else run_snntorch, (args.epochs, args.data, args.threads, log), overrides, run_dir,
+        args, log)
+    common.write_accuracy_csv(log.parent / f"accuracy_{args.tag}.csv", our_rows, their_rows, {
+        "snntorch_test_acc": ("test_acc", ".4f"), "snntorch_acc_by_membrane": ("test_acc_membrane", ".4f"),
+        "snntorch_tied_top_count": ("tied_top_count", ".4f")})
     print(f"overrides: {' '.join(overrides)}")
     for name, rows in (("spikelight", our_rows), ("snntorch", their_rows)):
         if rows:

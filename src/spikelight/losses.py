@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from spikelight.core.contract import OutputNeeds, needs_of
 from spikelight.core.types import SpikeOutput
 
 __all__ = [
@@ -24,21 +25,18 @@ _REDUCTIONS = ("mean", "sum")
 
 
 class SpikeLoss(nn.Module):
-    """Base: ``forward(out, y) -> scalar``. ``needs_spikes``: the loss reads output spikes
-    (refused at build time for models whose output layer does not spike).
-    ``needs_membrane_grad``: it trains through the output membrane (refused for models
-    whose gradients flow only through spike times, ``model.membrane_grad = False``:
-    event-driven BP)."""
-
-    needs_spikes: bool = False
-    needs_membrane_grad: bool = False
+    """Base: ``forward(out, y) -> scalar``. ``needs`` (:class:`~spikelight.core.contract.OutputNeeds`,
+    none when not declared): ``spikes``, the loss reads output spikes (refused at build time for
+    models whose output layer does not spike); ``membrane``, it trains through the output
+    membrane (refused for models whose gradients flow only through spike times: event-driven BP)."""
 
     def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
         raise NotImplementedError
 
 
-class _PerStep(SpikeLoss):
-    """A loss evaluated at every step and reduced over time by ``sum`` or ``mean``."""
+class _CrossEntropyPerStep(SpikeLoss):
+    """Cross-entropy of one output tensor [T, B, C] (:meth:`scores`) at every step, reduced
+    over time by ``sum`` or ``mean``."""
 
     def __init__(self, time_reduction: str = "mean") -> None:
         super().__init__()
@@ -46,7 +44,14 @@ class _PerStep(SpikeLoss):
             raise ValueError(f"time_reduction must be one of {_REDUCTIONS}, got {time_reduction!r}")
         self.time_reduction = time_reduction
 
-    def _reduce(self, per_step: Tensor) -> Tensor:
+    def scores(self, out: SpikeOutput) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
+        scores = self.scores(out)
+        T = scores.shape[0]
+        ce = F.cross_entropy(scores.flatten(0, 1), y.repeat(T), reduction="none")
+        per_step = ce.view(T, -1).mean(1)
         return per_step.sum() if self.time_reduction == "sum" else per_step.mean()
 
     def extra_repr(self) -> str:
@@ -59,7 +64,7 @@ class MSERateLoss(SpikeLoss):
     ``rate_on`` / ``rate_off`` are the target rates for the label and the other classes.
     """
 
-    needs_spikes = True
+    needs = OutputNeeds(spikes=True)
 
     def __init__(self, rate_on: float = 1.0, rate_off: float = 0.0) -> None:
         super().__init__()
@@ -71,34 +76,30 @@ class MSERateLoss(SpikeLoss):
         return F.mse_loss(rate, target)
 
 
-class CERateLoss(_PerStep):
+class CERateLoss(_CrossEntropyPerStep):
     """Cross-entropy of the output spikes at each step; ``mean`` over steps is
     snnTorch's ``ce_rate_loss``."""
 
-    needs_spikes = True
+    needs = OutputNeeds(spikes=True)
 
-    def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
-        T = out.spikes.shape[0]
-        ce = F.cross_entropy(out.spikes.flatten(0, 1), y.repeat(T), reduction="none")
-        return self._reduce(ce.view(T, -1).mean(1))
+    def scores(self, out: SpikeOutput) -> Tensor:
+        return out.spikes
 
 
-class CEMembranePerStepLoss(_PerStep):
+class CEMembranePerStepLoss(_CrossEntropyPerStep):
     """Cross-entropy of the output membrane at each step (snnTorch tutorial 5 sums over
     steps: ``time_reduction=sum``)."""
 
-    needs_membrane_grad = True
+    needs = OutputNeeds(membrane=True)
 
-    def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
-        T = out.membrane.shape[0]
-        ce = F.cross_entropy(out.membrane.flatten(0, 1), y.repeat(T), reduction="none")
-        return self._reduce(ce.view(T, -1).mean(1))
+    def scores(self, out: SpikeOutput) -> Tensor:
+        return out.membrane
 
 
 class CECountLoss(SpikeLoss):
     """Cross-entropy on output spike counts (snnTorch ``ce_count_loss``)."""
 
-    needs_spikes = True
+    needs = OutputNeeds(spikes=True)
 
     def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
         return F.cross_entropy(out.spikes.sum(0), y)
@@ -112,7 +113,7 @@ class MSECountLoss(SpikeLoss):
     its tutorials use 0.8 / 0.2). Value and gradient equal snnTorch's.
     """
 
-    needs_spikes = True
+    needs = OutputNeeds(spikes=True)
 
     def __init__(self, correct_rate: float = 1.0, incorrect_rate: float = 0.0) -> None:
         super().__init__()
@@ -131,21 +132,28 @@ class ReadoutCrossEntropyLoss(SpikeLoss):
     predicts from is what is trained, e.g. the mean (``readout=rate``) or last
     (``readout=last``) readout potential of an LSNN, or the mean of its last 28 steps.
 
-    The :class:`~spikelight.train.module.SpikingClassifier` binds its readout (``bind``).
+    The :class:`~spikelight.train.module.SpikingClassifier` composes it with its readout:
+    ``loss.bind(readout)`` returns a new loss computed through ``readout`` and leaves ``loss``
+    unbound (:class:`~spikelight.core.contract.ReadoutLoss`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, readout: nn.Module | None = None) -> None:
         super().__init__()
-        self._readout: nn.Module | None = None
-
-    def bind(self, readout: nn.Module) -> ReadoutCrossEntropyLoss:
         self._readout = readout
-        return self
 
     @property
-    def needs_membrane_grad(self) -> bool:  # type: ignore[override]
-        """Whatever the bound readout reads is trained: its membrane, if it reads one."""
-        return bool(getattr(self._readout, "reads_membrane", False))
+    def readout(self) -> nn.Module | None:
+        """The readout it is bound to (None: not bound yet)."""
+        return self._readout
+
+    def bind(self, readout: nn.Module) -> ReadoutCrossEntropyLoss:
+        """This loss through ``readout``: a new loss; this one is unchanged."""
+        return type(self)(readout=readout)
+
+    @property
+    def needs(self) -> OutputNeeds:
+        """Whatever the bound readout reads is trained: its spikes, its membrane if it reads one."""
+        return OutputNeeds() if self._readout is None else needs_of(self._readout)
 
     def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
         if self._readout is None:
@@ -163,7 +171,7 @@ class SpikeCountLoss(SpikeLoss):
     (their learning rates are for it); ``mean`` divides by the batch size.
     """
 
-    needs_spikes = True
+    needs = OutputNeeds(spikes=True)
 
     def __init__(self, desired_count: float = 5.0, undesired_count: float = 1.0, reduction: str = "sum") -> None:
         super().__init__()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from spikelight.core.contract import OutputNeeds
 from spikelight.core.types import SpikeOutput
 
 __all__ = [
@@ -18,13 +19,11 @@ __all__ = [
 
 
 class Readout(nn.Module):
-    """Base readout. ``needs_spikes``: it reads output spikes (models whose output layer
-    does not spike, e.g. the LSNN, are refused when the run is built). ``reads_membrane``:
-    its scores depend on the output membrane of a spiking model, so ``loss=ce`` through it
-    needs membrane gradients (refused for event-driven models, which have none)."""
-
-    needs_spikes: bool = False
-    reads_membrane: bool = False
+    """Base readout. ``needs`` (:class:`~spikelight.core.contract.OutputNeeds`, none when not
+    declared): ``spikes``, it reads output spikes (models whose output layer does not spike,
+    e.g. the LSNN, are refused when the run is built); ``membrane``, its scores depend on the
+    output membrane of a spiking model, so ``loss=ce`` through it needs membrane gradients
+    (refused for event-driven models, which have none)."""
 
     def forward(self, out: SpikeOutput) -> Tensor:
         raise NotImplementedError
@@ -50,14 +49,12 @@ class CountReadout(Readout):
     (experiments/snntorch_tutorial5).
     """
 
-    needs_spikes = True
-
     def __init__(self, tie_break: str = "membrane") -> None:
         super().__init__()
         if tie_break not in ("none", "membrane"):
             raise ValueError(f"count readout tie_break must be 'none' or 'membrane', got {tie_break!r}")
         self.tie_break = tie_break
-        self.reads_membrane = tie_break == "membrane"
+        self.needs = OutputNeeds(spikes=True, membrane=tie_break == "membrane")
 
     def forward(self, out: SpikeOutput) -> Tensor:
         count = out.spikes.sum(0)
@@ -78,7 +75,7 @@ class TimeWeightedCountReadout(Readout):
     one at the last step just above 1, so equal counts are decided by the earlier spikes.
     """
 
-    needs_spikes = True
+    needs = OutputNeeds(spikes=True)
 
     def __init__(self, early_bonus: float = 0.1) -> None:
         super().__init__()
@@ -103,7 +100,7 @@ class FirstSpikeReadout(Readout):
     decided by the spike count.
     """
 
-    needs_spikes = True
+    needs = OutputNeeds(spikes=True)
 
     def forward(self, out: SpikeOutput) -> Tensor:
         s = out.spikes
@@ -122,7 +119,7 @@ class MembraneReadout(Readout):
     """
 
     MODES = ("mean", "last", "max")
-    reads_membrane = True
+    needs = OutputNeeds(membrane=True)
 
     def __init__(self, mode: str = "mean", window: int | None = None) -> None:
         super().__init__()

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from spikelight.core.contract import CountsOps, traits_of
+
 __all__ = ["SynOpCounter", "OpCount", "E_AC_PJ", "E_MAC_PJ"]
 
 E_AC_PJ = 0.9
@@ -57,20 +59,21 @@ class SynOpCounter:
     Layers that compute with their weights outside ``forward`` of an ``nn.Linear``
     (recurrent weights, a readout applied before a filter) report their own
     counts through ``count_ops(args, output) -> (sops, macs, ann_macs)`` (totals
-    for the call), e.g. :class:`~spikelight.models.RecurrentSpikingLayer`.
-    A model whose equivalent ANN must also run at every step (a sequence model,
-    an RNN) sets ``ann_every_step = True``.
+    for the call; :class:`~spikelight.core.contract.CountsOps`), e.g.
+    :class:`~spikelight.models.RecurrentSpikingLayer`. A model whose equivalent ANN
+    must also run at every step (a sequence model, an RNN) declares it in its traits,
+    ``ModelTraits(ann_every_step=True)`` (:mod:`spikelight.core.contract`).
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.count = OpCount()
         self._T = self._B = 1
-        self._ann_every_step = bool(getattr(model, "ann_every_step", False))
+        self._ann_every_step = traits_of(model).ann_every_step
         self._handles = [model.register_forward_pre_hook(self._model_pre_hook)]
         for mod in model.modules():
             if isinstance(mod, (nn.Linear, nn.Conv2d)):
                 self._handles.append(mod.register_forward_hook(self._layer_hook))
-            elif hasattr(mod, "count_ops"):
+            elif isinstance(mod, CountsOps):
                 self._handles.append(mod.register_forward_hook(self._custom_hook))
 
     @torch.no_grad()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import hydra
 import lightning as L
 from hydra.errors import CompactHydraException, InstantiationException
 from hydra.utils import instantiate
@@ -53,6 +54,7 @@ __all__ = [
     "build_trainer",
     "run_task",
     "preflight_or_exit",
+    "hydra_script",
     "ConfigError",
 ]
 
@@ -497,3 +499,20 @@ def preflight_or_exit(argv: list[str], config_name: str) -> list[str]:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def hydra_script(task: Callable[[DictConfig], dict[str, float]], config_name: str) -> None:
+    """The body of ``train.py`` / ``eval.py``: check the command line (:func:`preflight_or_exit`), then
+    ``@hydra.main`` on ``conf/<config_name>.yaml`` next to the script, running ``task`` through :func:`run_task`."""
+    import __main__
+
+    sys.argv = preflight_or_exit(sys.argv, config_name)
+    script = Path(__main__.__file__).resolve()
+
+    def main(cfg: DictConfig) -> float | None:
+        return run_task(task, cfg)
+
+    # Hydra names the job (hydra.job.name: the log file <run>/<name>.log) after the module of the task
+    # function: the script's, as when this function is written there
+    main.__module__ = script.stem
+    hydra.main(version_base="1.3", config_path=str(script.parent / "conf"), config_name=config_name)(main)()

@@ -13,6 +13,15 @@ SpikingJelly fires on ``x >= 0`` (``Θ(0) = 1``, the default), snnTorch on
 (SpikingJelly unless the docstring says snnTorch), with the same default, so a
 value copied from either library's code gives the same gradient here. A new
 surrogate only writes ``derivative`` (and ``primitive`` for tests and plots).
+
+Each surrogate owns every form of its derivative the backends use:
+
+- ``derivative(x)``: the definition (the reference loop's backward);
+- ``derivative_(z, scale)``: ``scale · derivative(z)`` computed in place on a temporary ``z``
+  (the fused backends' backward; the built-ins with a costly formula do it in fewer passes);
+- ``kernel_form()``: ``(id, p1, p2)`` of the in-kernel formula the GPU kernels evaluate
+  (:func:`spikelight.dynamics.triton.neurons._surrogate_grad`, one branch per id), or None for
+  a surrogate the kernels do not know (a subclass that changed ``derivative``).
 """
 
 from __future__ import annotations
@@ -77,6 +86,26 @@ class Surrogate(nn.Module):
         """The smooth function whose derivative is used (for tests and plots)."""
         raise NotImplementedError
 
+    def derivative_(self, z: Tensor, scale: float = 1.0) -> Tensor:
+        """``scale · derivative(z)``, free to overwrite ``z`` (a temporary the caller hands over)."""
+        g = self.derivative(z)
+        return g.mul_(scale) if scale != 1.0 else g
+
+    #: the id of this class's formula in the GPU kernels; set by each built-in surrogate in its own class body
+    kernel_id: int | None = None
+
+    def kernel_params(self) -> tuple[float, float]:
+        """The two numbers the in-kernel formula reads (``alpha`` and an unused 0 unless overridden)."""
+        return self.alpha, 0.0
+
+    def kernel_form(self) -> tuple[int, float, float] | None:
+        """``(kernel_id, p1, p2)`` if the GPU kernels evaluate this surrogate's derivative in-kernel, else None.
+
+        Only a class that sets ``kernel_id`` in its own body qualifies: a subclass may have changed
+        ``derivative``."""
+        kid = type(self).__dict__.get("kernel_id")
+        return None if kid is None else (kid, *self.kernel_params())
+
     def forward(self, x: Tensor, strict: bool = False) -> Tensor:
         """Spikes Θ(x) (``x > 0`` if ``strict``) with this surrogate's backward."""
         return _SurrogateSpike.apply(x, self, strict)
@@ -97,9 +126,15 @@ class Sigmoid(Surrogate):
     def primitive(self, x: Tensor) -> Tensor:
         return torch.sigmoid(self.alpha * x)
 
+    kernel_id = 0
+
     def derivative(self, x: Tensor) -> Tensor:
         s = torch.sigmoid(self.alpha * x)
         return self.alpha * s * (1.0 - s)
+
+    def derivative_(self, z: Tensor, scale: float = 1.0) -> Tensor:
+        s = z.mul_(self.alpha).sigmoid_()  # a s (1 - s)
+        return torch.addcmul(s, s, s, value=-1.0, out=s).mul_(self.alpha * scale)
 
 
 class ATan(Surrogate):
@@ -112,8 +147,16 @@ class ATan(Surrogate):
     def primitive(self, x: Tensor) -> Tensor:
         return torch.atan(math.pi / 2 * self.alpha * x) / math.pi + 0.5
 
+    kernel_id = 1
+
     def derivative(self, x: Tensor) -> Tensor:
         return self.alpha / 2 / (1 + (math.pi / 2 * self.alpha * x) ** 2)
+
+    def derivative_(self, z: Tensor, scale: float = 1.0) -> Tensor:
+        a = self.alpha  # a/2 / (1 + (pi/2 a z)^2)
+        k = math.pi / 2 * a
+        den = torch.addcmul(torch.ones((), dtype=z.dtype, device=z.device), z, z, value=k * k, out=z)
+        return torch.div(torch.full((), a / 2 * scale, dtype=z.dtype, device=z.device), den, out=den)
 
 
 class FastSigmoid(Surrogate):
@@ -129,8 +172,14 @@ class FastSigmoid(Surrogate):
     def primitive(self, x: Tensor) -> Tensor:
         return x / (1 + self.alpha * x.abs())
 
+    kernel_id = 2
+
     def derivative(self, x: Tensor) -> Tensor:
         return 1.0 / (1 + self.alpha * x.abs()) ** 2
+
+    def derivative_(self, z: Tensor, scale: float = 1.0) -> Tensor:
+        w = z.abs_().mul_(self.alpha).add_(1.0)  # 1 / (1 + a|z|)^2
+        return w.mul_(w).reciprocal_().mul_(scale) if scale != 1.0 else w.mul_(w).reciprocal_()
 
 
 class Triangle(Surrogate):
@@ -154,8 +203,13 @@ class Triangle(Surrogate):
         # ∫_{-1/a}^{x} (1 - a|u|) du
         return self.dampening * (xc - a * xc * xc.abs() / 2 + 1 / (2 * a))
 
+    kernel_id = 3
+
     def derivative(self, x: Tensor) -> Tensor:
         return self.dampening * torch.clamp(1 - self.alpha * x.abs(), min=0)
+
+    def kernel_params(self) -> tuple[float, float]:
+        return self.alpha, self.dampening
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, dampening={self.dampening}"
@@ -167,6 +221,8 @@ class PiecewiseQuadratic(Triangle):
 
     Identical to ``Triangle(alpha=alpha, dampening=alpha)``.
     """
+
+    kernel_id = 3  # the triangle's formula
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__(alpha=alpha, dampening=alpha)
@@ -183,6 +239,8 @@ class SoftSign(Surrogate):
 
     def primitive(self, x: Tensor) -> Tensor:
         return (F.softsign(self.alpha * x) + 1.0) / 2.0
+
+    kernel_id = 4
 
     def derivative(self, x: Tensor) -> Tensor:
         return self.alpha / (2 * (1 + self.alpha * x.abs()) ** 2)
@@ -203,9 +261,14 @@ class LeakyKReLU(Surrogate):
     def primitive(self, x: Tensor) -> Tensor:
         return torch.where(x >= 0, self.k * x, self.leak * x)
 
+    kernel_id = 5
+
     def derivative(self, x: Tensor) -> Tensor:
         pos = (x >= 0).to(x.dtype)
         return pos * self.k + (1.0 - pos) * self.leak
+
+    def kernel_params(self) -> tuple[float, float]:
+        return self.leak, self.k
 
     def extra_repr(self) -> str:
         return f"leak={self.leak}, k={self.k}"
@@ -213,6 +276,8 @@ class LeakyKReLU(Surrogate):
 
 class Rectangle(Surrogate):
     """SpikingJelly ``Rect``: boxcar, g' = α on |x| < 1/(2α), else 0; alpha=1."""
+
+    kernel_id = 6
 
     def primitive(self, x: Tensor) -> Tensor:
         return torch.clamp(self.alpha * x + 0.5, 0.0, 1.0)
@@ -228,6 +293,8 @@ class SpikeOperator(Surrogate):
     It treats the spike as ``S = U·Θ(U − θ)/U`` so dS/dU ≈ Θ. ``alpha`` scales the
     gradient (the tutorial has no parameter: alpha=1 reproduces it).
     """
+
+    kernel_id = 7
 
     def derivative(self, x: Tensor) -> Tensor:
         return self.alpha * (x > 0).to(x.dtype)

@@ -1,60 +1,59 @@
-"""Fused multi-step neuron kernels and the choice between them (``neuron.backend``).
+"""The one place a backend is chosen (``neuron.backend``) and run.
 
-    torch   the reference loop of :meth:`BaseNode.multi_step` (any neuron, any surrogate)
-    fused   one ``torch.autograd.Function`` per neuron kind in plain PyTorch, any device
-            (the CPU fast path; :mod:`spikelight.dynamics.fused.neurons`)
-    triton  Triton kernels, CUDA, fp32 / bf16 / fp16 I/O, built-in surrogates
-            (:mod:`spikelight.dynamics.triton.neurons`)
-    auto    triton on CUDA where it applies, else fused where the neuron has a
-            fused form, else torch (measured: fused is faster than the loop on
-            CPU at every size tried, see experiments/benchmarks/RESULTS.md)
+    torch   the reference per-step loop (``BaseNode.multi_step``, the recurrent layer's loop):
+            any neuron, any surrogate, any device
+    fused   one autograd Function per neuron kind in plain PyTorch, any device
+            (:mod:`spikelight.dynamics.fused`)
+    native  the C loops on the CPU: fp32, no autocast, a C compiler (:mod:`spikelight.dynamics.native`)
+    triton  GPU kernels, CUDA (:mod:`spikelight.dynamics.triton`)
+    auto    the first of triton (CUDA tensors only), native, fused that can run the call; else torch
 
-A neuron has a fused form when it returns a spec from ``_kernel_spec()``
-(IF, LIF, Leaky, ALIF, dual-exponential do, unless a subclass changed their
-dynamics; ALIF's Triton kernel is the recurrent layer's without W_rec (fp32 state,
-at most 512 neurons in the last axis); the dual-exponential neuron has none:
-``auto`` runs it fused on every device). A neuron written
-by a user (its ``charge`` only) has none and runs the reference loop under
-``auto``; asking such a neuron for ``fused`` / ``triton`` is refused in one line.
+What each neuron has (a neuron written by a user — its ``charge`` only — or one whose
+surrogate has its own ``forward`` has the reference loop only):
 
-The recurrent layer (LSNN) follows its neuron's ``backend`` the same way
-(:func:`select_recurrent_backend`): ``auto`` / ``fused`` run the whole
-sequence, recurrence included, as one autograd Function
-(:mod:`spikelight.dynamics.fused.recurrent`) for IF, LIF and ALIF neurons; ``torch`` is
-the reference per-step loop. On CUDA (fp32, a built-in surrogate) that Function's
-loops are two persistent Triton kernels (:mod:`spikelight.dynamics.triton.recurrent`;
-``triton`` asks for them explicitly, refused in one line where they cannot run). On the CPU (fp32, no autocast) its per-step loops run
-in C (:mod:`spikelight.dynamics.native.library`, built on first use where a C compiler
-is; else TorchScript), with the recurrent product summed over the spikes.
+    ========================  =====  =====  ======  ====================================
+    neuron                    torch  fused  native  triton
+    ========================  =====  =====  ======  ====================================
+    IF / LIF                  yes    yes    yes     yes (element-wise; fp32/bf16/fp16 I/O)
+    Leaky (snnTorch)          yes    yes    no      yes (element-wise; fp32/bf16/fp16 I/O)
+    ALIF                      yes    yes    yes     yes (persistent kernel; fp32, H <= 512)
+    dual-exponential          yes    yes    no      no
+    recurrent layer (IF/LIF/  yes    yes    yes     yes (persistent kernels; fp32, H <= 512)
+    ALIF), LSNN
+    ========================  =====  =====  ======  ====================================
+
+IF, LIF and ALIF run one autograd Function whether feed-forward or recurrent
+(:class:`~spikelight.dynamics.fused.recurrent.RecurrentFunction`, W_rec None for a
+feed-forward layer): its steps are written once per backend. ``auto`` never fails (it
+falls back); an explicit backend that cannot run the call is refused in one line naming
+the fix. One exception keeps runs alive: a state monitor (``record``) asks for every
+step's state, which the Triton kernels do not write, so that call runs ``fused``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from spikelight.core.errors import ConfigError
 from spikelight.core.surrogate import Surrogate
-from spikelight.dynamics.fused.neurons import leaky_multi_step, lif_multi_step
-from spikelight.dynamics.fused.recurrent import TRITON_MAX_H, recurrent_loops, recurrent_multi_step
+from spikelight.dynamics.fused.dual_exp import dual_exp_multi_step
+from spikelight.dynamics.fused.leaky import leaky_multi_step
+from spikelight.dynamics.fused.recurrent import recurrent_multi_step
+from spikelight.dynamics.native import library as native
 from spikelight.dynamics.spec import ALIFSpec, DualExpSpec, KernelSpec, LeakySpec, LIFSpec
 
-__all__ = [
-    "BACKENDS",
-    "LIFSpec",
-    "LeakySpec",
-    "ALIFSpec",
-    "DualExpSpec",
-    "KernelSpec",
-    "check_backend",
-    "select_backend",
-    "select_recurrent_backend",
-    "run_fused",
-    "recurrent_multi_step",
-    "recurrent_loops",
-]
+__all__ = ["BACKENDS", "TRITON_MAX_H", "check_backend", "why_not", "choose", "run_neuron", "run_recurrent"]
 
-BACKENDS = ("auto", "fused", "triton", "torch")
+BACKENDS = ("auto", "torch", "fused", "native", "triton")
+
+#: the persistent Triton kernels hold [16, H] tiles per program: beyond this H they would not fit (shared memory)
+TRITON_MAX_H = 512
+
+#: I/O dtypes the element-wise Triton kernels take (their state is fp32 inside)
+TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def check_backend(backend: str) -> str:
@@ -64,92 +63,176 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def _no_fused_reason(spec: KernelSpec | None, surrogate: Surrogate) -> str | None:
+def _mm_dtype(x: Tensor) -> torch.dtype:
+    """The dtype of the recurrent product: autocast's, else the compute dtype (fp32 or wider)."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.promote_types(x.dtype, torch.float32)
+
+
+def why_not(
+    backend: str,
+    spec: KernelSpec | None,
+    surrogate: Surrogate,
+    x: Tensor,
+    recurrent: bool = False,
+    record: bool = False,
+    w_rec: Tensor | None = None,
+) -> str | None:
+    """Why ``backend`` cannot run this call (a phrase completing "<neuron> ..."), or None if it can.
+
+    x: the input sequence [T, B, ..., H] (or one like it: device, dtype and the last axis count);
+    recurrent: a recurrent layer (W_rec [H, H] given as ``w_rec``) rather than the neuron alone;
+    record: a state monitor wants every step's state.
+    """
+    if backend == "torch":
+        return None
     if spec is None:
         return "has no fused form (a neuron defined by its own charge/step)"
     if type(surrogate).forward is not Surrogate.forward:
         return f"uses surrogate {type(surrogate).__name__} with its own forward"
-    return None
+    steps_once = isinstance(spec, (LIFSpec, ALIFSpec))  # the neurons of the one recurrent Function
+    if recurrent and not steps_once:
+        return "has no fused recurrent form (IF, LIF and ALIF have)"
+    compute = torch.promote_types(x.dtype, torch.float32)
+    if backend == "fused":
+        return None
+    if backend == "native":
+        if not steps_once:
+            return f"has no C loops (IF, LIF and ALIF have; {type(spec).__name__[:-4]} runs fused)"
+        if x.device.type != "cpu" or compute != torch.float32 or _mm_dtype(x) != compute:
+            return "runs the C loops on fp32 CPU tensors without autocast only"
+        if w_rec is not None and not bool(torch.isfinite(w_rec).all()):
+            return "has a non-finite W_rec (the C sums over spikes would not spread it as the product does)"
+        if not native.available():
+            return "needs a C compiler for its C loops (none found, or SPIKELIGHT_NATIVE=0)"
+        return None
+    if backend == "triton":
+        return _why_not_triton(spec, surrogate, x, recurrent or isinstance(spec, ALIFSpec), record, w_rec, compute)
+    raise ConfigError(f"neuron backend must be one of {BACKENDS}, got {backend!r}")
 
 
-def _no_triton_reason(spec: KernelSpec, surrogate: Surrogate, x: Tensor) -> str | None:
-    from spikelight.dynamics.triton import neurons as tn
+def _why_not_triton(spec, surrogate, x, persistent: bool, record: bool, w_rec, compute) -> str | None:
+    from spikelight.dynamics.triton import neurons as tn  # imports triton: only when a GPU path is considered
 
     if isinstance(spec, DualExpSpec):
         return "has no Triton kernel for the dual-exponential neuron"
     if not tn.triton_available(x.device):
         return "needs a CUDA tensor and triton installed"
-    if x.dtype not in tn.DTYPES:
-        return f"takes fp32/bf16/fp16 input, got {x.dtype}"
-    if tn.triton_surrogate(surrogate) is None:
+    if surrogate.kernel_form() is None:
         return f"has no in-kernel form of surrogate {type(surrogate).__name__}"
-    if isinstance(spec, ALIFSpec) and x.shape[-1] > TRITON_MAX_H:  # the recurrent layer's kernel, no W_rec
-        return f"runs ALIF on at most {TRITON_MAX_H} neurons in the last axis, got {x.shape[-1]}"
+    if not persistent:
+        return None if x.dtype in TRITON_DTYPES else f"takes fp32/bf16/fp16 input, got {x.dtype}"
+    if compute != torch.float32 or (w_rec is not None and _mm_dtype(x) != compute):
+        return "runs the persistent kernels in fp32 without autocast only"
+    if not 0 < x.shape[-1] <= TRITON_MAX_H:
+        return f"runs the persistent kernels on at most {TRITON_MAX_H} neurons in the last axis, got {x.shape[-1]}"
+    if record:
+        return "records no per-step states in its kernels (a state monitor is attached)"
     return None
 
 
-def select_backend(requested: str, spec: KernelSpec | None, surrogate: Surrogate, x: Tensor, who: str) -> str:
-    """The backend that runs: ``torch``, ``fused`` or ``triton``.
+def choose(
+    requested: str,
+    spec: KernelSpec | None,
+    surrogate: Surrogate,
+    x: Tensor,
+    who: str,
+    recurrent: bool = False,
+    record: bool = False,
+    w_rec: Tensor | None = None,
+) -> str:
+    """The backend that runs this call: ``torch``, ``fused``, ``native`` or ``triton``.
 
-    ``auto`` never fails (it falls back); an explicit ``fused`` / ``triton`` that
-    cannot run raises one line naming the fix. ``who`` names the neuron class.
+    ``auto`` decides here and never fails; an explicit choice that cannot run raises one line
+    naming the fix (``who``: the neuron's class name). Arguments as :func:`why_not`.
     """
     check_backend(requested)
     if requested == "torch":
         return "torch"
-    why = _no_fused_reason(spec, surrogate)
-    if why is not None:
-        if requested == "auto":
-            return "torch"
-        raise ConfigError(f"neuron.backend={requested}: {who} {why}; use neuron.backend=auto or torch")
-    if requested == "fused":
-        return "fused"
-    if requested == "triton":
-        why = _no_triton_reason(spec, surrogate, x)
-        if why is not None:
-            raise ConfigError(f"neuron.backend=triton {why}; use neuron.backend=auto or fused")
-        return "triton"
-    if x.device.type == "cuda" and _no_triton_reason(spec, surrogate, x) is None:
-        return "triton"
-    return "fused"
-
-
-def select_recurrent_backend(requested: str, spec: KernelSpec | None, surrogate: Surrogate, who: str) -> str:
-    """The backend a recurrent layer runs with its neuron: ``torch`` (the loop) or ``fused`` (one
-    autograd Function; with ``triton`` requested its loops are the persistent Triton kernels, which
-    :func:`~spikelight.dynamics.fused.recurrent.recurrent_multi_step` checks can run).
-
-    ``auto`` falls back to the loop for a neuron without a fused recurrent form; an
-    explicit ``fused`` / ``triton`` that cannot run raises one line naming the fix.
-    """
-    check_backend(requested)
-    if requested == "torch":
+    if requested == "auto":
+        order = ("triton", "native", "fused") if x.device.type == "cuda" else ("native", "fused")
+        for backend in order:
+            if why_not(backend, spec, surrogate, x, recurrent, record, w_rec) is None:
+                return backend
         return "torch"
-    why = _no_fused_reason(spec, surrogate)
-    if why is None and not isinstance(spec, (LIFSpec, ALIFSpec)):
-        why = "has no fused recurrent form (IF, LIF and ALIF have)"
-    if why is not None:
-        if requested == "auto":
-            return "torch"
-        raise ConfigError(f"neuron.backend={requested}: {who} {why}; use neuron.backend=auto or torch")
-    return "fused"  # triton too: the fused Function runs its loops as the persistent Triton kernels
+    why = why_not(requested, spec, surrogate, x, recurrent, record, w_rec)
+    if why is None:
+        return requested
+    if requested == "triton" and record and why_not("triton", spec, surrogate, x, recurrent, False, w_rec) is None:
+        return "fused"  # a monitor's call: the kernels write no per-step states (module docstring)
+    raise ConfigError(f"neuron.backend={requested}: {who} {why}; use neuron.backend=auto or torch")
 
 
-def run_fused(
-    backend: str, spec: KernelSpec, surrogate: Surrogate, x: Tensor, v0: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Run all T steps on a fused backend.
+def run_neuron(
+    backend: str,
+    spec: KernelSpec,
+    surrogate: Surrogate,
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    record: bool = False,
+    beta: Tensor | None = None,
+) -> tuple[Tensor, Tensor, tuple[Tensor, ...], tuple[Tensor, ...] | None]:
+    """All T steps of a neuron on its own (no recurrence) on a fast backend.
 
-    x: [T, B, ...] any float dtype; v0: [B, ...] initial membrane (compute dtype).
-    Returns (spikes [T, B, ...] in x's dtype, h [T, B, ...] and v_T [B, ...] in the
-    compute dtype: fp32, or fp64 for fp64 input).
+    x: [T, B, ...] any float dtype (the element-wise Triton kernels read bf16 / fp16 as they are, the
+    others compute in fp32 or wider); state: the neuron's state fields in order, each [B, ...] in the
+    compute dtype (v; v, a, ref; m, s, g);
+    beta: ALIF's per-neuron adaptation strength [H]. Returns (spikes [T, B, ...], membrane
+    [T, B, ...], final state fields, per-step state fields stacked over time when ``record``).
     """
-    if backend == "triton":
-        from spikelight.dynamics.triton import neurons as tn
+    elementwise_triton = backend == "triton" and isinstance(spec, (LIFSpec, LeakySpec))
+    if not elementwise_triton:
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
+    if isinstance(spec, (LIFSpec, ALIFSpec)):
+        if elementwise_triton:
+            return (*_triton_neuron(x, state[0], spec, surrogate), None)
+        alif = isinstance(spec, ALIFSpec)
+        rec: list | None = [] if record else None
+        s, h, v, a, ref = recurrent_multi_step(
+            x, None, spec, surrogate, *state, beta=beta, record=rec, backend=backend
+        ) if alif else recurrent_multi_step(x, None, spec, surrogate, state[0], record=rec, backend=backend)
+        return s, h, ((v, a, ref) if alif else (v,)), (tuple(rec) if rec is not None else None)
+    if isinstance(spec, LeakySpec):
+        if elementwise_triton:
+            s, u, (u_T,) = _triton_neuron(x, state[0], spec, surrogate)
+        else:
+            s, u, u_T = leaky_multi_step(x, state[0].to(x.dtype), spec, surrogate)
+        return s, u, (u_T,), ((u,) if record else None)  # Leaky's state after a step is U itself
+    if isinstance(spec, DualExpSpec):
+        rec = [] if record else None
+        s, u, m, sy, g = dual_exp_multi_step(x, *state, spec, surrogate, rec)
+        return s, u, (m, sy, g), (tuple(rec) if rec is not None else None)
+    raise TypeError(f"no fast path for {type(spec).__name__}")
 
-        fn = tn.TritonLIFFunction if isinstance(spec, LIFSpec) else tn.TritonLeakyFunction
-        return fn.apply(x, v0, spec, tn.triton_surrogate(surrogate))
-    compute = torch.promote_types(x.dtype, torch.float32)
-    run = lif_multi_step if isinstance(spec, LIFSpec) else leaky_multi_step
-    s, h, v = run(x.to(compute), v0.to(compute), spec, surrogate)
-    return s.to(x.dtype), h, v
+
+def _triton_neuron(x: Tensor, v0: Tensor, spec: LIFSpec | LeakySpec, surrogate: Surrogate):
+    from spikelight.dynamics.triton.neurons import TritonNeuronFunction  # imports triton
+
+    s, h, v = TritonNeuronFunction.apply(x, v0, spec, surrogate.kernel_form())
+    return s, h, (v,)
+
+
+def run_recurrent(
+    backend: str,
+    ff: Tensor,
+    w_rec: Tensor,
+    spec: LIFSpec | ALIFSpec,
+    surrogate: Surrogate,
+    state: tuple[Tensor, ...],
+    z0: Tensor,
+    beta: Tensor | None = None,
+    tbptt: int | None = None,
+    record: bool = False,
+) -> tuple[Tensor, Tensor, tuple[Tensor, ...], tuple[Tensor, ...] | None]:
+    """All T steps of a recurrent layer ``I_t = ff_t + z_{t-1} W_recᵀ`` on a fast backend.
+
+    ff [T, B, H]; w_rec [H, H]; state: the neuron's fields ([B, H] each); z0 [B, H] the spikes before
+    step 0. Returns (spikes, membrane [T, B, H], final state fields, per-step state fields or None).
+    """
+    alif = isinstance(spec, ALIFSpec)
+    rec: list[Any] | None = [] if record else None
+    v0, a0, ref0 = (state[0], state[1], state[2]) if alif else (state[0], None, None)
+    s, h, v, a, ref = recurrent_multi_step(
+        ff, w_rec, spec, surrogate, v0, a0, ref0, z0, beta=beta, tbptt=tbptt, record=rec, backend=backend
+    )
+    return s, h, ((v, a, ref) if alif else (v,)), (tuple(rec) if rec is not None else None)

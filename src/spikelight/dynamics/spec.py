@@ -1,14 +1,18 @@
-"""What a fused kernel needs to know about a neuron: its kind and constants.
+"""What a fast path needs to know about a neuron: its kind and constants.
 
-A neuron that has a fused form returns one of these from ``_kernel_spec()``;
-the kernels never look at the module itself, so a spec is the whole contract.
+A neuron that has a fused form returns one of these records from ``_kernel_spec()``;
+the backends never look at the module itself, so a spec is the whole contract.
+:func:`step_args` derives, once per spec, the named constants an IF / LIF / ALIF step
+reads (:class:`StepArgs`): the fused loops, the C argument struct and the Triton launches
+take them by these names, so no backend recomputes a flag or a code from the spec.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
-__all__ = ["LIFSpec", "LeakySpec", "ALIFSpec", "DualExpSpec", "KernelSpec"]
+__all__ = ["LIFSpec", "LeakySpec", "ALIFSpec", "DualExpSpec", "KernelSpec", "StepArgs", "step_args"]
 
 
 @dataclass(frozen=True)
@@ -84,11 +88,84 @@ class DualExpSpec:
     v_threshold: float
     detach_reset: bool
     strict: bool = False
+    #: du/dm = −du/ds: ``θ_s/(θ_s − θ_m)`` (derived)
+    scale: float = field(init=False)
 
-    @property
-    def scale(self) -> float:
-        """du/dm = −du/ds: ``θ_s/(θ_s − θ_m)``."""
-        return self.theta_s / (self.theta_s - self.theta_m)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", self.theta_s / (self.theta_s - self.theta_m))
 
 
 KernelSpec = LIFSpec | LeakySpec | ALIFSpec | DualExpSpec
+
+
+@dataclass(frozen=True)
+class StepArgs:
+    """The constants of one IF / LIF / ALIF step (feed-forward or recurrent), derived from a spec.
+
+    charge:      0 = IF (``h = v + x``), 1 = LIF with decay_input (``h = v + (x − (v − v_rest))/tau``),
+                 2 = LIF without (``h = v − (v − v_rest)/tau + x``).
+    tau:         membrane time constant (1.0 for IF, unused).
+    v_rest:      where the leak pulls: ``v_reset``, 0 for a soft reset; ``v_rest_zero``: it is 0.
+    thr:         ``v_threshold``.
+    hard:        hard reset to ``vr`` (= v_reset; 0 for soft); ``vr_add``: hard and v_reset ≠ 0.
+    strict:      fire on ``h > thr`` (LIF only; snnTorch's comparison).
+    detach:      the reset's spike carries no gradient.
+    alif:        the adaptation variable ``a`` is carried; ``adaptive``: some β > 0 (the threshold moves).
+    normalize:   fire on ``(h − A)/thr`` (ALIF); ``refractory``: steps without firing after a spike.
+    rho, keep:   adaptation decay ``ρ`` and ``1 − ρ``.
+    leak, gain:  ``dh_t/dv_{t−1}`` and ``dh_t/dx_t``.
+    """
+
+    charge: int
+    tau: float
+    v_rest: float
+    v_rest_zero: bool
+    thr: float
+    hard: bool
+    vr: float
+    vr_add: bool
+    strict: bool
+    detach: bool
+    alif: bool
+    adaptive: bool
+    normalize: bool
+    refractory: int
+    rho: float
+    keep: float
+    leak: float
+    gain: float
+
+    @property
+    def surrogate_scale(self) -> float:
+        """``dh/dI · du/dh``: the factor on the surrogate's derivative in dL/dI (``gain/thr`` when normalised)."""
+        return self.gain / self.thr if self.normalize else self.gain
+
+
+@functools.cache
+def step_args(spec: LIFSpec | ALIFSpec) -> StepArgs:
+    """The :class:`StepArgs` of an IF / LIF (:class:`LIFSpec`) or ALIF (:class:`ALIFSpec`) spec."""
+    alif = isinstance(spec, ALIFSpec)
+    lif = spec.lif if alif else spec
+    hard = lif.v_reset is not None
+    v_reset = lif.v_reset if hard else 0.0
+    rho = spec.rho if alif else 0.0
+    return StepArgs(
+        charge=0 if lif.tau is None else 1 if lif.decay_input else 2,
+        tau=1.0 if lif.tau is None else lif.tau,
+        v_rest=v_reset,
+        v_rest_zero=v_reset == 0.0,
+        thr=lif.v_threshold,
+        hard=hard,
+        vr=v_reset,
+        vr_add=hard and v_reset != 0.0,
+        strict=not alif and lif.strict,
+        detach=lif.detach_reset,
+        alif=alif,
+        adaptive=alif and spec.adaptive,
+        normalize=alif and spec.normalize,
+        refractory=spec.refractory if alif else 0,
+        rho=rho,
+        keep=1.0 - rho,
+        leak=lif.leak,
+        gain=lif.input_gain,
+    )

@@ -54,8 +54,8 @@ class RecurrentSpikingLayer(nn.Module):
     forward(x_seq [T, B, F], state=None) → NeuronOutput(spikes [T, B, H],
     membrane [T, B, H], RecurrentState, states).
 
-    The steps run on the neuron's ``backend``: ``auto`` / ``fused`` run the whole
-    sequence as one autograd Function for IF, LIF and ALIF neurons
+    The steps run on the neuron's ``backend`` (:func:`spikelight.dynamics.dispatch.choose`): the fast
+    paths run the whole sequence as one autograd Function for IF, LIF and ALIF neurons
     (:mod:`spikelight.dynamics.fused.recurrent`: same spikes, same gradients), ``torch`` (and
     any other neuron under ``auto``) the per-step loop below, the reference.
     """
@@ -99,8 +99,9 @@ class RecurrentSpikingLayer(nn.Module):
             state = self.initial_state(ff[0])
         neuron_state, z = state
         w_rec = self.recurrent_weight().to(ff.dtype)
-        if self._backend() == "fused" and ff.shape[0] > 0:
-            return self.neuron(ff, result=self._forward_fused(ff, w_rec, neuron_state, z))
+        backend = self.backend(ff, w_rec)
+        if backend != "torch" and ff.shape[0] > 0:
+            return self.neuron(ff, result=self._forward_fast(backend, ff, w_rec, neuron_state, z))
         record = self.neuron.record_states
         spikes, membrane, history = [], [], []
         k = self.tbptt_steps
@@ -118,35 +119,27 @@ class RecurrentSpikingLayer(nn.Module):
         out = NeuronOutput(torch.stack(spikes), torch.stack(membrane), RecurrentState(neuron_state, z), states)
         return self.neuron(ff, result=out)  # through forward, so hooks and monitors see the sequence
 
-    def _backend(self) -> str:
+    def backend(self, like: Tensor, w_rec: Tensor | None = None) -> str:
+        """The backend this layer runs on for input like ``like`` [T, B, H] (its device and dtype):
+        the neuron's ``backend`` through :func:`spikelight.dynamics.dispatch.choose`."""
         neuron = self.neuron
         spec = neuron._kernel_spec() if hasattr(neuron, "_kernel_spec") else None
         requested = getattr(neuron, "backend", "torch")
-        return dispatch.select_recurrent_backend(requested, spec, neuron.surrogate, type(neuron).__name__)
+        record = bool(getattr(neuron, "record_states", False))
+        return dispatch.choose(requested, spec, neuron.surrogate, like, type(neuron).__name__, recurrent=True,
+                               record=record, w_rec=w_rec)  # fmt: skip
 
-    def _forward_fused(self, ff: Tensor, w_rec: Tensor, neuron_state: Any, z: Tensor) -> NeuronOutput:
+    def _forward_fast(self, backend: str, ff: Tensor, w_rec: Tensor, neuron_state: Any, z: Tensor) -> NeuronOutput:
         """All T steps as one autograd Function (same spikes and gradients as the loop in forward)."""
         neuron = self.neuron
-        spec = neuron._kernel_spec()
-        record: list | None = [] if neuron.record_states else None
-        alif = isinstance(spec, dispatch.ALIFSpec)
-        s, h, v, a, ref = dispatch.recurrent_multi_step(
-            ff,
-            w_rec,
-            spec,
-            neuron.surrogate,
-            neuron_state.v,
-            neuron_state.a if alif else None,
-            neuron_state.ref if alif else None,
-            z,
-            beta=neuron.beta_per_neuron(self.hidden, ff) if alif else None,
-            tbptt=self.tbptt_steps,
-            record=record,
-            loops=dispatch.recurrent_loops(neuron.backend, record),
-        )
-        final = type(neuron_state)(v, a, ref) if alif else type(neuron_state)(v)
-        states = type(neuron_state)(*record) if record is not None else None
-        return NeuronOutput(s, h, RecurrentState(final, s[-1]), states)
+        inputs = neuron._kernel_inputs(ff[0]) if hasattr(neuron, "_kernel_inputs") else {}
+        s, h, final, states = dispatch.run_recurrent(
+            backend, ff, w_rec, neuron._kernel_spec(), neuron.surrogate, tuple(neuron_state), z,
+            tbptt=self.tbptt_steps, record=neuron.record_states, **inputs,
+        )  # fmt: skip
+        state_type = type(neuron_state)
+        out_states = None if states is None else state_type(*states)
+        return NeuronOutput(s, h, RecurrentState(state_type(*final), s[-1]), out_states)
 
     def count_ops(self, args: tuple, out: NeuronOutput) -> tuple[float, float, float]:
         """Recurrent synaptic operations of one call (for SynOpCounter): each spike reaches

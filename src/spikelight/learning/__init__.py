@@ -8,6 +8,6 @@ __all__ = ["BPTT", "EProp", "EPropResult", "reference_gradients"]
 
 
 class BPTT(nn.Module):
-    """Backpropagation through time with autograd (``learning=bptt``, the default): nothing to configure."""
+    """Backpropagation through time with autograd (``learning=bptt``, the default): nothing to configure.
 
-    online = False
+    Not an :class:`~spikelight.core.contract.OnlineLearningRule`: the trainer runs autograd."""

@@ -33,6 +33,7 @@ Anything else is refused in one line when the run is built.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -42,9 +43,9 @@ from torch import Tensor, nn
 
 from spikelight.core.errors import ConfigError
 from spikelight.core.types import SpikeOutput
+from spikelight.dynamics.spec import ALIFSpec, LIFSpec, StepArgs, step_args
 from spikelight.losses import CEMembranePerStepLoss, FiringRateRegularizer, ReadoutCrossEntropyLoss
 from spikelight.models.lsnn import LSNN
-from spikelight.neurons import ALIFNode, IFNode, LIFNode
 from spikelight.readout import MembraneReadout, RateReadout
 
 __all__ = ["EProp", "EPropResult", "reference_gradients"]
@@ -80,38 +81,29 @@ def _window(readout: nn.Module, loss: nn.Module, T: int) -> tuple[str, int]:
         return "window", T if readout.window is None else min(readout.window, T)
     raise ConfigError(
         f"learning=eprop with loss=ce needs readout=rate, last or membrane (mode mean|last), got "
-        f"{type(readout).__name__}{'(mode=' + readout.mode + ')' if hasattr(readout, 'mode') else ''}"
+        f"{type(readout).__name__}{'(mode=' + readout.mode + ')' if isinstance(readout, MembraneReadout) else ''}"
     )
 
 
-def _dynamics(neuron: nn.Module) -> dict:
-    """The numbers e-prop needs from a supported neuron."""
-    if isinstance(neuron, ALIFNode):
-        tau, decay_input = neuron.tau, neuron.decay_input
-        adaptive = neuron.beta > 0 and neuron.adaptive_fraction > 0
-        rho, refractory, scale = neuron.rho, neuron.refractory, (neuron.v_threshold if neuron.normalize else 1.0)
-    elif isinstance(neuron, LIFNode):
-        tau, decay_input, adaptive, rho, refractory, scale = neuron.tau, neuron.decay_input, False, 0.0, 0, 1.0
-    elif isinstance(neuron, IFNode):
-        tau, decay_input, adaptive, rho, refractory, scale = math.inf, False, False, 0.0, 0, 1.0
-    else:
+def _dynamics(neuron: nn.Module) -> StepArgs:
+    """The step constants of a supported neuron (IF, LIF, ALIF: their traces are derived), read from the same
+    record the fast paths run (:func:`spikelight.dynamics.spec.step_args`): α = ``leak``, the input factor
+    ``gain``, ``rho``, ``refractory``, ``normalize`` / ``thr`` (the surrogate's scale), ``hard``."""
+    spec_of = getattr(neuron, "_kernel_spec", None)
+    spec = spec_of() if callable(spec_of) else None
+    if not isinstance(spec, (LIFSpec, ALIFSpec)):
         raise ConfigError(
             f"learning=eprop supports neuron=lif, if and sfa/alif (their traces are derived), got {type(neuron).__name__}"
         )
-    alpha = 1.0 - 1.0 / tau
-    return {
-        "alpha": alpha,
-        "c": 1.0 / tau if decay_input else 1.0,
-        "adaptive": adaptive,
-        "rho": rho,
-        "refractory": refractory,
-        "scale": scale,
-        "hard": neuron.v_reset is not None,
-    }
+    return step_args(spec)
 
 
 class EProp(nn.Module):
     """Online e-prop for ``model=lsnn`` (``learning=eprop``); see the module docstring.
+
+    An :class:`~spikelight.core.contract.OnlineLearningRule`: the trainer calls :meth:`attach`
+    once, then per batch :meth:`gradients`, :meth:`apply`, :meth:`before_step`, the optimiser
+    step and :meth:`after_step`.
 
     Args:
         feedback: ``symmetric`` (B = W_outᵀ), ``random`` (fixed N(0, 1), as the e-prop code)
@@ -120,8 +112,6 @@ class EProp(nn.Module):
         kp_decay: weight decay of W_out and B in ``adaptive`` mode.
         seed: seed of the random / initial feedback matrix.
     """
-
-    online = True
 
     def __init__(self, feedback: str = "symmetric", kp_decay: float = 0.01, seed: int = 0) -> None:
         super().__init__()
@@ -191,6 +181,7 @@ class EProp(nn.Module):
         T, batch, n_in = x.shape
         H = layer.hidden
         dyn = _dynamics(neuron)
+        sg_scale = dyn.thr if dyn.normalize else 1.0  # the surrogate's input is (h − A)/sg_scale
         kind, w = _window(readout, loss, T)
         w_in, b_in = layer.fc.weight, layer.fc.bias
         w_rec = layer.recurrent_weight()
@@ -200,12 +191,12 @@ class EProp(nn.Module):
         P = n_in + H + (1 if b_in is not None else 0)
         dt = x.dtype
         onehot = F.one_hot(y, w_out.shape[0]).to(dt)
-        beta = neuron.beta_per_neuron(H, x[0]) if dyn["adaptive"] else None
+        beta = neuron.beta_per_neuron(H, x[0]) if dyn.adaptive else None
 
         state = neuron.initial_state(torch.zeros(batch, H, dtype=dt, device=x.device))
         z = torch.zeros(batch, H, dtype=dt, device=x.device)
-        eps_h = torch.zeros((batch, H, P) if dyn["hard"] else (batch, P), dtype=dt, device=x.device)
-        eps_a = torch.zeros(batch, H, P, dtype=dt, device=x.device) if dyn["adaptive"] else None
+        eps_h = torch.zeros((batch, H, P) if dyn.hard else (batch, P), dtype=dt, device=x.device)
+        eps_a = torch.zeros(batch, H, P, dtype=dt, device=x.device) if dyn.adaptive else None
         # every [B, H, P] buffer is allocated once: a fresh temporary per step lets glibc's heap grow with T
         e = torch.empty(batch, H, P, dtype=dt, device=x.device)
         ebar = e if kappa == 0.0 else torch.zeros(batch, H, P, dtype=dt, device=x.device)
@@ -223,23 +214,23 @@ class EProp(nn.Module):
         for t in range(T):
             p = torch.cat([x[t], z] + ([ones] if b_in is not None else []), dim=1)  # presynaptic activity [B, P]
             current = F.linear(x[t], w_in, b_in) + F.linear(z, w_rec)
-            threshold = neuron.threshold(state) if isinstance(neuron, ALIFNode) else neuron.v_threshold
-            refractory = (state.ref > 0) if dyn["refractory"] else None
+            threshold = neuron.threshold(state) if dyn.alif else neuron.v_threshold
+            refractory = (state.ref > 0) if dyn.refractory else None
             z_prev = z
             z, state, h = neuron.step(current, state)
-            psi = neuron.surrogate.derivative((h - threshold) / dyn["scale"]) / dyn["scale"]
+            psi = neuron.surrogate.derivative((h - threshold) / sg_scale) / sg_scale
             if refractory is not None:
                 psi = psi.masked_fill(refractory, 0.0)
             # traces
-            if dyn["hard"]:
-                eps_h.mul_((dyn["alpha"] * (1.0 - z_prev)).unsqueeze(-1)).add_(p.unsqueeze(1), alpha=dyn["c"])
+            if dyn.hard:
+                eps_h.mul_((dyn.leak * (1.0 - z_prev)).unsqueeze(-1)).add_(p.unsqueeze(1), alpha=dyn.gain)
                 eps_hb = eps_h
             else:
-                eps_h.mul_(dyn["alpha"]).add_(p, alpha=dyn["c"])
+                eps_h.mul_(dyn.leak).add_(p, alpha=dyn.gain)
                 eps_hb = eps_h.unsqueeze(1)
             if eps_a is not None:
                 torch.mul(eps_a, -beta[None, :, None], out=e).add_(eps_hb).mul_(psi.unsqueeze(-1))
-                rho = dyn["rho"]
+                rho = dyn.rho
                 eps_a.mul_((rho - (1.0 - rho) * beta * psi).unsqueeze(-1))
                 eps_a.addcmul_(((1.0 - rho) * psi).unsqueeze(-1), eps_hb)
             else:
@@ -337,39 +328,38 @@ def reference_gradients(
     feedback: Tensor,
 ) -> dict[str, Tensor | None]:
     """BPTT through e-prop's autodiff-equivalent graph (slow; for tests and validation):
-    z_{t-1} detached where it enters W_rec and the reset, B in place of W_outᵀ on the way back."""
-    layer, neuron, ro = model.rec, model.rec.neuron, model.readout
-    x = x_seq.flatten(2).to(torch.promote_types(x_seq.dtype, torch.float32))
-    detach_before = neuron.detach_reset
+    z_{t-1} detached where it enters W_rec and the reset, B in place of W_outᵀ on the way back.
+    The model is not changed: the reset is detached in a (shallow) copy of its neuron, which
+    shares its parameters and buffers."""
+    layer, ro = model.rec, model.readout
+    neuron = copy.copy(layer.neuron)
     neuron.detach_reset = True
-    try:
-        with torch.enable_grad():
-            ff = layer.fc(x)
-            w_rec = layer.recurrent_weight()
-            state = neuron.initial_state(ff[0])
-            z = torch.zeros_like(ff[0])
-            spikes = []
-            for ff_t in ff.unbind(0):
-                z, state, _ = neuron.step(ff_t + F.linear(z.detach(), w_rec), state)
-                spikes.append(z)
-            s = torch.stack(spikes)
-            kappa = 0.0 if ro.tau is None else math.exp(-1.0 / ro.tau)
-            ybar, filtered = torch.zeros_like(s[0]), []
-            for z_t in s.unbind(0):
-                ybar = kappa * ybar + (1.0 - kappa) * z_t
-                filtered.append(ybar)
-            logits = _FeedbackLinear.apply(torch.stack(filtered), ro.fc.weight, ro.fc.bias, feedback)
-            out = SpikeOutput(None, logits, {"rec.neuron": s})
-            if isinstance(loss, ReadoutCrossEntropyLoss):
-                total = F.cross_entropy(readout(out), y)
-            else:
-                total = loss(out, y)
-            if regularizer is not None:
-                total = total + regularizer(out)
-            params = [layer.fc.weight, layer.fc.bias, layer.rec.weight, ro.fc.weight, ro.fc.bias]
-            grads = torch.autograd.grad(total, [p for p in params if p is not None])
-    finally:
-        neuron.detach_reset = detach_before
+    x = x_seq.flatten(2).to(torch.promote_types(x_seq.dtype, torch.float32))
+    with torch.enable_grad():
+        ff = layer.fc(x)
+        w_rec = layer.recurrent_weight()
+        state = neuron.initial_state(ff[0])
+        z = torch.zeros_like(ff[0])
+        spikes = []
+        for ff_t in ff.unbind(0):
+            z, state, _ = neuron.step(ff_t + F.linear(z.detach(), w_rec), state)
+            spikes.append(z)
+        s = torch.stack(spikes)
+        kappa = 0.0 if ro.tau is None else math.exp(-1.0 / ro.tau)
+        ybar, filtered = torch.zeros_like(s[0]), []
+        for z_t in s.unbind(0):
+            ybar = kappa * ybar + (1.0 - kappa) * z_t
+            filtered.append(ybar)
+        logits = _FeedbackLinear.apply(torch.stack(filtered), ro.fc.weight, ro.fc.bias, feedback)
+        out = SpikeOutput(None, logits, {"rec.neuron": s})
+        if isinstance(loss, ReadoutCrossEntropyLoss):
+            total = F.cross_entropy(readout(out), y)
+        else:
+            total = loss(out, y)
+        if regularizer is not None:
+            total = total + regularizer(out)
+        params = [layer.fc.weight, layer.fc.bias, layer.rec.weight, ro.fc.weight, ro.fc.bias]
+        grads = torch.autograd.grad(total, [p for p in params if p is not None])
     it = iter(grads)
     return {
         "w_in": next(it),

@@ -1,16 +1,57 @@
-"""What the model families share: the layer-list parser, input checks."""
+"""What the model families share: the conv/fc layer spec keys and geometry, the layer-list parser,
+input checks. (What a family tells the trainer is its ``traits``: :mod:`spikelight.core.contract`.)"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from spikelight.core.errors import ConfigError, ShapeError
 
-__all__ = ["check_layer_geometry", "parse_layer_list", "check_features"]
+__all__ = [
+    "ConvFcSpec", "check_layer_geometry", "parse_layer_list", "check_in_shape", "check_input_shape", "check_features",
+    "check_own_neurons",
+]
+
+
+@dataclass(frozen=True)
+class ConvFcSpec:
+    """The keys every conv/fc layer spec starts with (``model=conv``, ``model=event_driven``).
+    Exactly one of ``conv`` (output channels) / ``fc`` (output features); kernel, stride,
+    padding: conv geometry (padding defaults to kernel // 2, "same" for odd kernels).
+    A family's spec adds its own keys, ``dropout`` and ``repeat`` among them."""
+
+    conv: int | None = None
+    fc: int | None = None
+    kernel: int = 3
+    stride: int = 1
+    padding: int | None = None
+
+    def geometry(self, shape: tuple[int, ...], i: int, pool: int | None) -> tuple[int, int, tuple[int, ...]]:
+        """This layer (``model.layers[i]``) on one input sample of ``shape``, its spikes pooled by
+        ``pool`` (or None): (its inputs, channels for conv or flattened features for fc; conv
+        padding, 0 for fc; its output shape). One line for a conv after fc or a map pooled away."""
+        if self.conv is None:
+            return math.prod(shape), 0, (self.fc,)
+        if len(shape) != 3:
+            raise ConfigError(f"model.layers[{i}]: conv after fc; put every conv layer before the fc layers")
+        c, h, w = shape
+        pad = self.kernel // 2 if self.padding is None else self.padding
+        h, w = ((d + 2 * pad - self.kernel) // self.stride + 1 for d in (h, w))
+        if pool:
+            h, w = h // pool, w // pool
+        if h <= 0 or w <= 0:
+            raise ShapeError(
+                f"model.layers[{i}] shrinks the {list(shape)} input to {h}x{w}; "
+                "use fewer pools / more padding, or a larger input"
+            )
+        return c, pad, (self.conv, h, w)
+
 
 def check_layer_geometry(spec: Any, where: str) -> None:
     """The checks every conv/fc layer spec shares (its fields conv, fc, kernel, stride, repeat, dropout):
@@ -51,6 +92,32 @@ def parse_layer_list(
         last = dataclasses.replace(spec, repeat=1)
         specs.extend([dataclasses.replace(last, **first_of_repeat)] * (spec.repeat - 1) + [last])
     return specs
+
+
+def check_in_shape(in_shape: Sequence[int], num_classes: int) -> tuple[int, ...]:
+    """``model.in_shape`` ([C, H, W] or [F]) as ints, and a positive ``num_classes``: one ConfigError line."""
+    shape = tuple(int(s) for s in in_shape)
+    if len(shape) not in (1, 3) or min(shape) <= 0:
+        raise ConfigError(f"model.in_shape must be [C, H, W] or [F], got {list(shape)}")
+    if num_classes <= 0:
+        raise ConfigError(f"num_classes must be positive, got {num_classes}")
+    return shape
+
+
+def check_input_shape(x_seq: Tensor, in_shape: tuple[int, ...], model: str) -> None:
+    """x_seq must be [T, B, *in_shape]; one ShapeError line naming the fix otherwise."""
+    if x_seq.dim() != 2 + len(in_shape) or tuple(x_seq.shape[2:]) != in_shape:
+        raise ShapeError(
+            f"{model} expects input [T, B, {', '.join(map(str, in_shape))}], got {tuple(x_seq.shape)}; "
+            f"set model.in_shape={list(x_seq.shape[2:])}"
+        )
+
+
+def check_own_neurons(neurons: Iterable[nn.Module], model: str) -> None:
+    """Every layer has its own neuron (its state and settings): one line if one instance was shared."""
+    neurons = list(neurons)
+    if len({id(n) for n in neurons}) != len(neurons):
+        raise TypeError(f"{model} needs a neuron factory (Hydra `_partial_: true`), not one shared instance")
 
 
 def check_features(x_seq: Tensor, expected: int, model: str) -> Tensor:

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from spikelight.core.errors import ConfigError, ShapeError
+from spikelight.core.contract import ModelTraits
+from spikelight.core.errors import ConfigError
 from spikelight.core.types import SpikeOutput
 from spikelight.layers.over_time import NeuronFactory, OverTime, SharedDropout, make_neuron
-from spikelight.models.base import check_layer_geometry, parse_layer_list
+from spikelight.models import base
 from spikelight.neurons import BaseNode
 
 __all__ = ["ConvSNN", "LayerSpec", "SpikingBlock", "parse_layers"]
@@ -33,10 +34,10 @@ DROPOUT_OVER_TIME = ("shared", "per_step")
 
 
 @dataclass(frozen=True)
-class LayerSpec:
-    """One spiking layer. Exactly one of ``conv`` (output channels) / ``fc`` (output features).
+class LayerSpec(base.ConvFcSpec):
+    """One spiking layer: the :class:`~spikelight.models.base.ConvFcSpec` keys (exactly one of
+    ``conv`` / ``fc``; kernel, stride, padding) and
 
-    kernel, stride, padding: conv geometry (padding defaults to kernel // 2, "same" for odd kernels).
     norm: ``batch`` (BatchNorm2d / BatchNorm1d on the synaptic current) or None.
     maxpool / avgpool: pooling size (= stride) applied to the spikes, or None.
     dropout: probability applied to the (pooled) spikes, or 0.
@@ -44,11 +45,6 @@ class LayerSpec:
     repeat: this layer this many times (pool and dropout only after the last one).
     """
 
-    conv: int | None = None
-    fc: int | None = None
-    kernel: int = 3
-    stride: int = 1
-    padding: int | None = None
     norm: str | None = None
     maxpool: int | None = None
     avgpool: int | None = None
@@ -57,7 +53,7 @@ class LayerSpec:
     repeat: int = 1
 
     def check(self, where: str) -> None:
-        check_layer_geometry(self, where)
+        base.check_layer_geometry(self, where)
         if self.norm not in NORMS:
             raise ConfigError(f"{where}: norm must be one of {NORMS}, got {self.norm!r}")
         if self.maxpool is not None and self.avgpool is not None:
@@ -68,7 +64,7 @@ class LayerSpec:
 
 def parse_layers(layers: Sequence[Mapping | LayerSpec]) -> list[LayerSpec]:
     """Layer specs from config dicts, ``repeat`` unrolled; one readable line for a bad entry."""
-    return parse_layer_list(layers, LayerSpec, "{conv: 128, kernel: 3}",
+    return base.parse_layer_list(layers, LayerSpec, "{conv: 128, kernel: 3}",
                             {"maxpool": None, "avgpool": None, "dropout": 0.0})
 
 
@@ -109,6 +105,8 @@ class ConvSNN(nn.Module):
     forward: x_seq [T, B, *in_shape] → SpikeOutput with spikes / membrane [T, B, num_classes].
     """
 
+    traits = ModelTraits()  # a plain spiking classifier (:mod:`spikelight.core.contract`)
+
     def __init__(
         self,
         neuron: NeuronFactory,
@@ -121,21 +119,15 @@ class ConvSNN(nn.Module):
         super().__init__()
         if dropout_over_time not in DROPOUT_OVER_TIME:
             raise ConfigError(f"model.dropout_over_time must be one of {DROPOUT_OVER_TIME}, got {dropout_over_time!r}")
-        in_shape = tuple(int(s) for s in in_shape)
-        if len(in_shape) not in (1, 3) or min(in_shape) <= 0:
-            raise ConfigError(f"model.in_shape must be [C, H, W] or [F], got {list(in_shape)}")
-        if num_classes <= 0:
-            raise ConfigError(f"num_classes must be positive, got {num_classes}")
-        self.in_shape = in_shape
+        self.in_shape = base.check_in_shape(in_shape, num_classes)
         specs = [*parse_layers(layers), LayerSpec(fc=num_classes)]
-        shape = in_shape
+        shape = self.in_shape
         blocks = []
         for i, spec in enumerate(specs):
             block, shape = self._block(spec, shape, neuron, bias, dropout_over_time, i)
             blocks.append(block)
         self.blocks = nn.ModuleList(blocks)
-        if len({id(b.neuron) for b in self.blocks}) != len(self.blocks):
-            raise TypeError("ConvSNN needs a neuron factory (Hydra `_partial_: true`), not one shared instance")
+        base.check_own_neurons((b.neuron for b in self.blocks), "ConvSNN")
 
     @staticmethod
     def _block(
@@ -144,45 +136,26 @@ class ConvSNN(nn.Module):
         """Build block ``i`` for input ``shape`` (one sample); return it and its output shape."""
         use_bias = bias if spec.bias is None else spec.bias
         synapse, post = OverTime(), OverTime()
+        pool = spec.maxpool or spec.avgpool
+        inputs, pad, out_shape = spec.geometry(shape, i, pool)
         if spec.conv is not None:
-            if len(shape) != 3:
-                raise ConfigError(f"model.layers[{i}]: conv after fc; put every conv layer before the fc layers")
-            c, h, w = shape
-            pad = spec.kernel // 2 if spec.padding is None else spec.padding
-            synapse.append(nn.Conv2d(c, spec.conv, spec.kernel, spec.stride, pad, bias=use_bias))
+            synapse.append(nn.Conv2d(inputs, spec.conv, spec.kernel, spec.stride, pad, bias=use_bias))
             if spec.norm == "batch":
                 synapse.append(nn.BatchNorm2d(spec.conv))
-            h, w = ((d + 2 * pad - spec.kernel) // spec.stride + 1 for d in (h, w))
-            pool = spec.maxpool or spec.avgpool
             if pool:
                 post.append(nn.MaxPool2d(pool) if spec.maxpool else nn.AvgPool2d(pool))
-                h, w = h // pool, w // pool
-            if h <= 0 or w <= 0:
-                raise ShapeError(
-                    f"model.layers[{i}] shrinks the {list(shape)} input to {h}x{w}; "
-                    "use fewer pools / more padding, or a larger input"
-                )
-            out_shape: tuple[int, ...] = (spec.conv, h, w)
         else:
             if len(shape) == 3:
                 synapse.append(nn.Flatten())
-            features = 1
-            for d in shape:
-                features *= d
-            synapse.append(nn.Linear(features, spec.fc, bias=use_bias))
+            synapse.append(nn.Linear(inputs, spec.fc, bias=use_bias))
             if spec.norm == "batch":
                 synapse.append(nn.BatchNorm1d(spec.fc))
-            out_shape = (spec.fc,)
         if spec.dropout > 0:
             post.append(SharedDropout(spec.dropout) if dropout_mode == "shared" else nn.Dropout(spec.dropout))
         return SpikingBlock(synapse, make_neuron(neuron), post), out_shape
 
     def forward(self, x_seq: Tensor) -> SpikeOutput:
-        if x_seq.dim() != 2 + len(self.in_shape) or tuple(x_seq.shape[2:]) != self.in_shape:
-            raise ShapeError(
-                f"ConvSNN expects input [T, B, {', '.join(map(str, self.in_shape))}], got {tuple(x_seq.shape)}; "
-                f"set model.in_shape={list(x_seq.shape[2:])}"
-            )
+        base.check_input_shape(x_seq, self.in_shape, "ConvSNN")
         hidden: dict[str, Tensor] = {}
         x = x_seq
         for i, block in enumerate(self.blocks):

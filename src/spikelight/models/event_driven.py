@@ -14,11 +14,11 @@ The keys are those of ``model=conv`` where they mean the same (conv, fc, kernel,
 padding, dropout, repeat); ``pool: k`` is a pooling of size k whose kind is the model's
 ``pooling`` (``adjusted_avg`` as in every published config, ``avg``, ``max``).
 
-Training-time parts the :class:`~spikelight.train.module.SpikingClassifier` drives: the labels go
-into the forward (``takes_labels``) for label-spike injection at the output layer; gains
-are initialised from the first training batch (:meth:`EventDrivenSNN.data_init`); the
-gain / shift parameters form their own optimiser group with learning-rate factor
-``norm_grad`` (:meth:`EventDrivenSNN.param_groups`).
+Training-time parts the :class:`~spikelight.train.module.SpikingClassifier` drives
+(:mod:`spikelight.core.contract`): the labels go into the forward (``traits.takes_labels``) for
+label-spike injection at the output layer; gains are initialised from the first training batch
+(:meth:`EventDrivenSNN.data_init`); the gain / shift parameters form their own optimiser group
+with learning-rate factor ``norm_grad`` (:meth:`EventDrivenSNN.param_groups`).
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from spikelight.core.errors import ConfigError, ShapeError
+from spikelight.core.contract import ModelTraits
+from spikelight.core.errors import ConfigError
 from spikelight.core.types import SpikeOutput
 from spikelight.layers.event_driven.functions import AUTHORS_INPUT_GRAD_DAMPING, bisect_gain, target_init_spikes
 from spikelight.layers.event_driven.synapses import AdjustedAvgPool2d, EventBlock, EventConv2d, EventLinear
 from spikelight.layers.over_time import NeuronFactory, SharedDropout, make_neuron
-from spikelight.models.base import check_layer_geometry, parse_layer_list
+from spikelight.models import base
 
 __all__ = ["EventDrivenSNN", "EventLayerSpec", "parse_event_layers", "POOLINGS", "DROPOUT_MASKS"]
 
@@ -43,26 +44,21 @@ DROPOUT_MASKS = ("channel", "neuron")
 
 
 @dataclass(frozen=True)
-class EventLayerSpec:
-    """One event-driven layer. Exactly one of ``conv`` (output channels) / ``fc`` (output features).
+class EventLayerSpec(base.ConvFcSpec):
+    """One event-driven layer: the :class:`~spikelight.models.base.ConvFcSpec` keys (exactly one of
+    ``conv`` / ``fc``; kernel, stride, padding) and
 
-    kernel, stride, padding: conv geometry (padding defaults to kernel // 2).
     pool: pooling size (= stride) applied to the spikes, or None; its kind is the model's ``pooling``.
     dropout: probability applied to the (pooled) spikes, one mask per sample shared over time.
     repeat: this layer this many times (pool and dropout only after the last one).
     """
 
-    conv: int | None = None
-    fc: int | None = None
-    kernel: int = 3
-    stride: int = 1
-    padding: int | None = None
     pool: int | None = None
     dropout: float = 0.0
     repeat: int = 1
 
     def check(self, where: str) -> None:
-        check_layer_geometry(self, where)
+        base.check_layer_geometry(self, where)
         if self.pool is not None and (self.fc is not None or self.pool <= 0):
             raise ConfigError(f"{where}: pool needs a conv layer and a positive size")
 
@@ -78,7 +74,7 @@ _CONV_ONLY = {
 def parse_event_layers(layers: Sequence[Mapping | EventLayerSpec]) -> list[EventLayerSpec]:
     """Layer specs from config dicts, ``repeat`` unrolled; one readable line for a bad entry."""
     refused = {key: f"no '{key}' in model=event_driven layers: {why}" for key, why in _CONV_ONLY.items()}
-    return parse_layer_list(layers, EventLayerSpec, "{conv: 128, kernel: 3, pool: 2}",
+    return base.parse_layer_list(layers, EventLayerSpec, "{conv: 128, kernel: 3, pool: 2}",
                             {"pool": None, "dropout": 0.0}, refused)
 
 
@@ -131,10 +127,10 @@ class EventDrivenSNN(nn.Module):
     membrane [T, B, num_classes]; ``emitted_spikes`` holds the spikes before label injection.
     """
 
-    #: the SpikingClassifier passes the training labels into forward (label-spike injection)
-    takes_labels = True
-    #: gradients reach the network only through output spikes: losses that need the membrane's are refused
-    membrane_grad = False
+    #: takes_labels: the SpikingClassifier passes the training labels into forward (label-spike
+    #: injection); membrane_grad=False: gradients reach the network only through output spikes,
+    #: so losses that need the membrane's are refused. Hooks: data_init, param_groups.
+    traits = ModelTraits(takes_labels=True, membrane_grad=False)
 
     def __init__(
         self,
@@ -160,25 +156,19 @@ class EventDrivenSNN(nn.Module):
             raise ConfigError(f"model.dropout_mask must be one of {DROPOUT_MASKS}, got {dropout_mask!r}")
         if not norm_grad >= 0 or not avg_spike_init > 0 or not input_grad_damping >= 0:
             raise ConfigError("model.norm_grad and model.input_grad_damping must be >= 0, model.avg_spike_init > 0")
-        in_shape = tuple(int(s) for s in in_shape)
-        if len(in_shape) not in (1, 3) or min(in_shape) <= 0:
-            raise ConfigError(f"model.in_shape must be [C, H, W] or [F], got {list(in_shape)}")
-        if num_classes <= 0:
-            raise ConfigError(f"num_classes must be positive, got {num_classes}")
-        self.in_shape, self.num_classes = in_shape, num_classes
+        self.in_shape, self.num_classes = base.check_in_shape(in_shape, num_classes), num_classes
         self.pooling, self.dropout_mask = pooling, dropout_mask
         self.norm_grad, self.data_init_enabled = float(norm_grad), bool(data_init)
         self.avg_spike_init = float(avg_spike_init)
         self.label_spikes, self.loss_reverse = bool(label_spikes), bool(loss_reverse)
         specs = [*parse_event_layers(layers), EventLayerSpec(fc=num_classes)]
-        shape: tuple[int, ...] = in_shape
+        shape: tuple[int, ...] = self.in_shape
         blocks = []
         for i, spec in enumerate(specs):
             synapse, post, shape = self._layer(spec, shape, standardization_grad, i)
             blocks.append(EventBlock(synapse, make_neuron(neuron), post, grad_type, input_grad_damping))
         self.blocks = nn.ModuleList(blocks)
-        if len({id(b.neuron) for b in self.blocks}) != len(self.blocks):
-            raise TypeError("EventDrivenSNN needs a neuron factory (Hydra `_partial_: true`), not one shared instance")
+        base.check_own_neurons((b.neuron for b in self.blocks), "EventDrivenSNN")
         # saved in checkpoints, so a resumed run does not initialise again
         self.register_buffer("data_initialized", torch.tensor(not self.data_init_enabled))
 
@@ -187,41 +177,22 @@ class EventDrivenSNN(nn.Module):
     ) -> tuple[EventConv2d | EventLinear, nn.Sequential, tuple[int, ...]]:
         """Synapse and post-processing of layer ``i`` for input ``shape``; and its output shape."""
         post = nn.Sequential()
+        inputs, pad, out_shape = spec.geometry(shape, i, spec.pool)
         if spec.conv is not None:
-            if len(shape) != 3:
-                raise ConfigError(f"model.layers[{i}]: conv after fc; put every conv layer before the fc layers")
-            c, h, w = shape
-            pad = spec.kernel // 2 if spec.padding is None else spec.padding
-            synapse: EventConv2d | EventLinear = EventConv2d(c, spec.conv, spec.kernel, spec.stride, pad, std_grad)
-            h, w = ((d + 2 * pad - spec.kernel) // spec.stride + 1 for d in (h, w))
+            synapse: EventConv2d | EventLinear = EventConv2d(inputs, spec.conv, spec.kernel, spec.stride, pad, std_grad)
             if spec.pool:
                 k = spec.pool
                 post.append({"adjusted_avg": AdjustedAvgPool2d(k), "avg": nn.AvgPool2d(k), "max": nn.MaxPool2d(k)}[
                     self.pooling])
-                h, w = h // k, w // k
-            if h <= 0 or w <= 0:
-                raise ShapeError(
-                    f"model.layers[{i}] shrinks the {list(shape)} input to {h}x{w}; "
-                    "use fewer pools / more padding, or a larger input"
-                )
-            out_shape: tuple[int, ...] = (spec.conv, h, w)
         else:
-            features = 1
-            for d in shape:
-                features *= d
-            synapse = EventLinear(features, spec.fc, std_grad)
-            out_shape = (spec.fc,)
+            synapse = EventLinear(inputs, spec.fc, std_grad)
         if spec.dropout > 0:
             post.append(SharedDropout(spec.dropout, channelwise=self.dropout_mask == "channel"))
         return synapse, post, out_shape
 
     # --- forward -------------------------------------------------------------------------
     def _check_input(self, x_seq: Tensor) -> None:
-        if x_seq.dim() != 2 + len(self.in_shape) or tuple(x_seq.shape[2:]) != self.in_shape:
-            raise ShapeError(
-                f"EventDrivenSNN expects input [T, B, {', '.join(map(str, self.in_shape))}], got "
-                f"{tuple(x_seq.shape)}; set model.in_shape={list(x_seq.shape[2:])}"
-            )
+        base.check_input_shape(x_seq, self.in_shape, "EventDrivenSNN")
 
     def forward(self, x_seq: Tensor, labels: Tensor | None = None) -> SpikeOutput:
         self._check_input(x_seq)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from spikelight.core.contract import ModelTraits
 from spikelight.core.types import SpikeOutput
 from spikelight.layers.over_time import NeuronFactory, apply_over_time, make_neuron
 from spikelight.models.base import check_features
@@ -18,6 +19,8 @@ class FCLIF(nn.Module):
     spikes / membrane [T, B, num_classes]. The linear layer runs on all steps
     at once; only the neuron loops over time.
     """
+
+    traits = ModelTraits()  # a plain spiking classifier (:mod:`spikelight.core.contract`)
 
     def __init__(
         self,

@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from spikelight.core.contract import ModelTraits
 from spikelight.core.types import SpikeOutput
+from spikelight.layers.over_time import NeuronFactory
 from spikelight.layers.recurrent import LeakyReadout, RecurrentSpikingLayer, RecurrentState
 from spikelight.models.base import check_features
 
@@ -52,8 +54,8 @@ class LSNN(nn.Module):
     hidden={"rec.neuron": z [T, B, H]}, state=LSNNState).
     """
 
-    output_spikes = False
-    ann_every_step = True  # its equivalent ANN is an RNN over the same steps (synaptic-operation counts)
+    #: the readout neurons do not spike; its equivalent ANN is an RNN over the same steps (SOP counts)
+    traits = ModelTraits(output_spikes=False, ann_every_step=True)
 
     def __init__(
         self,
@@ -89,7 +91,7 @@ class LSNN(nn.Module):
         z = self._drop(rec_out.spikes)
         readout_state = None if state is None else state.readout
         k = self.rec.tbptt_steps
-        fused = self.rec._backend() == "fused"  # the readout filter follows the recurrent layer's backend
+        fused = self.rec.backend(z) != "torch"  # the readout filter follows the recurrent layer's backend
         if k is None or k >= z.shape[0]:
             logits, readout_state = self.readout(z, readout_state, fused=fused)
         else:  # truncate the readout filter like the recurrence

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from spikelight.core.contract import ModelTraits
 from spikelight.core.types import SpikeOutput
 from spikelight.layers.over_time import NeuronFactory, apply_over_time, make_neuron
-from spikelight.models.base import check_features
+from spikelight.models.base import check_features, check_own_neurons
 
 __all__ = ["MLP"]
 
@@ -23,6 +24,8 @@ class MLP(nn.Module):
 
     forward: x_seq [T, B, ...] → SpikeOutput with spikes / membrane [T, B, num_classes].
     """
+
+    traits = ModelTraits()  # a plain spiking classifier (:mod:`spikelight.core.contract`)
 
     def __init__(
         self,
@@ -41,8 +44,7 @@ class MLP(nn.Module):
             nn.ModuleDict({"fc": nn.Linear(a, b, bias=bias), "neuron": make_neuron(neuron)})
             for a, b in zip(sizes[:-1], sizes[1:])
         )
-        if len({id(layer.neuron) for layer in self.layers}) != len(self.layers):
-            raise TypeError("MLP needs a neuron factory (Hydra `_partial_: true`), not one shared instance")
+        check_own_neurons((layer.neuron for layer in self.layers), "MLP")
 
     def forward(self, x_seq: Tensor) -> SpikeOutput:
         x = check_features(x_seq, self.in_features, type(self).__name__)

@@ -29,9 +29,10 @@ Conversions (time step dt = 1; time constants in steps):
 
 State: :class:`ALIFState` ``(v, a, ref)``; ``ref`` counts the refractory steps left.
 
-``backend`` (``auto | fused | torch``): ``auto`` / ``fused`` run the sequence as one fused
-autograd Function (:mod:`spikelight.dynamics.fused.recurrent`, the same one a recurrent layer
-uses), ``torch`` the reference loop of :meth:`step`; spikes are identical.
+``backend`` (``auto | torch | fused | native | triton``, :mod:`spikelight.dynamics.dispatch`): the
+fast paths run the sequence as the recurrent layer's autograd Function without W_rec
+(:mod:`spikelight.dynamics.fused.recurrent`); ``torch`` the reference loop of :meth:`step`
+(:mod:`spikelight.dynamics.reference`); spikes are identical.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ import torch
 from torch import Tensor
 
 from spikelight.core.surrogate import Surrogate
-from spikelight.core.types import NeuronOutput
-from spikelight.dynamics import dispatch as kernels
-from spikelight.neurons.base import BaseNode, _compute_dtype
-from spikelight.neurons.if_lif import lif_charge, resolve_tau_beta
+from spikelight.dynamics.reference import adapt, adaptive_threshold, lif_charge, refractory_gate
+from spikelight.dynamics.spec import ALIFSpec, LIFSpec
+from spikelight.neurons.base import BaseNode
+from spikelight.neurons.if_lif import resolve_tau_beta
 
 __all__ = ["ALIFNode", "ALIFState"]
 
@@ -140,41 +141,26 @@ class ALIFNode(BaseNode):
 
     def threshold(self, state: ALIFState) -> Tensor:
         """Adaptive threshold A = v_th + β·a, [B, ...]."""
-        return self.v_threshold + self.beta_per_neuron(state.a.shape[-1], state.a) * state.a
+        return adaptive_threshold(state.a, self.beta_per_neuron(state.a.shape[-1], state.a), self.v_threshold)
 
     def step(self, x: Tensor, state: ALIFState) -> tuple[Tensor, ALIFState, Tensor]:
         h = self.charge(x, state.v)
         over = h - self.threshold(state)
         spike = self.surrogate(over / self.v_threshold if self.normalize else over)
-        if self.refractory:
-            spike = spike * (state.ref <= 0).to(spike.dtype)  # also zeroes the surrogate gradient
-            ref = torch.where(spike > 0, torch.full_like(state.ref, self.refractory), (state.ref - 1).clamp_(min=0))
-        else:
-            ref = state.ref
-        rho = self.rho
-        a = rho * state.a + (1.0 - rho) * spike
-        return spike, ALIFState(self.reset(h, spike), a, ref), h
+        spike, ref = refractory_gate(spike, state.ref, self.refractory) if self.refractory else (spike, state.ref)
+        return spike, ALIFState(self.reset(h, spike), adapt(state.a, spike, self.rho), ref), h
 
     # --- fused kernel ------------------------------------------------------------------
-    def _kernel_spec(self) -> kernels.ALIFSpec | None:
+    def _kernel_spec(self) -> ALIFSpec | None:
         own = ("threshold", "beta_per_neuron", "rho")
         if not self._dynamics_of(ALIFNode) or any(getattr(type(self), n) is not getattr(ALIFNode, n) for n in own):
             return None
-        lif = kernels.LIFSpec(self.tau, self.decay_input, self.v_threshold, self.v_reset, self.detach_reset)
+        lif = LIFSpec(self.tau, self.decay_input, self.v_threshold, self.v_reset, self.detach_reset)
         adaptive = self.beta > 0 and self.adaptive_fraction > 0
-        return kernels.ALIFSpec(lif, self.rho, self.refractory, self.normalize, adaptive)
+        return ALIFSpec(lif, self.rho, self.refractory, self.normalize, adaptive)
 
-    def _multi_step_fused(self, x_seq: Tensor, state, backend: str, spec: kernels.ALIFSpec) -> NeuronOutput:
-        xc = x_seq.to(_compute_dtype(x_seq.dtype))
-        state = self._as_state(state, xc[0])
-        record: list | None = [] if self.record_states else None
-        s, h, v, a, ref = kernels.recurrent_multi_step(
-            xc, None, spec, self.surrogate, state.v, state.a, state.ref,
-            beta=self.beta_per_neuron(xc.shape[-1], xc), record=record,
-            loops=kernels.recurrent_loops(backend, record),
-        )  # fmt: skip
-        states = ALIFState(*record) if record is not None else None
-        return NeuronOutput(s.to(x_seq.dtype), h, ALIFState(v, a, ref), states)
+    def _kernel_inputs(self, x: Tensor) -> dict[str, Tensor]:
+        return {"beta": self.beta_per_neuron(x.shape[-1], x)}
 
     def extra_repr(self) -> str:
         return (

@@ -12,7 +12,7 @@ A single-state neuron is defined by its charge equation alone,
 
 ``multi_step`` below is the reference. Neurons with a fused form (IF, LIF,
 Leaky: ``_kernel_spec()``) run it instead on the ``backend`` chosen
-(:mod:`spikelight.dynamics.dispatch`: ``auto | fused | triton | torch``), with identical
+(:mod:`spikelight.dynamics.dispatch`: ``auto | torch | fused | native | triton``), with identical
 spikes; a neuron that only writes ``charge`` always runs the reference loop.
 
 State is a NamedTuple: ``VState(v)`` here; neurons with more variables (ALIF:
@@ -33,17 +33,11 @@ from torch import Tensor, nn
 from spikelight.core.errors import ShapeError
 from spikelight.core.surrogate import ATan, Surrogate
 from spikelight.core.types import NeuronOutput, VState
-from spikelight.dynamics import dispatch as kernels
+from spikelight.dynamics import dispatch
+from spikelight.dynamics.reference import reset_state
+from spikelight.dynamics.spec import KernelSpec
 
 __all__ = ["NeuronOutput", "VState", "BaseNode", "reset_state"]
-
-
-def reset_state(h: Tensor, spike: Tensor, v_threshold: float, v_reset: float | None, detach_reset: bool) -> Tensor:
-    """State after firing: hard reset to ``v_reset``, or soft (subtract threshold) if None."""
-    s = spike.detach() if detach_reset else spike
-    if v_reset is None:
-        return h - v_threshold * s
-    return h * (1.0 - s) + v_reset * s
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -97,7 +91,7 @@ class BaseNode(nn.Module):
                 f"surrogate must be a spikelight.core.surrogate.Surrogate, got {type(self.surrogate).__name__}"
             )
         self.detach_reset = bool(detach_reset)
-        self.backend = kernels.check_backend(backend)
+        self.backend = dispatch.check_backend(backend)
         self.record_states = False
 
     # --- the one method a new single-state neuron writes --------------------------
@@ -143,7 +137,7 @@ class BaseNode(nn.Module):
         spike, state, _ = self.step(xc, self._as_state(state, xc))
         return spike.to(x.dtype), state
 
-    # --- fused kernels -----------------------------------------------------------
+    # --- fast paths --------------------------------------------------------------
     _DYNAMICS = ("charge", "fire", "reset", "step", "initial_state", "_as_state")
 
     def _dynamics_of(self, owner: type) -> bool:
@@ -151,16 +145,14 @@ class BaseNode(nn.Module):
         cls = type(self)
         return all(getattr(cls, name) is getattr(owner, name) for name in self._DYNAMICS)
 
-    def _kernel_spec(self) -> kernels.KernelSpec | None:
-        """The fused kernel's description of this neuron, or None (reference loop only)."""
+    def _kernel_spec(self) -> KernelSpec | None:
+        """The fast paths' description of this neuron (:mod:`spikelight.dynamics.spec`), or None
+        (reference loop only)."""
         return None
 
-    def _multi_step_fused(self, x_seq: Tensor, state: Any, backend: str, spec: kernels.KernelSpec) -> NeuronOutput:
-        state = self._as_state(state, x_seq[0].to(_compute_dtype(x_seq.dtype)))
-        spikes, h, v = kernels.run_fused(backend, spec, self.surrogate, x_seq, state.v)
-        # the state after each step, from h with the reference's own fire/reset (monitors only)
-        states = VState(self.reset(h, self.fire(h))) if self.record_states else None
-        return NeuronOutput(spikes, h, VState(v), states)
+    def _kernel_inputs(self, x: Tensor) -> dict[str, Tensor]:
+        """Tensors a fast path needs besides the spec and the state (ALIF: β per neuron); x: one step."""
+        return {}
 
     def multi_step(self, x_seq: Tensor, state: Any = None) -> NeuronOutput:
         """Run all steps. x_seq: [T, B, ...]; state: initial state or None (fresh)."""
@@ -169,9 +161,20 @@ class BaseNode(nn.Module):
                 f"{type(self).__name__} expects time-major input [T, B, ...], got shape {tuple(x_seq.shape)}"
             )
         spec = self._kernel_spec()
-        backend = kernels.select_backend(self.backend, spec, self.surrogate, x_seq, type(self).__name__)
+        # a single-variable neuron's states come from h through its own fire / reset (with their gradient, as the
+        # loop's); the others' from the backend's per-step record (values only)
+        record = self.record_states and self.State is not VState
+        backend = dispatch.choose(self.backend, spec, self.surrogate, x_seq, type(self).__name__, record=record)
         if backend != "torch" and x_seq.shape[0] > 0:
-            return self._multi_step_fused(x_seq, state, backend, spec)
+            x0 = x_seq[0].to(_compute_dtype(x_seq.dtype))
+            state = self._as_state(state, x0)
+            s, h, final, states = dispatch.run_neuron(
+                backend, spec, self.surrogate, x_seq, tuple(state), record, **self._kernel_inputs(x0)
+            )
+            if self.record_states and states is None:
+                states = (self.reset(h, self.fire(h)),)
+            state_type = type(state)
+            return NeuronOutput(s.to(x_seq.dtype), h, state_type(*final), None if states is None else state_type(*states))
         # the reference loop
         xc = x_seq.to(_compute_dtype(x_seq.dtype))
         state = self._as_state(state, xc[0])

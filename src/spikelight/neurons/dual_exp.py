@@ -21,41 +21,15 @@ and ϑ from this module.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import Tensor
 
 from spikelight.core.surrogate import Surrogate
-from spikelight.core.types import NeuronOutput
-from spikelight.dynamics import dispatch as kernels
-from spikelight.dynamics.fused.dual_exp import dual_exp_multi_step
-from spikelight.neurons.base import BaseNode, _compute_dtype
+from spikelight.dynamics.reference import DualExpState, dual_exp_update
+from spikelight.dynamics.spec import DualExpSpec
+from spikelight.neurons.base import BaseNode
 
 __all__ = ["DualExpNode", "DualExpState", "dual_exp_update"]
-
-
-class DualExpState(NamedTuple):
-    """Dual-exponential state, each [B, ...]: slow trace m, fast trace s, gradient trace g (after reset)."""
-
-    m: Tensor
-    s: Tensor
-    g: Tensor
-
-
-def dual_exp_update(
-    x: Tensor, state: DualExpState, theta_m: float, theta_s: float, theta_g: float
-) -> tuple[DualExpState, Tensor]:
-    """Charge the three traces with input x [B, ...] and return ``(traces before reset, u)``.
-
-    The one place the dual-exponential dynamics are written: :class:`DualExpNode` and the
-    event-driven forward (:func:`spikelight.layers.event_driven.functions.event_forward`) both call it.
-    """
-    m = (state.m + x) * (1.0 - theta_m)
-    s = (state.s + x) * (1.0 - theta_s)
-    g = (state.g + x) * (1.0 - theta_g)
-    u = (m - s) * (theta_s / (theta_s - theta_m))
-    return DualExpState(m, s, g), u
 
 
 class DualExpNode(BaseNode):
@@ -112,18 +86,10 @@ class DualExpNode(BaseNode):
         return spike, DualExpState(*(v * keep for v in traces)), u
 
     # --- fused kernel ------------------------------------------------------------------
-    def _kernel_spec(self) -> kernels.DualExpSpec | None:
+    def _kernel_spec(self) -> DualExpSpec | None:
         if not self._dynamics_of(DualExpNode) or type(self).thetas is not DualExpNode.thetas:
             return None
-        return kernels.DualExpSpec(*self.thetas, self.v_threshold, self.detach_reset, self.strict_threshold)
-
-    def _multi_step_fused(self, x_seq: Tensor, state, backend: str, spec: kernels.DualExpSpec) -> NeuronOutput:
-        xc = x_seq.to(_compute_dtype(x_seq.dtype))
-        state = self._as_state(state, xc[0])
-        record: list | None = [] if self.record_states else None
-        spikes, u, m, s, g = dual_exp_multi_step(xc, state.m, state.s, state.g, spec, self.surrogate, record)
-        states = DualExpState(*record) if record is not None else None
-        return NeuronOutput(spikes.to(x_seq.dtype), u, DualExpState(m, s, g), states)
+        return DualExpSpec(*self.thetas, self.v_threshold, self.detach_reset, self.strict_threshold)
 
     def extra_repr(self) -> str:
         backend = "" if self.backend == "auto" else f", backend={self.backend!r}"

@@ -5,27 +5,11 @@ from __future__ import annotations
 from torch import Tensor
 
 from spikelight.core.surrogate import Surrogate
-from spikelight.dynamics.dispatch import LIFSpec
+from spikelight.dynamics.reference import if_charge, lif_charge
+from spikelight.dynamics.spec import LIFSpec
 from spikelight.neurons.base import BaseNode
 
 __all__ = ["IFNode", "LIFNode", "if_charge", "lif_charge", "tau_from_beta", "beta_from_tau", "resolve_tau_beta"]
-
-
-def if_charge(x: Tensor, v: Tensor) -> Tensor:
-    """IF: ``h = v + x``."""
-    return v + x
-
-
-def lif_charge(x: Tensor, v: Tensor, tau: float, decay_input: bool, v_reset: float | None) -> Tensor:
-    """LIF (SpikingJelly): leak toward ``v_reset`` (0 for soft reset) with time constant tau.
-
-    decay_input=True:  ``h = v + (x - (v - v_reset)) / tau``
-    decay_input=False: ``h = v - (v - v_reset) / tau + x``
-    """
-    v_rest = 0.0 if v_reset is None else v_reset
-    if decay_input:
-        return v + (x - (v - v_rest)) / tau
-    return v - (v - v_rest) / tau + x
 
 
 def beta_from_tau(tau: float) -> float:

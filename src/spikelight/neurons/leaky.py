@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from spikelight.core.surrogate import Surrogate
-from spikelight.dynamics.dispatch import LeakySpec
+from spikelight.dynamics.reference import leaky_charge
+from spikelight.dynamics.spec import LeakySpec
 from spikelight.neurons.base import BaseNode
 from spikelight.neurons.if_lif import beta_from_tau, resolve_tau_beta
 
@@ -32,7 +33,7 @@ class LeakyNode(BaseNode):
         v_threshold: θ.
         reset_mechanism: ``subtract`` or ``zero``.
         surrogate: spike surrogate (snnTorch's default is ATan, alpha=2).
-        backend: ``auto | fused | triton | torch`` (see :class:`BaseNode`).
+        backend: ``auto | torch | fused | triton`` (see :class:`BaseNode`).
     """
 
     strict_threshold = True
@@ -57,10 +58,7 @@ class LeakyNode(BaseNode):
         self.reset_mechanism = reset_mechanism
 
     def charge(self, x: Tensor, v: Tensor) -> Tensor:
-        prev_spike = (v > self.v_threshold).to(v.dtype)  # a comparison: no gradient, as snnTorch's detach
-        if self.reset_mechanism == "subtract":
-            return self.beta * v + x - self.v_threshold * prev_spike
-        return self.beta * (1.0 - prev_spike) * v + x
+        return leaky_charge(x, v, self.beta, self.v_threshold, self.reset_mechanism == "zero")
 
     def reset(self, h: Tensor, spike: Tensor) -> Tensor:
         return h  # applied in the next charge, from this step's spike

@@ -8,32 +8,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
-import matplotlib.pyplot as plt
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from spikelight.synops import E_AC_PJ, E_MAC_PJ, SynOpCounter
 from spikelight.train.figures import plot_curves, sample_figures
 from spikelight.train.gradient_flow import GradientFlowCallback
+from spikelight.train.loggers import log_figure
 
 __all__ = ["SpikePlotCallback", "SynOpsCallback", "GradientFlowCallback", "EpochTimeCallback", "log_figure"]
-
-
-def log_figure(trainer: L.Trainer, name: str, fig: Figure, out_dir: Path) -> Path:
-    """Save ``fig`` as ``out_dir/<name>.png`` and send it to every logger that
-    takes images (wandb image, TensorBoard figure; CSV keeps the file)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.png"
-    fig.savefig(path, dpi=110)
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(f"plots/{name}", fig, global_step=trainer.global_step, close=False)
-        elif isinstance(logger, WandbLogger):
-            logger.log_image(key=f"plots/{name}", images=[str(path)], step=trainer.global_step)
-    plt.close(fig)
-    return path
 
 
 class SpikePlotCallback(L.Callback):

@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from spikelight.layers.event_driven.functions import GradStats  # noqa: E402
+from spikelight.train.loggers import log_figure  # noqa: E402
 
 __all__ = ["GradientFlowCallback", "plot_gradient_flow", "read_gradient_flow", "write_gradient_flow", "FIELDS"]
 
@@ -128,8 +129,6 @@ class GradientFlowCallback(L.Callback):
         for mod in self._layers.values():
             mod.grad_stats = None
         if self.rows and trainer.is_global_zero:
-            from spikelight.train.callbacks import log_figure
-
             log_figure(trainer, "gradient_flow", plot_gradient_flow(self.rows),
                        Path(trainer.default_root_dir) / self.dirname)
 

@@ -1,14 +1,34 @@
-"""Lightning's CSVLogger, able to continue a resumed run's ``metrics.csv``."""
+"""Lightning's CSVLogger, able to continue a resumed run's ``metrics.csv``; figures sent to the loggers."""
 
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
+import lightning as L
+import matplotlib.pyplot as plt
 from lightning.pytorch.loggers import CSVLogger as _CSVLogger
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from matplotlib.figure import Figure
 
-__all__ = ["CSVLogger"]
+__all__ = ["CSVLogger", "log_figure"]
+
+
+def log_figure(trainer: L.Trainer, name: str, fig: Figure, out_dir: Path) -> Path:
+    """Save ``fig`` as ``out_dir/<name>.png`` and send it to every logger that
+    takes images (wandb image, TensorBoard figure; CSV keeps the file)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure(f"plots/{name}", fig, global_step=trainer.global_step, close=False)
+        elif isinstance(logger, WandbLogger):
+            logger.log_image(key=f"plots/{name}", images=[str(path)], step=trainer.global_step)
+    plt.close(fig)
+    return path
 
 
 class _AppendingWriter(ExperimentWriter):

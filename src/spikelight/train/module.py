@@ -12,23 +12,47 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from spikelight.core.contract import (
+    DataDrivenInit,
+    HasParamGroups,
+    ModelTraits,
+    OnlineLearningRule,
+    ReadoutLoss,
+    needs_of,
+    traits_of,
+)
 from spikelight.core.errors import ConfigError, NonFiniteGradientError, NonFiniteLossError
 from spikelight.core.types import SpikeOutput
 from spikelight.encoding import Encoder
-from spikelight.losses import FiringRateRegularizer, ReadoutCrossEntropyLoss, SpikeLoss
+from spikelight.losses import FiringRateRegularizer, SpikeLoss
 from spikelight.readout import Readout
 
 __all__ = ["SpikingClassifier", "NonFiniteLossError", "NonFiniteGradientError"]
 
 
-def _refuse_membrane_losses(model: nn.Module, loss: nn.Module, regularizer: nn.Module | None) -> None:
-    """One line at build time for a loss the model cannot train (``model.membrane_grad = False``:
+def _refuse_spike_readers(model: nn.Module, traits: ModelTraits, readout: nn.Module, loss: nn.Module) -> None:
+    """One line at build time for a readout / loss that reads spikes the model's output layer
+    does not emit (``traits.output_spikes`` false)."""
+    if traits.output_spikes:
+        return
+    for what, part in (("readout", readout), ("loss", loss)):
+        if needs_of(part).spikes:
+            raise ConfigError(
+                f"{what}={type(part).__name__} needs output spikes, but {type(model).__name__}'s readout "
+                "neurons do not spike; use readout=rate|last|membrane and loss=ce"
+            )
+
+
+def _refuse_membrane_losses(
+    model: nn.Module, traits: ModelTraits, loss: nn.Module, regularizer: nn.Module | None
+) -> None:
+    """One line at build time for a loss the model cannot train (``traits.membrane_grad`` false:
     gradients reach it only through output spike times, as in event-driven BP)."""
-    if getattr(model, "membrane_grad", True):
+    if traits.membrane_grad:
         return
     name = type(model).__name__
-    if getattr(loss, "needs_membrane_grad", False):
-        readout = getattr(loss, "_readout", None)
+    if needs_of(loss).membrane:
+        readout = loss.readout if isinstance(loss, ReadoutLoss) else None
         what = f"loss=ce through readout={type(readout).__name__}" if readout is not None else f"loss={type(loss).__name__}"
         raise ConfigError(
             f"{what} needs gradients through the output membrane, but {name} passes gradients only at spike "
@@ -57,19 +81,22 @@ class SpikingClassifier(L.LightningModule):
             (e.g. :class:`~spikelight.losses.FiringRateRegularizer`), logged as ``train/loss_reg``.
         scheduler_interval: step the scheduler every ``epoch`` or every optimizer ``step``.
         learning: the learning rule: None / :class:`~spikelight.learning.BPTT` (autograd) or an
-            online rule such as :class:`~spikelight.learning.EProp`, which computes the gradients
-            itself in the training step (Lightning manual optimisation; it clips to
+            online rule (:class:`~spikelight.core.contract.OnlineLearningRule`) such as
+            :class:`~spikelight.learning.EProp`, which computes the gradients itself in the
+            training step (Lightning manual optimisation; it clips to
             ``manual_gradient_clip_val`` and steps the scheduler itself).
         config: plain (resolved, JSON-like) run config stored in the checkpoint
             so it reloads with ``torch.load(weights_only=True)`` and ``eval.py``
             can rebuild the model.
 
-    Optional model attributes it honours (event-driven BP uses all of them):
-    ``takes_labels`` (training forward gets ``labels=y``), ``data_init(x_seq)`` with a
-    ``data_initialized`` buffer (run once on the first training batch),
-    ``param_groups()`` (optimiser groups; an ``lr_scale`` key multiplies the group's lr),
-    ``membrane_grad = False`` (losses that train through the membrane are refused),
-    ``output_spikes = False`` (readouts / losses that read spikes are refused).
+    What it asks of the model, readout and loss is :mod:`spikelight.core.contract`: the model's
+    :class:`~spikelight.core.contract.ModelTraits` (``takes_labels``: the training forward gets
+    ``labels=y``; ``membrane_grad`` false: losses that train through the membrane are refused;
+    ``output_spikes`` false: readouts / losses that read spikes are refused), its optional hooks
+    (:class:`~spikelight.core.contract.DataDrivenInit`, run once on the first training batch;
+    :class:`~spikelight.core.contract.HasParamGroups`, optimiser groups with an ``lr_scale``),
+    the readout's and loss's ``needs``, and a :class:`~spikelight.core.contract.ReadoutLoss`
+    (``loss=ce``) is composed with the readout. Event-driven BP uses all of it.
     ``SpikeOutput.emitted_spikes``, when set, is what the readout scores.
     """
 
@@ -90,17 +117,13 @@ class SpikingClassifier(L.LightningModule):
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
             raise ConfigError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
-        if not getattr(model, "output_spikes", True):
-            for what, part in (("readout", readout), ("loss", loss)):
-                if getattr(part, "needs_spikes", False):
-                    raise ConfigError(
-                        f"{what}={type(part).__name__} needs output spikes, but {type(model).__name__}'s readout "
-                        "neurons do not spike; use readout=rate|last|membrane and loss=ce"
-                    )
-        if isinstance(loss, ReadoutCrossEntropyLoss):
-            loss.bind(readout)
-        _refuse_membrane_losses(model, loss, regularizer)
+        traits = traits_of(model)
+        _refuse_spike_readers(model, traits, readout, loss)
+        if isinstance(loss, ReadoutLoss):  # loss=ce: the loss through this run's readout (a new module)
+            loss = loss.bind(readout)
+        _refuse_membrane_losses(model, traits, loss, regularizer)
         self.model = model
+        self.model_traits = traits
         self.encoder = encoder
         self.readout = readout
         self.loss_fn = loss
@@ -108,7 +131,7 @@ class SpikingClassifier(L.LightningModule):
         self.scheduler_factory = scheduler
         self.regularizer = regularizer
         self.scheduler_interval = scheduler_interval
-        self.learning = learning if getattr(learning, "online", False) else None
+        self.learning = learning if isinstance(learning, OnlineLearningRule) else None
         self.manual_gradient_clip_val: float | None = None
         if self.learning is not None:
             self.learning.attach(model, readout, loss, regularizer)
@@ -136,7 +159,7 @@ class SpikingClassifier(L.LightningModule):
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy) -> Tensor:
         x, y = batch
-        if stage == "train" and getattr(self.model, "takes_labels", False):
+        if stage == "train" and self.model_traits.takes_labels:
             out = self.model(self.encode(x), labels=y)  # e.g. event-driven label-spike injection
         else:
             out = self(x)
@@ -166,12 +189,12 @@ class SpikingClassifier(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # models with a data-driven initialisation (event-driven gains) run it once, on the first
         # training batch; the model's ``data_initialized`` buffer is checkpointed, so resuming skips it
-        init = getattr(self.model, "data_init", None)
-        if not callable(init) or bool(getattr(self.model, "data_initialized", True)):
+        model = self.model
+        if not isinstance(model, DataDrivenInit) or bool(model.data_initialized):
             return
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         with torch.no_grad():
-            factors = init(self.encode(x))
+            factors = model.data_init(self.encode(x))
         if self.trainer.world_size > 1:  # every rank starts from rank 0's initialisation
             for t in (*self.model.parameters(), *self.model.buffers()):
                 t.data.copy_(self.trainer.strategy.broadcast(t.data, src=0))
@@ -303,10 +326,9 @@ class SpikingClassifier(L.LightningModule):
     def _param_groups(self) -> Any:
         """The model's ``param_groups()`` (dicts that may carry an ``lr_scale``) plus every other
         parameter of the module in one more group; plain ``parameters()`` otherwise."""
-        groups_fn = getattr(self.model, "param_groups", None)
-        if not callable(groups_fn):
+        if not isinstance(self.model, HasParamGroups):
             return self.parameters()
-        groups = [dict(g, params=list(g["params"])) for g in groups_fn()]
+        groups = [dict(g, params=list(g["params"])) for g in self.model.param_groups()]
         seen = {id(p) for g in groups for p in g["params"]}
         rest = [p for p in self.parameters() if id(p) not in seen]
         return [g for g in groups if g["params"]] + ([{"params": rest}] if rest else [])

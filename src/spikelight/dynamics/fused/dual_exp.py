@@ -28,23 +28,51 @@ from torch.autograd.function import once_differentiable
 
 from spikelight.core.surrogate import Surrogate
 from spikelight.dynamics import buffers
-from spikelight.dynamics.fused.neurons import _block_steps, surrogate_grad
+from spikelight.dynamics.fused.leaky import block_steps
 from spikelight.dynamics.spec import DualExpSpec
 
 __all__ = ["DualExpFunction", "dual_exp_multi_step"]
 
 
-def _traces(x: Tensor, m0: Tensor, s0: Tensor, g0: Tensor | None, spikes: Tensor, spec: DualExpSpec, out: tuple):
-    """The pre-reset traces M, S (and G if g0 is given) of every step into ``out`` ([T, ...] each),
-    recomputed with the forward's ops; ``spikes`` are the forward's."""
-    alphas = (1.0 - spec.theta_m, 1.0 - spec.theta_s, 1.0 - spec.theta_g)
-    prev = [m0, s0] + ([g0] if g0 is not None else [])
+def dual_exp_step_(
+    traces: list[Tensor], x: Tensor, alphas: tuple[float, ...], scale: float, thr: float, strict: bool,
+    u: Tensor, spike: Tensor, keep: Tensor, pre: list[Tensor | None] | None = None, fired: Tensor | None = None,
+) -> None:
+    """One step of the dual-exponential neuron in place, op for op the reference's rounding
+    (:func:`spikelight.dynamics.reference.dual_exp_update`, then fire and reset):
+
+        trace = (trace + x)·(1 − θ)  for (m, s[, g]);  u = (m − s)·scale;  spike = Θ(u − ϑ);  trace ·= 1 − spike
+
+    traces: the working state (updated); u, spike, keep: outputs of this step (keep = 1 − spike);
+    pre: where to copy each trace before the reset (None entries: not needed); fired: spikes to
+    replay instead of firing (the backward's recomputation). Shared by the fused Function and the
+    event-driven forward (:func:`spikelight.layers.event_driven.functions.event_forward`).
+    """
+    for j, (tr, a) in enumerate(zip(traces, alphas)):
+        tr.add_(x).mul_(a)
+        if pre is not None and pre[j] is not None:
+            pre[j].copy_(tr)
+    torch.sub(traces[0], traces[1], out=u).mul_(scale)
+    if fired is not None:
+        spike.copy_(fired)
+    elif strict:
+        torch.gt(u, thr, out=spike)
+    else:
+        torch.ge(u, thr, out=spike)
+    torch.sub(1.0, spike, out=keep)
+    for tr in traces:  # trace·(1 − spike): exact for spikes in {0, 1}
+        tr.mul_(keep)
+
+
+def _traces(x: Tensor, state: list[Tensor], spikes: Tensor, spec: DualExpSpec, out: tuple) -> None:
+    """The pre-reset traces M, S (and G if ``state`` has g) of every step into ``out`` ([T, ...] each),
+    replaying the forward's steps with its spikes."""
+    alphas = (1.0 - spec.theta_m, 1.0 - spec.theta_s, 1.0 - spec.theta_g)[: len(state)]
+    traces = [t0.clone(memory_format=torch.contiguous_format) for t0 in state]
+    u, spike, keep = (torch.empty_like(traces[0]) for _ in range(3))
     for t in range(x.shape[0]):
-        keep = torch.sub(1.0, spikes[t - 1]) if t > 0 else None
-        for j, buf in enumerate(out):
-            p = prev[j] if keep is None else prev[j] * keep
-            torch.mul(torch.add(p, x[t], out=buf[t]), alphas[j], out=buf[t])
-            prev[j] = buf[t]
+        dual_exp_step_(traces, x[t], alphas, spec.scale, spec.v_threshold, spec.strict, u, spike, keep,
+                       pre=[o[t] for o in out], fired=spikes[t])  # fmt: skip
 
 
 class DualExpFunction(torch.autograd.Function):
@@ -59,17 +87,10 @@ class DualExpFunction(torch.autograd.Function):
         alphas = (1.0 - spec.theta_m, 1.0 - spec.theta_s, 1.0 - spec.theta_g)
         rec = None if record is None else [torch.empty_like(x) for _ in range(3)]
         keep = torch.empty(shape, dtype=x.dtype, device=x.device)
-        c, thr = spec.scale, spec.v_threshold
         for t in range(T):
-            xt, ut, st = x[t], u[t], spk[t]
-            for tr, a in zip(traces, alphas):  # (trace + x)·(1 − θ), in place
-                tr.add_(xt).mul_(a)
-            torch.sub(traces[0], traces[1], out=ut).mul_(c)  # u = (m − s)·c
-            torch.gt(ut, thr, out=st) if spec.strict else torch.ge(ut, thr, out=st)
-            torch.sub(1.0, st, out=keep)
-            for j, tr in enumerate(traces):  # trace·(1 − spike): exact for spikes in {0, 1}
-                tr.mul_(keep)
-                if rec is not None:
+            dual_exp_step_(traces, x[t], alphas, spec.scale, spec.v_threshold, spec.strict, u[t], spk[t], keep)
+            if rec is not None:
+                for j, tr in enumerate(traces):
                     rec[j][t].copy_(tr)
         if rec is not None:
             record.extend(rec)
@@ -92,17 +113,17 @@ class DualExpFunction(torch.autograd.Function):
         if reset_grad:
             pre = tuple(buffers.empty(x.shape, dt, x.device) for _ in range(3 if g_g is not None else 2))
             z = lambda t0: t0.to(dt).expand(shape)  # noqa: E731
-            _traces(x, z(m0), z(s0), z(g0) if g_g is not None else None, spk, spec, pre)
+            _traces(x, [z(m0), z(s0)] + ([z(g0)] if g_g is not None else []), spk, spec, pre)
         gx = buffers.empty(x.shape, dt, x.device)
         zero = torch.zeros(shape, dtype=dt, device=x.device)
         dm = zero.clone() if g_m is None else g_m.to(dt).expand(shape).clone()
         ds = zero.clone() if g_s is None else g_s.to(dt).expand(shape).clone()
         dg = None if g_g is None else g_g.to(dt).expand(shape).clone()
         go, du = torch.empty(shape, dtype=dt, device=x.device), torch.empty(shape, dtype=dt, device=x.device)
-        K = _block_steps(T, x[0].numel())
+        K = block_steps(T, x[0].numel())
         for t1 in range(T, 0, -K):
             t0 = max(0, t1 - K)
-            D = surrogate_grad(ctx.surrogate, u[t0:t1] - thr)
+            D = ctx.surrogate.derivative_(u[t0:t1] - thr)
             keep = torch.sub(1.0, spk[t0:t1])
             for i in range(t1 - t0 - 1, -1, -1):
                 t = t0 + i

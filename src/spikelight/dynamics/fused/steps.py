@@ -1,93 +1,78 @@
-"""The per-step loops of :mod:`spikelight.dynamics.fused.recurrent`, written so TorchScript can compile them.
+"""The fused backend's per-step loops for IF / LIF / ALIF, feed-forward and recurrent alike.
 
-A fused recurrent step is ~10 small ops (forward) and ~7 (backward) on [B, H]
-tensors: at LSNN sizes each op costs a few microseconds, most of it Python
-argument parsing and dispatch. Run by the TorchScript interpreter the same ATen
-ops (the same kernels, the same rounding) cost less: at LSNN sizes (T=784, H=220,
-ALIF, 1 thread, 2-core CPU) the forward loop took 1.45× (B=8) and 1.2× (B=32) less
-CPU time, the backward 1.15× (B=8) and the same (B=32): experiments/benchmarks/README.md.
-``torch.jit.script`` is deprecated in favour of ``torch.compile``, which was
-measured slower here (its per-call overhead exceeds the ops it fuses), so the
-functions are scripted when TorchScript is available and otherwise run as the
-plain Python they are: the same numbers either way (:func:`scripted` tells which).
+:class:`~spikelight.dynamics.fused.recurrent.RecurrentFunction` runs these where neither the
+C loops (:mod:`spikelight.dynamics.native`) nor the Triton kernels apply: other devices
+than the CPU without Triton, fp64, autocast, no C compiler. A step is a handful of ATen ops
+on [B, ..., H] tensors, in place on preallocated buffers.
 
-Shapes: every per-step tensor is [B, ..., H]; sequences are [T, B, ..., H].
-Unused optional buffers are passed as empty tensors (flags say which are used).
-Constants are 0-dim tensors: cheaper than Python scalars on the CPU; divisors
-(tau, v_th) are CPU tensors, which CUDA kernels treat exactly like Python scalars.
+Forward values are bit-identical to the reference loop: the recurrent current is the
+reference's own product (``mm`` of the same operands, then ``ff_t +``), and every
+element-wise op rounds like the reference's (``addcdiv`` = ``v + d / tau`` exactly on the
+CPU; elsewhere the reference's own ops, ``fast=False``; products with 0/1 spikes are exact).
+
+Shapes: every per-step tensor is [B, ..., H]; sequences are [T, B, ..., H]; optional
+buffers are None when unused. The step's constants come by name from
+:class:`~spikelight.dynamics.spec.StepArgs`. (These loops were TorchScript-compiled until
+2026-12; with the C loops the CPU default, the interpreter's gain no longer paid for a
+deprecated compiler: plain Python, the same numbers.)
 """
 
 from __future__ import annotations
 
-import warnings
-from typing import Optional
-
 import torch
 from torch import Tensor
 
-__all__ = ["forward_steps", "backward_steps", "filter_forward", "filter_backward", "scripted"]
+from spikelight.dynamics.spec import StepArgs
+
+__all__ = ["forward_steps", "backward_steps", "filter_forward", "filter_backward"]
 
 
-def _forward_steps(
+def forward_steps(
     ff: Tensor,
-    w_t: Optional[Tensor],  # noqa: UP045 (TorchScript needs Optional)
+    w_t: Tensor | None,
     z0: Tensor,
-    v0: Tensor,
-    a0: Tensor,
-    ref0: Tensor,
-    beta: Tensor,
-    h: Tensor,
-    s: Tensor,
-    u: Tensor,
-    mask: Tensor,
-    rec_v: Tensor,
-    rec_a: Tensor,
-    rec_ref: Tensor,
-    consts: list[Tensor],
-    charge: int,
-    v_rest_zero: bool,
-    hard: bool,
-    vr_add: bool,
-    alif: bool,
-    adaptive: bool,
-    normalize: bool,
-    strict: bool,
-    refractory: int,
-    record: bool,
+    v: Tensor,
+    a: Tensor | None,
+    ref: Tensor | None,
+    beta: Tensor | None,
+    out: tuple[Tensor, Tensor, Tensor | None, Tensor | None],
+    rec: tuple[Tensor, ...] | None,
+    args: StepArgs,
     fast: bool,
-    cast: bool,
     mm_dtype: torch.dtype,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """All T steps in place: writes h, s (and u, mask, rec_*); returns the final (v, a, ref).
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """All T steps in place. ``out = (h, s, u, mask)`` [T, ...] are written (u: adaptive ALIF only,
+    mask: refractory only); ``rec``, if given, receives the state after every step ((v,) or (v, a, ref)).
+    v / a / ref are working copies of the initial state; returns the final ``(v, a, ref)``.
 
-    charge: 0 = IF, 1 = LIF with decay_input, 2 = LIF without. consts = [tau, v_rest, thr, 0,
-    rho, 1 - rho, -thr, v_reset] (tau and thr on the CPU). v0/a0/ref0 are working copies.
+        I_t = ff_t + z_{t-1} W_recᵀ;  h_t = charge(I_t, v_{t-1});  s_t = Θ(u_t) (0 while refractory);
+        a_t = ρ a_{t-1} + (1 − ρ) s_t;  v_t = reset(h_t, s_t)
     """
-    tau, v_rest, thr, zero = consts[0], consts[1], consts[2], consts[3]
-    rho, keep, soft, vr = consts[4], consts[5], consts[6], consts[7]
-    T = ff.shape[0]
-    hs, ss, fs = h.unbind(0), s.unbind(0), ff.unbind(0)
-    us = u.unbind(0) if adaptive else hs
-    ms = mask.unbind(0) if refractory > 0 else hs
-    vs = rec_v.unbind(0) if record else hs
-    as_ = rec_a.unbind(0) if record and alif else hs
-    rs = rec_ref.unbind(0) if record and refractory > 0 else hs
-    v, a, ref, z = v0, a0, ref0, z0
+    h, s, u, mask = out
+    dt, dev = v.dtype, v.device
+    cpu = torch.device("cpu")
+    # 0-dim constants (divisors on the CPU: CUDA kernels treat those exactly like Python scalars)
+    tau, thr = torch.tensor(args.tau, dtype=dt, device=cpu), torch.tensor(args.thr, dtype=dt, device=cpu)
+    v_rest, zero = torch.tensor(args.v_rest, dtype=dt, device=dev), torch.tensor(0.0, dtype=dt, device=dev)
+    rho, keep = torch.tensor(args.rho, dtype=dt, device=dev), torch.tensor(args.keep, dtype=dt, device=dev)
+    soft, vr = torch.tensor(-args.thr, dtype=dt, device=dev), torch.tensor(args.vr, dtype=dt, device=dev)
+    cast = w_t is not None and mm_dtype != dt
     buf, tmp, cur = torch.empty_like(v), torch.empty_like(v), torch.empty_like(v)
-    cur_mm = torch.empty(v.shape, dtype=mm_dtype, device=v.device) if cast else cur
-    for t in range(T):
-        ht, st = hs[t], ss[t]
+    cur_mm = torch.empty(v.shape, dtype=mm_dtype, device=dev) if cast else cur
+    z = z0
+    for t in range(ff.shape[0]):
+        ht, st = h[t], s[t]
         # --- I_t = ff_t + z_{t-1} W_recᵀ: F.linear's own product, then the add ---
-        x = fs[t]
+        x = ff[t]
         if w_t is not None:
             torch.mm(z.to(mm_dtype) if cast else z, w_t, out=cur_mm)
             x = torch.add(x, cur_mm, out=cur)
-        # --- charge, op for op the reference's rounding (see torch_fused) ---
-        if charge == 0:  # IF: v + x
+        # --- charge, op for op the reference's rounding ---
+        if args.charge == 0:  # IF: v + x
             torch.add(v, x, out=ht)
         else:
-            vd = v if v_rest_zero else torch.sub(v, v_rest, out=buf)
-            if charge == 1:  # v + (x - (v - v_rest)) / tau
+            vd = v if args.v_rest_zero else torch.sub(v, v_rest, out=buf)
+            if args.charge == 1:  # v + (x - (v - v_rest)) / tau
                 torch.sub(x, vd, out=ht)
                 if fast:
                     torch.addcdiv(v, ht, tau, out=ht)
@@ -100,173 +85,124 @@ def _forward_steps(
                     torch.sub(v, torch.div(vd, tau, out=ht), out=ht)
                 ht.add_(x)
         # --- fire ---
-        if adaptive:  # u = (h - (v_th + β a)) [/ v_th]
-            ut = torch.mul(a, beta, out=us[t]).add_(thr)
+        if args.adaptive:  # u = (h - (v_th + β a)) [/ v_th]
+            ut = torch.mul(a, beta, out=u[t]).add_(thr)
             torch.sub(ht, ut, out=ut)
-            if normalize:
+            if args.normalize:
                 ut.div_(thr)
             torch.ge(ut, zero, out=st)
-        elif normalize:
+        elif args.normalize:
             torch.ge(torch.sub(ht, thr, out=tmp).div_(thr), zero, out=st)
-        elif strict:
+        elif args.strict:
             torch.gt(ht, thr, out=st)
         else:  # h - v_th >= 0  <=>  h >= v_th (IEEE subtraction keeps the sign)
             torch.ge(ht, thr, out=st)
-        if refractory > 0:  # no spike while ref > 0; ref = R after a spike, else counts down to 0
-            mt = torch.le(ref, 0.0, out=ms[t])
+        if args.refractory > 0:  # no spike while ref > 0; ref = R after a spike, else counts down to 0
+            mt = torch.le(ref, 0.0, out=mask[t])
             st.mul_(mt)
-            ref_next = rs[t] if record else ref
-            torch.sub(ref, 1.0, out=ref_next).clamp_(min=0.0).masked_fill_(st > 0, float(refractory))
+            ref_next = rec[2][t] if rec is not None else ref
+            torch.sub(ref, 1.0, out=ref_next).clamp_(min=0.0).masked_fill_(st > 0, float(args.refractory))
             ref = ref_next
         # --- adaptation a = ρ a + (1 - ρ) s, reset (every product with s in {0, 1} is exact) ---
-        if alif:
-            a = torch.mul(a, rho, out=as_[t] if record else a).addcmul_(st, keep)
-        v_next = vs[t] if record else v
-        if not hard:  # v = h - v_th s
+        if args.alif:
+            a = torch.mul(a, rho, out=rec[1][t] if rec is not None else a).addcmul_(st, keep)
+        v_next = rec[0][t] if rec is not None else v
+        if not args.hard:  # v = h - v_th s
             v = torch.addcmul(ht, st, soft, out=v_next)
         else:  # v = h (1 - s) + v_reset s, computed as h - h s (+ v_reset s)
             v = torch.addcmul(ht, ht, st, value=-1.0, out=v_next)
-            if vr_add:
+            if args.vr_add:
                 v.addcmul_(st, vr)
         z = st
     return v, a, ref
 
 
-def _backward_steps(
-    n: int,
+def backward_steps(
     t0: int,
+    n: int,
+    last: int,
     gI: Tensor,
-    g_s: Tensor,
-    w: Optional[Tensor],  # noqa: UP045
+    g_s: Tensor | None,
+    w: Tensor | None,
     GS: Tensor,
-    nxt: Optional[Tensor],  # noqa: UP045
-    ga: Optional[Tensor],  # noqa: UP045
+    nxt: Tensor | None,
+    ga: Tensor | None,
     Dg: Tensor,
-    Dbn: Tensor,
-    E: Tensor,
-    F: Tensor,
-    Gh: Tensor,
-    f_soft: Tensor,
-    e_soft: Tensor,
-    rho: Tensor,
-    has_gs: bool,
-    has_e: bool,
-    hard: bool,
-    has_gh: bool,
-    adaptive: bool,
+    Dbn: Tensor | None,
+    E: Tensor | None,
+    F: Tensor | None,
+    Gh: Tensor | None,
+    args: StepArgs,
     tbptt: int,
-) -> tuple[Optional[Tensor], Optional[Tensor]]:  # noqa: UP045
-    """Steps ``t0 + n - 1`` down to ``t0`` of the reverse-time recurrence (never the sequence's last
-    step): writes p_t = dL/dI_t into gI[i] (i = t - t0); returns (p_{t0}, w_{t0-1}) for the next block.
-    All tensors but GS/nxt/ga/constants are blocks [n, ...] from t0 (empty when unused; flags say).
-    See RecurrentFunction.backward for the equations."""
-    g_i, g_ss, Dg_ = gI.unbind(0), (g_s.unbind(0) if has_gs else []), Dg.unbind(0)
-    Dbn_ = Dbn.unbind(0) if adaptive else []
-    E_ = E.unbind(0) if has_e and hard else []
-    F_ = F.unbind(0) if hard else []
-    Gh_ = Gh.unbind(0) if has_gh else []
+) -> tuple[Tensor | None, Tensor | None]:
+    """Steps ``t0 + n − 1`` down to ``t0`` of the reverse-time recurrence; writes p_t = dL/dI_t into gI[t].
+
+    Blocks from t0 ([n, ...]): Dg = gain·surrogate'·mask, Dbn = −(1−ρ)β·D, E = (leak/gain)(v_reset − h)
+    (hard reset with gradient), F = leak(1 − s) (hard reset; both constants for a soft reset), Gh = gain·g_h. ``nxt`` is p_{t+1} (for the
+    sequence's last step, ``last``, the returned state's gradient as (gain/leak)·dL/dv: no W product there),
+    ``ga`` is w_t = (1−ρ)·dL/da_t. Returns (p_{t0} or None, w_{t0−1} or None) for the next block.
+
+        GS_t    = dL/ds_t = g_s + p_{t+1} W + w_t + E p_{t+1}
+        p_t     = Gh_t + F p_{t+1} + Dg_t GS_t       (soft reset: F = leak, E = −v_th·leak/gain)
+        w_{t-1} = ρ w_t + Dbn_t GS_t
+    """
+    dt, dev, shape = gI.dtype, gI.device, gI.shape[1:]
+    rho = torch.tensor(args.rho, dtype=dt, device=dev)
+    if not args.hard:  # soft reset: E and F are constants (stride-0 views: no memory, the same products)
+        E = torch.tensor(-args.thr * args.leak / args.gain, dtype=dt, device=dev).expand(n, *shape)
+        F = torch.tensor(args.leak, dtype=dt, device=dev).expand(n, *shape)
     for i in range(n - 1, -1, -1):
         t = t0 + i
-        pt = g_i[i]
+        pt = gI[t]
         # GS = dL/ds_t = g_s + p_{t+1} W + w_t + E p_{t+1}
-        if nxt is not None and w is not None:
-            if has_gs:
-                torch.addmm(g_ss[i], nxt, w, out=GS)
+        if nxt is not None and w is not None and t != last:
+            if g_s is not None:
+                torch.addmm(g_s[t], nxt, w, out=GS)
             else:
                 torch.mm(nxt, w, out=GS)
-        elif has_gs:
-            GS.copy_(g_ss[i])
+        elif g_s is not None:
+            GS.copy_(g_s[t])
         else:
             GS.zero_()
         if ga is not None:
             GS.add_(ga)
         if nxt is not None:
-            if has_e and hard:
-                GS.addcmul_(E_[i], nxt)
-            elif has_e:
-                GS.addcmul_(nxt, e_soft)
+            if not args.detach:
+                GS.addcmul_(E[i], nxt)
             # p_t = gain g_h + F p_{t+1} + gain D GS
-            if hard and has_gh:
-                torch.addcmul(Gh_[i], F_[i], nxt, out=pt)
-            elif hard:
-                torch.mul(F_[i], nxt, out=pt)
-            elif has_gh:
-                torch.addcmul(Gh_[i], nxt, f_soft, out=pt)
+            if Gh is not None:
+                torch.addcmul(Gh[i], F[i], nxt, out=pt)
             else:
-                torch.mul(nxt, f_soft, out=pt)
-        elif has_gh:
-            pt.copy_(Gh_[i])
+                torch.mul(F[i], nxt, out=pt)
+        elif Gh is not None:
+            pt.copy_(Gh[i])
         else:
             pt.zero_()
-        pt.addcmul_(Dg_[i], GS)
-        # w_{t-1} = ρ w_t − (1-ρ) β D GS
-        if adaptive:
+        pt.addcmul_(Dg[i], GS)
+        # w_{t-1} = ρ w_t + Dbn GS
+        if args.adaptive:
             if ga is None:
-                ga = torch.mul(Dbn_[i], GS)
+                ga = torch.mul(Dbn[i], GS)
             else:
-                ga.mul_(rho).addcmul_(Dbn_[i], GS)
+                ga.mul_(rho).addcmul_(Dbn[i], GS)
         elif ga is not None:
             ga.mul_(rho)
         if tbptt > 0 and t > 0 and t % tbptt == 0:  # truncated BPTT: the state before step t was detached
-            nxt = None
-            ga = None
+            nxt, ga = None, None
         else:
             nxt = pt
     return nxt, ga
 
 
-def _filter_forward(c: Tensor, y: Tensor, y0: Tensor, kappa: Tensor) -> None:
+def filter_forward(c: Tensor, y: Tensor, y0: Tensor, kappa: Tensor) -> None:
     """``y_t = κ·y_{t-1} + c_t`` into y [T, ...] (c_t = (1 − κ)·x_t; two roundings, as the reference loop)."""
     prev = y0
     for ct, yt in zip(c.unbind(0), y.unbind(0)):
         prev = torch.mul(prev, kappa, out=yt).add_(ct)
 
 
-def _filter_backward(r: Tensor, kappa: float) -> None:
+def filter_backward(r: Tensor, kappa: float) -> None:
     """``r_t += κ·r_{t+1}`` in place, from the last step back (the adjoint of the filter)."""
     rs = r.unbind(0)
     for t in range(len(rs) - 2, -1, -1):
         rs[t].add_(rs[t + 1], alpha=kappa)
-
-
-_compiled: dict[str, object] = {}
-
-
-def _get(fn, use_script: bool):
-    """``fn`` compiled by TorchScript (once, on first use: ~1 s), or ``fn`` itself."""
-    if not use_script:
-        return fn
-    name = fn.__name__
-    if name not in _compiled:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.jit.script's deprecation notice
-                _compiled[name] = torch.jit.script(fn)
-        except Exception:  # TorchScript gone or unable: the plain function computes the same numbers
-            _compiled[name] = fn
-    return _compiled[name]
-
-
-def forward_steps(*args, script: bool = True):
-    """:func:`_forward_steps`, TorchScript-compiled unless ``script=False`` or unavailable."""
-    return _get(_forward_steps, script)(*args)
-
-
-def backward_steps(*args, script: bool = True):
-    """:func:`_backward_steps`, TorchScript-compiled unless ``script=False`` or unavailable."""
-    return _get(_backward_steps, script)(*args)
-
-
-def filter_forward(*args, script: bool = True):
-    """:func:`_filter_forward`, TorchScript-compiled where available."""
-    return _get(_filter_forward, script)(*args)
-
-
-def filter_backward(*args, script: bool = True):
-    """:func:`_filter_backward`, TorchScript-compiled where available."""
-    return _get(_filter_backward, script)(*args)
-
-
-def scripted() -> bool:
-    """True when the loops run compiled by TorchScript."""
-    return all(not isinstance(f, type(_forward_steps)) for f in (_get(_forward_steps, True), _get(_backward_steps, True)))

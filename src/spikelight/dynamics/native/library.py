@@ -30,9 +30,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from spikelight.dynamics.spec import StepArgs
+
 __all__ = [
     "available", "library", "forward", "backward_step_args", "grad_w_sparse", "spike_linear", "mm_small_k",
-    "ABI_VERSION",
+    "ABI_VERSION", "FwdArgs", "BwdArgs", "FWD_CONSTS",
 ]
 
 ABI_VERSION = 2
@@ -58,6 +60,11 @@ class FwdArgs(ctypes.Structure):
         ("adaptive", _I32), ("normalize", _I32), ("strict", _I32), ("refractory", _I32),
         ("spikes", _I64),
     ]  # fmt: skip
+
+
+#: the FwdArgs fields filled from :class:`~spikelight.dynamics.spec.StepArgs` by name
+FWD_CONSTS = ("tau", "v_rest", "thr", "rho", "keep", "vr", "charge", "v_rest_zero", "hard", "vr_add", "alif",
+              "adaptive", "normalize", "strict", "refractory")  # fmt: skip
 
 
 class BwdArgs(ctypes.Structure):
@@ -196,39 +203,36 @@ def forward(
     ff: Tensor,
     w_t: Tensor | None,
     z0: Tensor | None,
-    v: Tensor,
-    a: Tensor | None,
-    ref: Tensor | None,
+    state: tuple[Tensor, Tensor | None, Tensor | None],
     beta: Tensor | None,
-    h: Tensor,
-    s: Tensor,
-    u: Tensor | None,
-    mask: Tensor | None,
-    rec: tuple[Tensor | None, Tensor | None, Tensor | None],
-    consts: tuple[float, float, float, float, float, float],
-    flags: dict[str, int],
+    out: tuple[Tensor, Tensor, Tensor | None, Tensor | None],
+    rec: tuple[Tensor | None, ...],
+    args: StepArgs,
 ) -> int:
     """Run all T steps (see ``spikelight_forward`` in cpu_native.c): fp32, contiguous, CPU.
 
-    ff, h, s, u, mask, rec [T, R, H]; z0, v, a, ref [R, H] (v, a, ref updated in place to the final
-    state); w_t [H, H] = W_recᵀ contiguous or None; beta [H]. consts = (tau, v_rest, thr, rho, 1 − ρ,
-    v_reset). Returns the number of spikes written.
+    ff [T, R, H]; out = (h, s, u, mask) [T, R, H] written (u, mask: None unless adaptive / refractory);
+    state = (v, a, ref) [R, H] updated in place to the final state; z0 [R, H]; w_t [H, H] = W_recᵀ
+    contiguous or None; beta [H]; rec: the per-step state (v[, a, ref]) to record, or (None,). The step's
+    constants come from ``args``. Returns the number of spikes written.
     """
+    (v, a, ref), (h, s, u, mask) = state, out
     lib = library()
     assert lib is not None
     T, H = ff.shape[0], ff.shape[-1]
     step = ff.shape[1:]
+    rec = (*rec, None, None, None)[:3]
     _check("forward", [(w_t, (H, H)), (z0, step), (v, step), (a, step), (ref, step), (beta, (H,)), (h, ff.shape),
                        (s, ff.shape), (u, ff.shape), (mask, ff.shape), *((r, ff.shape) for r in rec)])  # fmt: skip
     cur = torch.empty(H, dtype=torch.float32)
-    args = FwdArgs(
+    fwd = FwdArgs(
         T, ff[0].numel() // H if T else 0, H,
         _ptr(ff), _ptr(w_t), _ptr(z0), _ptr(v), _ptr(a), _ptr(ref), _ptr(beta),
         _ptr(h), _ptr(s), _ptr(u), _ptr(mask), _ptr(rec[0]), _ptr(rec[1]), _ptr(rec[2]), _ptr(cur),
-        *consts, **flags,
+        **{name: getattr(args, name) for name in FWD_CONSTS},
     )  # fmt: skip
-    lib.spikelight_forward(ctypes.byref(args))
-    return int(args.spikes)
+    lib.spikelight_forward(ctypes.byref(fwd))
+    return int(fwd.spikes)
 
 
 def backward_step_args(
@@ -240,42 +244,48 @@ def backward_step_args(
     g_h: Tensor | None,
     g_s: Tensor | None,
     beta: Tensor | None,
-    **consts,
+    args: StepArgs,
 ) -> BwdArgs:
     """The argument block of ``spikelight_backward_step``; set ``Dg`` / ``t0`` per block of time steps.
 
-    gI, h, s, g_h, g_s [T, N]; GS, ga [N]; beta [H]. consts: leak, gain, rho, e0, e1, e_soft, dbn (floats),
-    hard, has_e, adaptive (ints)."""
-    H = h.shape[-1]
-    return BwdArgs(N=h[0].numel(), H=H, gI=_ptr(gI), GS=_ptr(GS), ga=_ptr(ga), h=_ptr(h), s=_ptr(s),
-                   g_h=_ptr(g_h), g_s=_ptr(g_s), beta=_ptr(beta), **consts)  # fmt: skip
+    gI [T + 1, N] (row T: p_T); h, s, g_h, g_s [T, N]; GS, ga [N]; beta [H]. The constants of the
+    reverse-time step (E = e0 + e1·h, F, the adaptation's dbn) are derived from ``args``."""
+    leak, gain = args.leak, args.gain
+    return BwdArgs(
+        N=h[0].numel(), H=h.shape[-1], gI=_ptr(gI), GS=_ptr(GS), ga=_ptr(ga), h=_ptr(h), s=_ptr(s),
+        g_h=_ptr(g_h), g_s=_ptr(g_s), beta=_ptr(beta),
+        leak=leak, gain=gain, rho=args.rho, e0=args.vr * leak / gain, e1=-leak / gain,
+        e_soft=-args.thr * leak / gain, dbn=(args.rho - 1.0) / gain,
+        hard=args.hard, has_e=not args.detach, adaptive=args.adaptive,
+    )  # fmt: skip
+
+
+def _call(what: str, shapes: list, *args) -> None:
+    """``spikelight_<what>(*args)`` in the library, after checking the shapes the C code relies on."""
+    lib = library()
+    assert lib is not None
+    _check(what, shapes)
+    getattr(lib, f"spikelight_{what}")(*args)
 
 
 def grad_w_sparse(g: Tensor, z: Tensor) -> Tensor:
     """``gᵀ z`` [n_g, n_z] from rows g [M, n_g], z [M, n_z], summed over the non-zero z only
     (dL/dW of ``z Wᵀ``; spikes make it a sum of rows of g). fp32, contiguous, CPU."""
-    lib = library()
-    assert lib is not None
-    M, n_z = z.shape
-    _check("grad_w_sparse", [(g, (M, g.shape[1]))])
-    gwT = torch.zeros(n_z, g.shape[1], dtype=torch.float32)
-    lib.spikelight_grad_w_sparse(_ptr(g), _ptr(z), M, n_z, g.shape[1], gwT.data_ptr())
+    (M, n_z), n_g = z.shape, g.shape[1]
+    gwT = torch.zeros(n_z, n_g, dtype=torch.float32)
+    _call("grad_w_sparse", [(g, (M, n_g))], _ptr(g), _ptr(z), M, n_z, n_g, gwT.data_ptr())
     return gwT.t().contiguous()
 
 
 def spike_linear(z: Tensor, w_t: Tensor, out: Tensor) -> Tensor:
     """``out = z Wᵀ`` (z [M, n_in], w_t = Wᵀ [n_in, n_out], out [M, n_out]) over the non-zero z only."""
-    lib = library()
-    assert lib is not None
-    _check("spike_linear", [(w_t, (z.shape[1], w_t.shape[1])), (out, (z.shape[0], w_t.shape[1]))])
-    lib.spikelight_spike_linear(_ptr(z), _ptr(w_t), z.shape[0], z.shape[1], w_t.shape[1], _ptr(out))
+    (M, n_in), n_out = z.shape, w_t.shape[1]
+    _call("spike_linear", [(w_t, (n_in, n_out)), (out, (M, n_out))], _ptr(z), _ptr(w_t), M, n_in, n_out, _ptr(out))
     return out
 
 
 def mm_small_k(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
     """``out = a b`` for a [M, K] with small K, b [K, N], out [M, N] (fp32, contiguous, CPU)."""
-    lib = library()
-    assert lib is not None
-    _check("mm_small_k", [(b, (a.shape[1], b.shape[1])), (out, (a.shape[0], b.shape[1]))])
-    lib.spikelight_mm_small_k(_ptr(a), _ptr(b), a.shape[0], a.shape[1], b.shape[1], _ptr(out))
+    (M, K), N = a.shape, b.shape[1]
+    _call("mm_small_k", [(b, (K, N)), (out, (M, N))], _ptr(a), _ptr(b), M, K, N, _ptr(out))
     return out

@@ -26,7 +26,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from spikelight.dynamics.spec import ALIFSpec, LIFSpec
+from spikelight.dynamics.spec import StepArgs
+from spikelight.dynamics.triton.neurons import fp32_reciprocal
 
 try:
     import triton
@@ -46,7 +47,7 @@ def _block_h(H: int) -> int:
 
 
 if triton is not None:
-    from spikelight.dynamics.triton.neurons import _surrogate_grad
+    from spikelight.dynamics.triton.neurons import _backward_step, _charge, _fire, _reset, _surrogate_grad
 
     @triton.jit
     def _program_block(R, H, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr):
@@ -66,7 +67,7 @@ if triton is not None:
         tau, inv_tau, v_rest, thr, inv_thr, rho, keep, vr, frefr,
         CHARGE: tl.constexpr, KIND: tl.constexpr, NORMALIZE: tl.constexpr, REFR: tl.constexpr,
         HARD: tl.constexpr, STRICT: tl.constexpr, RECUR: tl.constexpr, RECIP_DIV: tl.constexpr,
-        BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+        REST_ZERO: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     ):  # fmt: skip
         # sx_ptr: spikes [T + 1, R, H]; row 0 holds z0 (zeros if none), step t writes row t + 1
         rows, cols, rmask, cmask, m2, off, N = _program_block(R, H, BLOCK_R, BLOCK_H)
@@ -90,25 +91,8 @@ if triton is not None:
                     w = tl.load(wt_ptr + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
                     acc += tl.dot(z, w, input_precision="ieee")
                 x = x + acc
-            # charge (the loop's op order; CUDA divides by a Python scalar through its fp32 reciprocal)
-            if CHARGE == 0:
-                hh = v + x
-            else:
-                vd = v - v_rest
-                if CHARGE == 1:
-                    d = x - vd
-                    if RECIP_DIV:
-                        hh = v + d * inv_tau
-                    else:
-                        hh = v + d / tau
-                else:
-                    if RECIP_DIV:
-                        q = vd * inv_tau
-                    else:
-                        q = vd / tau
-                    hh = (v - q) + x
-            # fire
-            if KIND == 2:
+            hh = _charge(v, x, tau, inv_tau, v_rest, CHARGE, REST_ZERO, RECIP_DIV)
+            if KIND == 2:  # the adaptive threshold: u = (h - (β a + v_th)) [/ v_th]
                 ut = hh - (a * beta + thr)
                 if NORMALIZE:
                     if RECIP_DIV:
@@ -117,17 +101,8 @@ if triton is not None:
                         ut = ut / thr
                 spike = ut >= 0.0
                 tl.store(u_ptr + base + off, ut, mask=m2)
-            elif NORMALIZE:
-                zz = hh - thr
-                if RECIP_DIV:
-                    zz = zz * inv_thr
-                else:
-                    zz = zz / thr
-                spike = zz >= 0.0
-            elif STRICT:
-                spike = hh > thr
             else:
-                spike = hh >= thr
+                spike = _fire(hh, thr, inv_thr, NORMALIZE, STRICT, RECIP_DIV)
             if REFR:  # no spike while ref > 0
                 ok = rf <= 0.0
                 tl.store(mask_ptr + base + off, ok.to(tl.int8), mask=m2)
@@ -136,10 +111,7 @@ if triton is not None:
             sp = spike.to(tl.float32)
             if KIND > 0:
                 a = a * rho + sp * keep
-            if HARD:
-                v = tl.where(spike, vr, hh)
-            else:
-                v = hh - sp * thr
+            v = _reset(hh, spike, thr, vr, HARD)
             tl.store(h_ptr + base + off, hh, mask=m2)
             tl.store(sx_ptr + base + N + off, sp, mask=m2)
             tl.debug_barrier()  # this step's spikes, written by every thread, are read by the next step's dot
@@ -190,11 +162,6 @@ if triton is not None:
                     GS += acc
             hh = tl.load(h_ptr + base + off, mask=m2, other=0.0)
             sp = tl.load(s_ptr + base + off, mask=m2, other=0.0)
-            if not DETACH:  # the reset's dependence on the spike
-                if HARD:
-                    GS += (vr - hh) * dv
-                else:
-                    GS -= thr * dv
             # D = gain · surrogate'(u) · mask (the surrogate's input scaled by 1/v_th under normalize)
             if KIND == 2:
                 zz = tl.load(u_ptr + base + off, mask=m2, other=0.0)
@@ -205,12 +172,10 @@ if triton is not None:
             D = _surrogate_grad(zz, SURR, p1, p2) * scale
             if REFR:
                 D = D * tl.load(mask_ptr + base + off, mask=m2, other=0).to(tl.float32)
-            if HARD:
-                pt = (gain * (1.0 - sp)) * dv + D * GS
-            else:
-                pt = gain * dv + D * GS
+            gh = dv
             if HAS_GH:
-                pt += gain * tl.load(gh_ptr + base + off, mask=m2, other=0.0)
+                gh = tl.load(gh_ptr + base + off, mask=m2, other=0.0)
+            pt, GS = _backward_step(GS, dv, D, hh, sp, gh, thr, vr, gain, HARD, DETACH, HAS_GH)
             tl.store(gI_ptr + base + off, pt, mask=m2)
             if KIND == 2:
                 ga = ga * rho + (D * beta * dbn) * GS
@@ -228,38 +193,23 @@ if triton is not None:
         tl.store(ga_ptr + off, ga, mask=m2)
 
 
-def _consts(spec: LIFSpec | ALIFSpec):
-    alif = isinstance(spec, ALIFSpec)
-    lif = spec.lif if alif else spec
-    kind = (2 if spec.adaptive else 1) if alif else 0
-    return alif, lif, kind
-
-
-def _fp32_recip(x: float) -> float:
-    return float(torch.tensor(1.0, dtype=torch.float32) / torch.tensor(x, dtype=torch.float32))
-
-
 def recurrent_forward(
     ff: Tensor,
     w_rec: Tensor | None,
     z0: Tensor | None,
-    v: Tensor,
-    a: Tensor | None,
-    ref: Tensor | None,
+    state: tuple[Tensor, Tensor | None, Tensor | None],
     beta: Tensor | None,
-    h: Tensor,
-    u: Tensor | None,
-    mask: Tensor | None,
-    spec: LIFSpec | ALIFSpec,
+    out: tuple[Tensor, Tensor | None, Tensor | None],
+    args: StepArgs,
 ) -> Tensor:
-    """All T steps in one launch. ff, h, u, mask [T, R, H] (mask int8); v, a, ref [R, H] fp32, updated in
-    place to the final state; z0 [R, H] or None; beta [H]. Returns the spikes [T, R, H] (fp32)."""
-    alif, lif, kind = _consts(spec)
+    """All T steps in one launch. ff [T, R, H]; out = (h, u, mask) [T, R, H] written (mask int8; u, mask None
+    unless adaptive / refractory); state = (v, a, ref) [R, H] fp32, updated in place to the final state;
+    z0 [R, H] or None; beta [H]. Returns the spikes [T, R, H] (fp32)."""
+    (v, a, ref), (h, u, mask) = state, out
+    kind = (2 if args.adaptive else 1) if args.alif else 0
     T, R, H = ff.shape
     sx = torch.empty((T + 1, R, H), dtype=torch.float32, device=ff.device)
     sx[0].copy_(z0) if z0 is not None else sx[0].zero_()
-    tau = lif.tau or 2.0
-    rho = spec.rho if alif else 0.0
     dummy = h
     grid = (triton.cdiv(R, BLOCK_R),)
     _rec_fwd_kernel[grid](
@@ -267,12 +217,12 @@ def recurrent_forward(
         dummy if ref is None else ref, dummy if beta is None else beta, h, dummy if u is None else u,
         dummy if mask is None else mask,
         T, R, H,
-        tau, _fp32_recip(tau), 0.0 if lif.v_reset is None else lif.v_reset, lif.v_threshold,
-        _fp32_recip(lif.v_threshold), rho, 1.0 - rho, lif.v_reset or 0.0, float(spec.refractory if alif else 0),
-        CHARGE=0 if lif.tau is None else 1 if lif.decay_input else 2, KIND=kind,
-        NORMALIZE=alif and spec.normalize, REFR=alif and spec.refractory > 0, HARD=lif.v_reset is not None,
-        STRICT=not alif and lif.strict, RECUR=w_rec is not None, RECIP_DIV=ff.is_cuda,
+        args.tau, fp32_reciprocal(args.tau), args.v_rest, args.thr, fp32_reciprocal(args.thr), args.rho, args.keep,
+        args.vr, float(args.refractory),
+        CHARGE=args.charge, KIND=kind, NORMALIZE=args.normalize, REFR=args.refractory > 0, HARD=args.hard,
+        STRICT=args.strict, RECUR=w_rec is not None, RECIP_DIV=ff.is_cuda, REST_ZERO=args.v_rest_zero,
         BLOCK_R=BLOCK_R, BLOCK_H=_block_h(H), BLOCK_K=BLOCK_K, num_warps=NUM_WARPS,
+        enable_fp_fusion=False,  # the reference rounds every op: no FMA, or a spike at the threshold could flip
     )  # fmt: skip
     return sx[1:]
 
@@ -288,20 +238,17 @@ def recurrent_backward(
     u: Tensor | None,
     mask: Tensor | None,
     beta: Tensor | None,
-    spec: LIFSpec | ALIFSpec,
+    args: StepArgs,
     sur: tuple[int, float, float],
     tbptt: int | None,
 ) -> tuple[Tensor, Tensor]:
     """The reverse-time recurrence in one launch: (gI = dL/dI [T, R, H], ga = (1-ρ)·dL/da_{-1} [R, H])."""
-    alif, lif, kind = _consts(spec)
+    kind = (2 if args.adaptive else 1) if args.alif else 0
     T, R, H = h.shape
     gI = torch.empty_like(h)
     ga = torch.empty((R, H), dtype=torch.float32, device=h.device)  # the kernel writes it: never g_a's own memory
     if g_a is not None:
         ga.copy_(g_a.expand(R, H))
-    rho = spec.rho if alif else 0.0
-    gain = lif.input_gain
-    normalize = alif and spec.normalize
     c = lambda g: h if g is None else g.to(torch.float32).contiguous()  # noqa: E731
     sid, p1, p2 = sur
     grid = (triton.cdiv(R, BLOCK_R),)
@@ -310,11 +257,11 @@ def recurrent_backward(
         h if w_rec is None else w_rec.contiguous(), h, s, h if u is None else u, h if mask is None else mask,
         h if beta is None else beta,
         T, R, H, tbptt or 0,
-        lif.leak, gain, lif.v_threshold, _fp32_recip(lif.v_threshold), lif.v_reset or 0.0, rho,
-        gain / lif.v_threshold if normalize else gain, (rho - 1.0) / gain, p1, p2,
+        args.leak, args.gain, args.thr, fp32_reciprocal(args.thr), args.vr, args.rho, args.surrogate_scale,
+        (args.rho - 1.0) / args.gain, p1, p2,
         HAS_GS=g_s is not None, HAS_GH=g_h is not None, HAS_GV=g_v is not None, HAS_GA=g_a is not None,
-        KIND=kind, NORMALIZE=normalize, REFR=alif and spec.refractory > 0, HARD=lif.v_reset is not None,
-        DETACH=lif.detach_reset, RECUR=w_rec is not None, SURR=sid,
+        KIND=kind, NORMALIZE=args.normalize, REFR=args.refractory > 0, HARD=args.hard,
+        DETACH=args.detach, RECUR=w_rec is not None, SURR=sid,
         BLOCK_R=BLOCK_R, BLOCK_H=_block_h(H), BLOCK_K=BLOCK_K, num_warps=NUM_WARPS,
     )  # fmt: skip
     return gI, ga

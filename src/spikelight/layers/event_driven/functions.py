@@ -6,7 +6,7 @@ backward called ATen ops removed in torch 1.11); here the synapse gradients use
 ``torch.nn.grad.conv2d_input`` / ``conv2d_weight``.
 
 Forward (per neuron, :func:`event_forward`): the dual-exponential update
-(:func:`spikelight.neurons.dual_exp.dual_exp_update`), fire on u ≥ ϑ, reset every trace to 0;
+(:func:`spikelight.dynamics.reference.dual_exp_update`), fire on u ≥ ϑ, reset every trace to 0;
 it saves Δu_t = u_t − u_{t−1} (u_{t−1} after reset), Δu^g_t (= g_t for ``exponential``, Δu_t for
 ``original``) and the spikes o_t.
 
@@ -40,6 +40,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from spikelight.dynamics.fused.dual_exp import dual_exp_step_
+from spikelight.dynamics.spec import DualExpSpec
 
 __all__ = [
     "GRAD_TYPES",
@@ -75,7 +78,8 @@ STD_EPS = 1e-5
 class EventConfig:
     """Constants of one event-driven layer.
 
-    tau_m, tau_s, tau_grad, threshold: the dual-exponential neuron (steps; ϑ).
+    neuron: the dual-exponential neuron (:class:`~spikelight.dynamics.spec.DualExpSpec`: θ_m = 1/τ_m,
+        θ_s = 1/τ_s, θ_g = 1/τ_grad, the threshold ϑ), as the neuron module describes it to every path.
     grad_type: ``exponential`` (kernel (1−1/τ_grad)^(Δ+1), every published config) or
         ``original`` (the derivative of the PSP kernel, ε(Δ+1) − ε(Δ); it turns negative
         for old inputs: the paper's "reverse gradient problem").
@@ -84,10 +88,7 @@ class EventConfig:
     max_dudt_inv: clamp of −1/Δu^g (the authors' 123456789, in effect none).
     """
 
-    tau_m: float
-    tau_s: float
-    tau_grad: float
-    threshold: float = 1.0
+    neuron: DualExpSpec
     grad_type: str = "exponential"
     input_grad_damping: float = AUTHORS_INPUT_GRAD_DAMPING
     max_dudt_inv: float = MAX_DUDT_INV
@@ -98,9 +99,18 @@ class EventConfig:
         if not self.input_grad_damping >= 0:
             raise ValueError(f"input_grad_damping must be >= 0, got {self.input_grad_damping}")
 
+    @classmethod
+    def from_taus(cls, tau_m: float, tau_s: float, tau_grad: float, threshold: float = 1.0, **kwargs) -> EventConfig:
+        """The config of a neuron given by its time constants (steps) and threshold."""
+        return cls(DualExpSpec(1.0 / tau_m, 1.0 / tau_s, 1.0 / tau_grad, threshold, detach_reset=False), **kwargs)
+
     @property
     def thetas(self) -> tuple[float, float, float]:
-        return 1.0 / self.tau_m, 1.0 / self.tau_s, 1.0 / self.tau_grad
+        return self.neuron.theta_m, self.neuron.theta_s, self.neuron.theta_g
+
+    @property
+    def threshold(self) -> float:
+        return self.neuron.v_threshold
 
 
 def kernel_tables(cfg: EventConfig, T: int, device=None, dtype=torch.float32) -> tuple[Tensor, Tensor]:
@@ -136,9 +146,10 @@ class EventForward(NamedTuple):
 def event_forward(in_I: Tensor, cfg: EventConfig) -> EventForward:
     """The neuron forward over time on synaptic input in_I [T, B, ...] (no autograd).
 
-    The update of :func:`~spikelight.neurons.dual_exp.dual_exp_update` written in place (no
-    allocation per step, which dominates on CPU); held to :class:`~spikelight.neurons.DualExpNode`
-    by the tests (same spikes, same membrane).
+    The neuron's step is the fused backend's in-place step
+    (:func:`spikelight.dynamics.fused.dual_exp.dual_exp_step_`: no allocation per step, which
+    dominates on CPU); held to :class:`~spikelight.neurons.DualExpNode` by the tests (same spikes,
+    same membrane).
     """
     theta_m, theta_s, theta_g = cfg.thetas
     dtype = torch.promote_types(in_I.dtype, torch.float32)  # neuron arithmetic in >= fp32 (AMP)
@@ -146,25 +157,16 @@ def event_forward(in_I: Tensor, cfg: EventConfig) -> EventForward:
     exp_grad = cfg.grad_type == "exponential"
     delta_u, spikes, membrane = (torch.empty(shape, dtype=dtype, device=in_I.device) for _ in range(3))
     delta_u_g = torch.empty_like(delta_u) if exp_grad else delta_u  # 'original' reads Δu itself
-    m, s, u_last, silent = (torch.zeros(shape[1:], dtype=dtype, device=in_I.device) for _ in range(4))
-    g = torch.zeros_like(m) if exp_grad else None
-    scale = theta_s / (theta_s - theta_m)
+    traces = [torch.zeros(shape[1:], dtype=dtype, device=in_I.device) for _ in range(3 if exp_grad else 2)]
+    alphas = (1.0 - theta_m, 1.0 - theta_s, 1.0 - theta_g)[: len(traces)]
+    u_last, silent = torch.zeros_like(traces[0]), torch.empty_like(traces[0])
     for t in range(shape[0]):
-        x = in_I[t]
-        m.add_(x).mul_(1.0 - theta_m)
-        s.add_(x).mul_(1.0 - theta_s)
-        u = torch.sub(m, s, out=membrane[t]).mul_(scale)
-        torch.sub(u, u_last, out=delta_u[t])
-        if g is not None:
-            g.add_(x).mul_(1.0 - theta_g)
-            delta_u_g[t].copy_(g)
-        torch.ge(u, cfg.threshold, out=spikes[t])  # fires on u >= threshold (float masks: no casts)
-        torch.lt(u, cfg.threshold, out=silent)
-        torch.mul(u, silent, out=u_last)  # a spike resets every trace to 0
-        m.mul_(silent)
-        s.mul_(silent)
-        if g is not None:
-            g.mul_(silent)
+        # the neuron's step (a spike resets every trace to 0); g before its reset is Δu^g
+        dual_exp_step_(traces, in_I[t], alphas, cfg.neuron.scale, cfg.threshold, cfg.neuron.strict, membrane[t],
+                       spikes[t], silent,
+                       pre=[None, None, delta_u_g[t]] if exp_grad else None)  # fmt: skip
+        torch.sub(membrane[t], u_last, out=delta_u[t])
+        torch.mul(membrane[t], silent, out=u_last)
     return EventForward(delta_u, delta_u_g, spikes, membrane)
 
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from spikelight.core.errors import ConfigError
 from spikelight.core.types import NeuronOutput
+from spikelight.dynamics.spec import DualExpSpec
 from spikelight.layers.event_driven.functions import (
     AUTHORS_INPUT_GRAD_DAMPING,
     GRAD_TYPES,
@@ -153,7 +154,8 @@ class EventBlock(nn.Module):
 
     def config(self) -> EventConfig:
         n = self.neuron
-        return EventConfig(n.tau_m, n.tau_s, n.tau_grad, n.v_threshold, self.grad_type, self.input_grad_damping)
+        spec = DualExpSpec(*n.thetas, n.v_threshold, detach_reset=False)  # the neuron as the fast paths see it
+        return EventConfig(spec, self.grad_type, self.input_grad_damping)
 
     def _input(self, x: Tensor) -> Tensor:
         return x.flatten(2) if isinstance(self.synapse, EventLinear) and x.dim() > 3 else x

@@ -1,7 +1,8 @@
-"""The C library of the CPU fast path (spikelight/kernels/cpu_native.c) on its own.
+"""The C library of the CPU fast path (spikelight/dynamics/native/cpu_native.c) on its own.
 
 The recurrent layer's C loops are checked against the reference loop in
-tests/test_kernels_recurrent.py (every neuron, reset, surrogate, TBPTT); here: that
+tests/equivalence/ (every neuron, reset, surrogate, TBPTT); here: that the ctypes mirror of its
+argument structs matches the C layout,
 the library builds where a compiler is, that it can be turned off, the sums over
 spikes against dense products, and the LSNN readout's spike product against F.linear.
 """
@@ -33,11 +34,11 @@ def test_library_builds_where_a_compiler_is_and_can_be_turned_off(monkeypatch, t
     assert (cpu_native.library() is not None) == bool(cpu_native._compiler())
     assert len(list(tmp_path.glob("cpu_native-*.so"))) == int(cpu_native.available())
     monkeypatch.setattr(cpu_native, "_tried", False)
-    monkeypatch.setenv("SPIKELIGHT_NATIVE", "0")  # off: the TorchScript loops run
+    monkeypatch.setenv("SPIKELIGHT_NATIVE", "0")  # off: the plain-PyTorch loops run
     assert cpu_native.library() is None and not cpu_native.available()
     torch.manual_seed(0)
     out = RecurrentSpikingLayer(5, 7, lambda: LIFNode(tau=3.0))(torch.rand(4, 2, 5).requires_grad_())
-    assert out.membrane.grad_fn.loops == "script"
+    assert out.membrane.grad_fn.backend == "fused"
 
 
 def test_pointers_only_of_contiguous_fp32_cpu_tensors():
@@ -147,16 +148,21 @@ def test_spike_linear_with_no_outputs_and_no_inputs():
 
 def test_a_non_finite_w_rec_spreads_like_the_loops():
     # the dense product gives 0·NaN = NaN everywhere; a sum over spikes alone would hide a diverged W_rec
+    from spikelight.core.errors import ConfigError
     from spikelight.core.surrogate import ATan
-    from spikelight.dynamics.dispatch import LIFSpec, recurrent_multi_step
+    from spikelight.dynamics import dispatch
+    from spikelight.dynamics.fused.recurrent import recurrent_multi_step
+    from spikelight.dynamics.spec import LIFSpec
 
     spec = LIFSpec(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0, detach_reset=False)
     w = torch.randn(8, 8) / 4
     w[:, 3] = float("nan")  # neuron 3 never fires below
     ff = torch.full((3, 1, 8), 2.5)
     ff[:, :, 3] = -5.0
-    for loops in ("auto", "script"):
-        assert torch.isnan(recurrent_multi_step(ff, w, spec, ATan(), torch.zeros(1, 8), loops=loops)[1]).any()
+    assert dispatch.choose("auto", spec, ATan(), ff, "LIFNode", recurrent=True, w_rec=w) == "fused"
+    with pytest.raises(ConfigError, match="non-finite W_rec"):
+        dispatch.choose("native", spec, ATan(), ff, "LIFNode", recurrent=True, w_rec=w)
+    assert torch.isnan(recurrent_multi_step(ff, w, spec, ATan(), torch.zeros(1, 8), backend="fused")[1]).any()
 
 
 def test_a_surrogate_whose_derivative_is_fp64_gives_the_loops_gradients():
@@ -187,3 +193,39 @@ def test_an_unwritable_cache_means_no_c_library_not_one_from_elsewhere(monkeypat
     monkeypatch.setattr(cpu_native, "_build", refuse)
     monkeypatch.setenv("SPIKELIGHT_CACHE", str(tmp_path / "ro"))
     assert cpu_native.library() is None and not list(tmp_path.rglob("*.so"))
+
+
+@needs_library
+@pytest.mark.parametrize("struct", ["FwdArgs", "BwdArgs"])
+def test_the_ctypes_structs_mirror_the_c_ones(struct, tmp_path):
+    """The ctypes mirror of an argument struct has the C struct's fields, in order, at the same offsets and of the
+    same sizes, and its size: a small C program built from cpu_native.c itself prints them (a renamed, moved or
+    retyped field fails)."""
+    import ctypes
+    import re
+    import subprocess
+
+    mirror = getattr(cpu_native, struct)
+    c_name = {"FwdArgs": "fwd_args", "BwdArgs": "bwd_args"}[struct]
+    source = re.sub(r"/\*.*?\*/", "", cpu_native.SOURCE.read_text(), flags=re.S)  # comments out
+    body = re.search(r"typedef struct \{([^{}]*)\} " + c_name + ";", source).group(1)
+    c_fields = [name for decl in body.split(";") if decl.strip()
+                for name in re.findall(r"\*?\s*(\w+)\s*(?:,|$)", decl.strip().split(None, 1)[1])]
+    assert c_fields == [name for name, _ in mirror._fields_]
+    program = tmp_path / "layout.c"
+    prints = "".join(f'printf("%zu %zu\\n", offsetof({c_name}, {n}), sizeof((({c_name} *)0)->{n}));' for n in c_fields)
+    program.write_text(f'#include <stdio.h>\n#include "{cpu_native.SOURCE}"\n'
+                       f'int main(void) {{ {prints} printf("%zu\\n", sizeof({c_name})); return 0; }}\n')
+    exe = tmp_path / "layout"
+    subprocess.run([*cpu_native._compiler().split(), str(program), "-o", str(exe)], check=True, capture_output=True)
+    printed = [int(v) for v in subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()]
+    expected = [v for n in c_fields for v in (getattr(mirror, n).offset, getattr(mirror, n).size)]
+    assert printed == expected + [ctypes.sizeof(mirror)]
+
+
+def test_every_fwd_constant_is_a_step_argument():
+    """The C forward's constants are filled from StepArgs by name: each must exist there and in the struct."""
+    from spikelight.dynamics.spec import StepArgs
+
+    struct_fields = {name for name, _ in cpu_native.FwdArgs._fields_}
+    assert set(cpu_native.FWD_CONSTS) <= set(StepArgs.__dataclass_fields__) & struct_fields

@@ -13,8 +13,8 @@ from torchvision import datasets
 from spikelight.app.cli import train
 from spikelight.train.gradient_flow import read_gradient_flow
 
-from .conftest import compose_cfg, make_mnist_files
-from .test_cifar import make_cifar
+from ..conftest import compose_cfg, make_mnist_files
+from ..unit.test_cifar import make_cifar
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ COMMON = ["trainer.fast_dev_run=true", "accelerator=cpu", "print_config=false", 
           "data.download=false"]
 
 
-# event_driven_fmnist also trains end to end in the README walk (tests/test_readme.py); CIFAR-100 is CIFAR-10's
+# event_driven_fmnist also trains end to end in the README walk (tests/integration/test_readme.py); CIFAR-100 is CIFAR-10's
 # network with 100 outputs, so it runs here with one conv layer (its data, T, loss, init and optimiser as configured)
 @pytest.mark.parametrize("exp, layers", [
     ("event_driven_mnist", 4), ("event_driven_cifar10", 11), ("event_driven_cifar100", 2),

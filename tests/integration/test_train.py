@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import make_mnist_files, run_cli
+from ..conftest import make_mnist_files, run_cli
 
 FAST = ["print_config=false", "accelerator=cpu"]
 
@@ -138,10 +138,10 @@ def test_multirun_sweep_writes_one_dir_per_job(tmp_path):
 
 def test_every_experiment_runs_end_to_end_on_digits(tmp_path):
     """Smoke test of every experiment file through the CLI (offline data, one batch each)."""
-    from .conftest import CONF
+    from ..conftest import CONF
 
     # event-driven experiments (their 11-layer CIFAR net costs minutes on digits here) run one batch each on
-    # their own data formats in tests/test_event_driven_experiments.py
+    # their own data formats in tests/integration/test_event_driven_experiments.py
     names = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("event_driven_"))
     # sequence experiments (LSNN) read digits as sequences, row by row to stay fast
     sequence = [n for n in names if "sequence" in (CONF / "experiment" / f"{n}.yaml").read_text()

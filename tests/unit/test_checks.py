@@ -2,7 +2,7 @@
 
 In-process (no subprocess): spikelight.app.checks, spikelight.app.rundir, the CSV
 logger's resume mode and run_task's failure handling. The same paths through
-the real CLI are walked by tests/test_readme.py (README's error examples).
+the real CLI are walked by tests/integration/test_readme.py (README's error examples).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def test_eval_arguments():
     with pytest.raises(ConfigError, match=r"'data.batch_size=16' sets a key inside data, .* e.g. data=\w+ ") as err:
         preflight(["ckpt_path=x.ckpt", "data.batch_size=16"], "eval")
     example = re.search(r"e\.g\. data=(\w+) data\.batch_size=16$", str(err.value)).group(1)
-    assert (Path(__file__).parents[1] / "conf" / "data" / f"{example}.yaml").is_file(), example
+    assert (Path(__file__).parents[2] / "conf" / "data" / f"{example}.yaml").is_file(), example
     with pytest.raises(ConfigError, match="unknown config key 'neuron'"):
         preflight(["ckpt_path=x.ckpt", "neuron.tau=2"], "eval")
     assert preflight(["ckpt_path=x.ckpt", "data=fashion_mnist"], "eval") == ["ckpt_path=x.ckpt", "data=fashion_mnist"]

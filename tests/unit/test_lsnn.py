@@ -20,7 +20,7 @@ from spikelight.neurons import ALIFNode, LIFNode
 from spikelight.readout import CountReadout, MembraneReadout, RateReadout
 from spikelight.train.module import SpikingClassifier
 
-from .conftest import compose_cfg, make_mnist_files
+from ..conftest import compose_cfg, make_mnist_files
 
 RHO_HALF = 1.0 / math.log(2.0)  # tau_adapt giving rho = 0.5
 

@@ -41,13 +41,13 @@ from torchvision import datasets
 from spikelight.data.cifar import write_cifar
 from spikelight.data.mnist import MNIST_FILES
 
-from .conftest import ROOT, make_mnist_files
+from ..conftest import ROOT, make_mnist_files
 
 README = ROOT / "README.md"
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
 COMMAND_WORDS = ("python", "make", "pip", "source")
 HYDRA_SCRIPTS = ("train.py", "eval.py")
-MODULES = ("spikelight.app.plot", "spikelight.app.sweep_report")
+MODULES = ("spikelight.plot", "spikelight.sweep_report")
 
 # added to every train.py / eval.py command unless it sets the key itself: one
 # epoch of two batches of 16; plots are drawn by the README's `python -m spikelight.plot`
@@ -277,7 +277,7 @@ class Walk:
             text = text.replace(f"logs/{task}/multiruns/<ts>", str(sweeps[-1].relative_to(self.cwd)))
         left = re.findall(r"<[^<>=]+>", text)
         if left:
-            pytest.fail(f"{cmd.where}: placeholder {left[0]} is unknown to tests/test_readme.py; teach Walk.fill")
+            pytest.fail(f"{cmd.where}: placeholder {left[0]} is unknown to tests/integration/test_readme.py; teach Walk.fill")
         return text
 
     def argv(self, cmd: Command, text: str) -> tuple[list[str], list[str], str]:
@@ -289,7 +289,7 @@ class Walk:
             steps = time_steps(words[2:]) if words[1] == "train.py" and not self.full else None
             cmd.build_only = steps is not None and steps > MAX_FAST_STEPS and cmd.expect_error is None
             return [str(ROOT / words[1]), *shorten(words[2:], words[1], cmd.build_only)], words[2:], words[1]
-        pytest.fail(f"{cmd.where}: tests/test_readme.py does not know how to run this command quickly; "
+        pytest.fail(f"{cmd.where}: tests/integration/test_readme.py does not know how to run this command quickly; "
                     "add a rule to Walk.argv (and shorten)")
 
     def run(self, cmd: Command) -> None:
@@ -326,7 +326,7 @@ def _check_ran(cmd: Command) -> list[str]:
         hint = ""
         if re.search(r"not found|download failed", _last_line(res["err"])):
             hint = ("\n(a dataset that cannot be downloaded here? add a writer of small files in its on-disk "
-                    "format to DATA_WRITERS in tests/test_readme.py)")
+                    "format to DATA_WRITERS in tests/integration/test_readme.py)")
         return [_tail(res) + hint]
     if res["what"] in HYDRA_SCRIPTS and "-m" not in res["args"]:
         if "outputs in " not in res["out"]:

@@ -14,7 +14,7 @@ from spikelight.core.errors import ConfigError
 from spikelight.data import CIFAR10DataModule, CIFAR100DataModule, DatasetNotFoundError, write_cifar
 from spikelight.encoding import DirectEncoder, LatencyEncoder, PoissonEncoder
 
-from .conftest import compose_cfg
+from ..conftest import compose_cfg
 
 AUGMENT = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
 

@@ -9,7 +9,7 @@ import torch
 
 from spikelight.data import DatasetNotFoundError, DigitsDataModule, FashionMNISTDataModule, MNISTDataModule, data_root
 
-from .conftest import make_mnist_files
+from ..conftest import make_mnist_files
 
 
 def test_fashion_mnist_uses_system_copy(tmp_path, monkeypatch):
@@ -97,7 +97,7 @@ def test_epoch_shuffle_sampler_depends_on_seed_and_epoch_only():
 
 
 def test_data_seed_follows_the_run_seed(tmp_path):
-    from .conftest import compose_cfg
+    from ..conftest import compose_cfg
 
     for name in ("mnist", "fashion_mnist", "digits"):
         cfg = compose_cfg("train", [f"data={name}", "seed=7"], tmp_path)

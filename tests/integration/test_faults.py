@@ -23,7 +23,7 @@ from spikelight.core.errors import CheckpointError, ConfigError, UntrustedTarget
 from spikelight.data.mnist import write_idx
 from spikelight.train.faults import AtomicCheckpointIO
 
-from .conftest import compose_cfg
+from ..conftest import compose_cfg
 
 FAST = ["print_config=false", "accelerator=cpu", "data=digits", "T=4"]
 TINY = [*FAST, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",

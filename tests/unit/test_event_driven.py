@@ -12,24 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from spikelight.core.errors import ConfigError
-from spikelight.layers.event_driven import (
-    AdjustedAvgPool2d,
-    Conv2dOp,
-    EventBlock,
-    EventConfig,
-    EventConv2d,
-    EventLinear,
-    EventSynapseFunction,
-    GradStats,
-    LinearOp,
-    StandardizeAuthorsFunction,
-    event_backward,
-    event_backward_reference,
-    event_forward,
-    inject_label_spikes,
-    kernel_tables,
-    standardize_weight,
-)
+from spikelight.layers import event_driven as ed
 from spikelight.losses import SpikeCountLoss
 from spikelight.models import EventDrivenSNN, SpikeOutput
 from spikelight.models.event_driven import parse_event_layers
@@ -40,7 +23,7 @@ TAUS = (5.0, 3.0, 2.5)
 
 
 def _cfg(grad_type="exponential", damping=1.0, taus=TAUS, thr=1.0):
-    return EventConfig(*taus, thr, grad_type, damping)
+    return ed.EventConfig.from_taus(*taus, thr, grad_type=grad_type, input_grad_damping=damping)
 
 
 # --- neuron -------------------------------------------------------------------------------------
@@ -54,7 +37,7 @@ def test_dual_exp_neuron_is_the_kernel_sum_and_resets_everything():
     x = torch.rand(T, n, dtype=torch.float64) * 0.9
     node = DualExpNode(tau_m, tau_s, tau_g)
     res = node.multi_step(x)
-    fwd = event_forward(x, _cfg(taus=(tau_m, tau_s, tau_g)))
+    fwd = ed.event_forward(x, _cfg(taus=(tau_m, tau_s, tau_g)))
     assert torch.equal(res.spikes, fwd.spikes) and torch.allclose(res.membrane, fwd.membrane, atol=1e-12)
 
     def eps(k):
@@ -93,12 +76,12 @@ def test_kernel_tables_match_the_published_shapes():
     """τm=7, τs=4: syn_a = .25, .40, .49, .52, .53, .51 (algorithm notes); 'original' gradient turns
     positive (reverses) from Δ=5 on; the exponential one is (1 − 1/3.5)^(Δ+1) and stays negative."""
     cfg = _cfg("original", taus=(7.0, 4.0, 3.5))
-    syn_a, partial = kernel_tables(cfg, 12, dtype=torch.float64)
+    syn_a, partial = ed.kernel_tables(cfg, 12, dtype=torch.float64)
     assert syn_a.shape == (13,) and syn_a[-1] == 0
     assert torch.allclose(syn_a[:6], torch.tensor([0.25, 0.40, 0.49, 0.52, 0.53, 0.51], dtype=torch.float64),
                           atol=0.006)  # the notes' two decimals
     assert (partial[:5] < 0).all() and (partial[5:12] > 0).all()
-    _, partial_exp = kernel_tables(_cfg("exponential", taus=(7.0, 4.0, 3.5)), 12, dtype=torch.float64)
+    _, partial_exp = ed.kernel_tables(_cfg("exponential", taus=(7.0, 4.0, 3.5)), 12, dtype=torch.float64)
     expect = -torch.tensor([(1 - 1 / 3.5) ** (d + 1) for d in range(12)], dtype=torch.float64)
     assert torch.allclose(partial_exp[:12], expect)
 
@@ -115,9 +98,9 @@ def test_fast_backward_is_the_authors_loop(grad_type):
     dug = du if grad_type == "original" else torch.randn(T, N, generator=gen, dtype=torch.float64) * 2
     du[0, :50] = 0.0  # −1/0 → clamped
     G = torch.randn(T, N, generator=gen, dtype=torch.float64) * spikes
-    syn_a, partial_a = kernel_tables(cfg, T, dtype=torch.float64)
-    ref_in, ref_w = event_backward_reference(G, spikes, du, dug, syn_a, partial_a, cfg.max_dudt_inv)
-    fast_in, fast_w = event_backward(G, spikes, du, dug, cfg, in_scale=0.85)
+    syn_a, partial_a = ed.kernel_tables(cfg, T, dtype=torch.float64)
+    ref_in, ref_w = ed.event_backward_reference(G, spikes, du, dug, syn_a, partial_a, cfg.max_dudt_inv)
+    fast_in, fast_w = ed.event_backward(G, spikes, du, dug, cfg, in_scale=0.85)
     assert torch.allclose(fast_w, ref_w, rtol=1e-10, atol=1e-12) and ref_w.abs().sum() > 100
     assert torch.allclose(fast_in, 0.85 * ref_in, rtol=1e-10, atol=1e-6)
 
@@ -128,7 +111,7 @@ def _slow_neuron_grads(cur, G, cfg):
     (window (t_{k−1}, t_k]) dL/dI_t = G_{t_k}·clamp(−1/Δu_{t_k}, −4, 0)·ε(t_k − t + 1) (weights) and
     G_{t_k}·clamp(−1/Δu^g_{t_k})·(−κ(t_k − t)) (input spikes). cur: synaptic input I, G: [T, N] float64."""
     T, N = cur.shape
-    tm, ts, tg = (1 / cfg.tau_m, 1 / cfg.tau_s, 1 / cfg.tau_grad)
+    tm, ts, tg = cfg.thetas
 
     def eps(k):
         return ts / (ts - tm) * ((1 - tm) ** k - (1 - ts) ** k)
@@ -199,9 +182,9 @@ def test_linear_backward_matches_the_slow_reference(grad_type):
     x = _spike_input((T, B, F_in), 0.4, gen).requires_grad_(True)
     w = (torch.randn(F_out, F_in, generator=gen, dtype=torch.float64) * 0.5 + 0.25).requires_grad_(True)
     G = torch.randn(T, B, F_out, generator=gen, dtype=torch.float64)
-    spikes, _ = EventSynapseFunction.apply(x, w, LinearOp(), cfg, None, None)
+    spikes, _ = ed.EventSynapseFunction.apply(x, w, ed.LinearOp(), cfg, None, None)
     (spikes * G).sum().backward()
-    ref_spikes, ref_dx, ref_dw = _slow_layer(x, w, LinearOp(), cfg, G)
+    ref_spikes, ref_dx, ref_dw = _slow_layer(x, w, ed.LinearOp(), cfg, G)
     assert spikes.sum() > 10 and torch.equal(spikes.detach(), ref_spikes)
     assert torch.allclose(w.grad, ref_dw, rtol=1e-9, atol=1e-10)
     assert torch.allclose(x.grad, ref_dx, rtol=1e-9, atol=1e-10)
@@ -214,19 +197,19 @@ def test_conv_pool_linear_backward_matches_the_slow_reference(grad_type):
     gen = torch.Generator().manual_seed(2)
     T, B, C_in, C, H, k, F_out = 5, 2, 2, 3, 6, 2, 4
     cfg = _cfg(grad_type, damping=0.85)
-    conv = Conv2dOp(padding=(1, 1))
+    conv = ed.Conv2dOp(padding=(1, 1))
     x = _spike_input((T, B, C_in, H, H), 0.5, gen).requires_grad_(True)
     w1 = (torch.randn(C, C_in, 3, 3, generator=gen, dtype=torch.float64) * 0.4 + 0.2).requires_grad_(True)
     w2 = (torch.randn(F_out, C * (H // k) ** 2, generator=gen, dtype=torch.float64) * 0.5 + 0.5).requires_grad_(True)
     G = torch.randn(T, B, F_out, generator=gen, dtype=torch.float64)
-    s1, _ = EventSynapseFunction.apply(x, w1, conv, cfg, None, None)
-    pooled = AdjustedAvgPool2d(k)(s1.flatten(0, 1)).unflatten(0, (T, B))
-    s2, _ = EventSynapseFunction.apply(pooled.flatten(2), w2, LinearOp(), cfg, None, None)
+    s1, _ = ed.EventSynapseFunction.apply(x, w1, conv, cfg, None, None)
+    pooled = ed.AdjustedAvgPool2d(k)(s1.flatten(0, 1)).unflatten(0, (T, B))
+    s2, _ = ed.EventSynapseFunction.apply(pooled.flatten(2), w2, ed.LinearOp(), cfg, None, None)
     (s2 * G).sum().backward()
 
     r1, _, _ = _slow_layer(x, w1, conv, cfg, torch.zeros(T, B, C, H, H, dtype=torch.float64))
     p_ref = F.avg_pool2d(r1.flatten(0, 1), k).unflatten(0, (T, B)).flatten(2)
-    r2, d_pooled, dw2 = _slow_layer(p_ref, w2, LinearOp(), cfg, G)
+    r2, d_pooled, dw2 = _slow_layer(p_ref, w2, ed.LinearOp(), cfg, G)
     d_s1 = _slow_adjusted_pool_backward(d_pooled.reshape(T * B, C, H // k, H // k),
                                         F.avg_pool2d(r1.flatten(0, 1), k), k).reshape(T, B, C, H, H)
     _, dx, dw1 = _slow_layer(x, w1, conv, cfg, d_s1)
@@ -245,7 +228,7 @@ def test_repeated_input_runs_once_and_gives_the_same_gradients():
     grads = []
     for x in (img.unsqueeze(0).expand(5, *img.shape), img.unsqueeze(0).repeat(5, 1, 1, 1, 1)):
         w.grad = None
-        s, _ = EventSynapseFunction.apply(x, w, Conv2dOp(padding=(1, 1)), _cfg(), None, None)
+        s, _ = ed.EventSynapseFunction.apply(x, w, ed.Conv2dOp(padding=(1, 1)), _cfg(), None, None)
         (s * G).sum().backward()
         grads.append((s.detach(), w.grad.clone()))
     assert torch.equal(grads[0][0], grads[1][0]) and grads[0][0].sum() > 10
@@ -262,23 +245,23 @@ def test_gradient_sum_invariance(layer):
     gen = torch.Generator().manual_seed(4)
     T, B = 8, 4
     if layer == "linear":
-        op, x0, w = LinearOp(), _spike_input((T, B, 30), 0.3, gen), torch.rand(10, 30, generator=gen,
+        op, x0, w = ed.LinearOp(), _spike_input((T, B, 30), 0.3, gen), torch.rand(10, 30, generator=gen,
                                                                                 dtype=torch.float64) * 0.6
     else:
-        op, x0 = Conv2dOp(padding=(1, 1)), _spike_input((T, B, 3, 6, 6), 0.3, gen)
+        op, x0 = ed.Conv2dOp(padding=(1, 1)), _spike_input((T, B, 3, 6, 6), 0.3, gen)
         w = torch.rand(5, 3, 3, 3, generator=gen, dtype=torch.float64) * 0.5
     G = torch.randn(T, B, *op(x0.flatten(0, 1), w).shape[1:], generator=gen, dtype=torch.float64)
     sums, signs = {}, {}
     for name, cfg in (("exp", _cfg()), ("damped", _cfg(damping=0.85)), ("original", _cfg("original"))):
         x = x0.clone().requires_grad_(True)
-        stats = GradStats()
-        s, _ = EventSynapseFunction.apply(x, w, op, cfg, None, stats)
+        stats = ed.GradStats()
+        s, _ = ed.EventSynapseFunction.apply(x, w, op, cfg, None, stats)
         (s * G).sum().backward()
         assert s.sum() > 20 and math.isclose(float(stats.grad_out), float((G * s.detach()).sum()), rel_tol=1e-12)
         assert math.isclose(float(stats.grad_in), float(x.grad.sum()), rel_tol=1e-12)
         sums[name] = (float(x.grad.sum()), float(stats.grad_out))
         x = x0.clone().requires_grad_(True)
-        s, _ = EventSynapseFunction.apply(x, w * 0.3, op, cfg, None, None)  # weaker: longer windows
+        s, _ = ed.EventSynapseFunction.apply(x, w * 0.3, op, cfg, None, None)  # weaker: longer windows
         s.sum().backward()  # dL/dt = +1 at every spike
         signs[name] = (float(x.grad.min()), float(x.grad.max()))
     g_in, g_out = sums["exp"]
@@ -295,7 +278,7 @@ def test_pooling_and_the_gradient_sum(pool):
     average pooling shrinks it (by the pooled fraction p)."""
     gen = torch.Generator().manual_seed(5)
     o = _spike_input((6, 3, 8, 8), 0.35, gen).requires_grad_(True)
-    layer = {"adjusted_avg": AdjustedAvgPool2d(2), "avg": torch.nn.AvgPool2d(2), "max": torch.nn.MaxPool2d(2)}[pool]
+    layer = {"adjusted_avg": ed.AdjustedAvgPool2d(2), "avg": torch.nn.AvgPool2d(2), "max": torch.nn.MaxPool2d(2)}[pool]
     p = layer(o)
     a = torch.randn(p.shape, generator=gen, dtype=torch.float64)
     (p * (a * p.detach())).sum().backward()  # dL/dp = a·p
@@ -309,7 +292,7 @@ def test_pooling_and_the_gradient_sum(pool):
 
 def test_adjusted_pool_gives_no_gradient_to_cropped_inputs():
     x = torch.ones(1, 1, 5, 5, dtype=torch.float64, requires_grad=True)
-    AdjustedAvgPool2d(2)(x).sum().backward()
+    ed.AdjustedAvgPool2d(2)(x).sum().backward()
     assert x.grad.shape == (1, 1, 5, 5) and (x.grad[..., 4, :] == 0).all() and (x.grad[..., :4, :4] == 0.25).all()
 
 
@@ -323,7 +306,7 @@ def test_gradient_flow_is_conserved_through_a_network():
     x = torch.rand(5, 4, 1, 12, 12, dtype=torch.float64)
     net.data_init(x)
     for b in net.blocks:
-        b.grad_stats = GradStats()
+        b.grad_stats = ed.GradStats()
     out = net(x, labels=torch.arange(4))
     (out.spikes * torch.randn_like(out.spikes)).sum().backward()
     st = [b.grad_stats for b in net.blocks]
@@ -339,7 +322,7 @@ def test_standardization_and_the_authors_backward():
     w = torch.randn(4, 3, 3, 3, generator=gen, dtype=torch.float64)
     gain = torch.rand(4, generator=gen, dtype=torch.float64) + 0.5
     shift = torch.randn(4, generator=gen, dtype=torch.float64) * 0.1
-    w_hat = standardize_weight(w, gain, shift)
+    w_hat = ed.standardize_weight(w, gain, shift)
     flat = ((w_hat - shift.view(4, 1, 1, 1)) / gain.view(4, 1, 1, 1)).reshape(4, -1)
     assert torch.allclose(flat.mean(1), torch.zeros(4, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(flat.var(1), torch.ones(4, dtype=torch.float64) / (1 + 1e-5 / w.reshape(4, -1).var(1)),
@@ -358,11 +341,11 @@ def test_standardization_and_the_authors_backward():
     grad_mean = -gw * std_inv
     theirs = gw * std_inv + grad_var * 2 * (w - mean) / m + grad_mean / m
     leaves = [t.clone().requires_grad_(True) for t in (w, gain, shift)]
-    (StandardizeAuthorsFunction.apply(*leaves) * G).sum().backward()
+    (ed.StandardizeAuthorsFunction.apply(*leaves) * G).sum().backward()
     assert torch.allclose(leaves[0].grad, theirs) and torch.allclose(leaves[1].grad, bn_w)
     assert torch.allclose(leaves[2].grad, bn_b)
     exact = [t.clone().requires_grad_(True) for t in (w, gain, shift)]
-    (standardize_weight(*exact) * G).sum().backward()
+    (ed.standardize_weight(*exact) * G).sum().backward()
     assert torch.allclose(exact[2].grad, bn_b)  # the shift's gradient agrees
     assert not torch.allclose(exact[0].grad, theirs, atol=1e-3)  # the documented difference
     assert not torch.allclose(exact[1].grad, bn_w, atol=1e-3)
@@ -372,9 +355,9 @@ def test_standardization_and_the_authors_backward():
 def test_label_spike_injection():
     delta_u = torch.tensor([[[0.3, 0.0]], [[0.2, 0.01]], [[0.04, 0.0]]])  # [T=3, B=1, C=2]
     spikes = torch.zeros(3, 1, 2)
-    assert inject_label_spikes(spikes, delta_u, torch.tensor([0]))[:, 0, 0].tolist() == [0, 1, 0]  # last rise > 0.05
+    assert ed.inject_label_spikes(spikes, delta_u, torch.tensor([0]))[:, 0, 0].tolist() == [0, 1, 0]  # last rise > 0.05
     # no rise at all: step 0, a spike only if Δu_0 ≠ 0
-    assert inject_label_spikes(spikes, delta_u, torch.tensor([1])).sum() == 0
+    assert ed.inject_label_spikes(spikes, delta_u, torch.tensor([1])).sum() == 0
     assert spikes.sum() == 0  # a copy
 
 
@@ -544,9 +527,9 @@ def test_blocks_count_synaptic_operations():
 
 
 def test_event_block_types():
-    blk = EventBlock(EventLinear(4, 3), DualExpNode(), torch.nn.Sequential())
-    conv = EventConv2d(1, 2, 3, padding=1)
-    assert blk.config().tau_m == 5.0 and conv.weight.shape == (2, 1, 3, 3) and conv.gain.shape == (2,)
+    blk = ed.EventBlock(ed.EventLinear(4, 3), DualExpNode(), torch.nn.Sequential())
+    conv = ed.EventConv2d(1, 2, 3, padding=1)
+    assert blk.config().thetas[0] == 1 / 5.0 and conv.weight.shape == (2, 1, 3, 3) and conv.gain.shape == (2,)
 
 
 @pytest.mark.parametrize("mask", ["channel", "neuron"])

@@ -16,7 +16,7 @@ from spikelight.losses import SpikeLoss
 from spikelight.neurons import BaseNode
 from spikelight.readout import Readout
 
-from .conftest import CONF, compose_cfg
+from ..conftest import CONF, compose_cfg
 
 BASE = ["data=digits", "trainer.max_epochs=1"]
 

@@ -12,7 +12,7 @@ from spikelight.monitor import Monitor
 from spikelight.neurons import BaseNode, LeakyNode, LIFNode
 from spikelight.synops import E_AC_PJ, E_MAC_PJ, SynOpCounter
 
-from .conftest import run_cli
+from ..conftest import run_cli
 
 
 def _model() -> MLP:
@@ -100,10 +100,10 @@ def test_plot_callback_writes_pngs_and_plot_cli(tmp_path):
                    f"+callbacks.model_checkpoint.dirpath={run2 / 'checkpoints'}", "+callbacks.model_checkpoint.save_last=true",
                    f"hydra.run.dir={run2}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    cli = run_cli("-m", "spikelight.app.plot", str(run2), "--samples", "2")
+    cli = run_cli("-m", "spikelight.plot", str(run2), "--samples", "2")
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert {p.stem for p in (run2 / "plots").glob("*.png")} == names
-    missing = run_cli("-m", "spikelight.app.plot", str(tmp_path / "nope"))
+    missing = run_cli("-m", "spikelight.plot", str(tmp_path / "nope"))
     assert missing.returncode == 2 and missing.stderr.startswith("error: no checkpoint")
 
 

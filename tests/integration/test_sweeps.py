@@ -16,7 +16,7 @@ from spikelight.app import distributed
 from spikelight.app.sweep_report import Job, heat_grid, main, table
 from spikelight.core.errors import ConfigError
 
-from .conftest import compose_cfg, run_cli
+from ..conftest import compose_cfg, run_cli
 
 SMALL = ["print_config=false", "accelerator=cpu", "data=digits", "T=4", "trainer.max_epochs=1",
          "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
@@ -81,12 +81,12 @@ def test_grid_sweep_report_and_wandb_group(tmp_path):
     assert "Traceback" not in proc.stderr and lines[-1].startswith("Set the environment variable HYDRA_FULL_ERROR")
     last = lines[-2]  # Hydra's one line for the sweep (its hint above follows)
     assert last.startswith("error: sweep job 0 failed") and "LIF tau must be > 1" in last, last
-    assert f"spikelight.app.sweep_report {sweep}" in last
+    assert f"python -m spikelight.sweep_report {sweep}" in last
     # the offline switch of job 1 (wandb sets WANDB_MODE for its process) did not leak into job 2
     assert proc.stdout.count("logging offline") == 2, proc.stdout[-2000:]
 
     # as a user runs it: the report goes to wandb as the jobs did (offline)
-    report = run_cli("-m", "spikelight.app.sweep_report", str(sweep), env={"WANDB_MODE": None, "HOME": str(home)})
+    report = run_cli("-m", "spikelight.sweep_report", str(sweep), env={"WANDB_MODE": None, "HOME": str(home)})
     assert report.returncode == 0, report.stderr[-3000:]
     out = report.stdout
     assert "4 jobs, 2 ok" in out
@@ -263,7 +263,7 @@ def test_torchrun_two_cpu_ranks_write_one_run_folder(tmp_path):
     import subprocess
     import sys
 
-    from .conftest import ROOT
+    from ..conftest import ROOT
 
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

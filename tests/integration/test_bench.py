@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "bench.py"
+BENCH = Path(__file__).resolve().parents[2] / "experiments" / "benchmarks" / "bench.py"
 
 
 @pytest.fixture(scope="module")

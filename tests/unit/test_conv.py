@@ -180,7 +180,7 @@ def test_bf16_mixed_training_of_model_conv(tmp_path):
 
     from spikelight.app.cli import train
 
-    from .conftest import compose_cfg
+    from ..conftest import compose_cfg
 
     model = _net().train()
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -20,7 +20,7 @@ from spikelight.neurons import ALIFNode, IFNode, LeakyNode, LIFNode
 from spikelight.readout import MembraneReadout, RateReadout
 from spikelight.train.module import SpikingClassifier
 
-from .conftest import compose_cfg
+from ..conftest import compose_cfg
 
 T, B, F_IN, H, C = 24, 3, 5, 9, 4
 
@@ -61,10 +61,12 @@ def _compare(model, readout, loss, reg, feedback="symmetric"):
     x, y = _data()
     rule = EProp(feedback=feedback, seed=3)
     if isinstance(loss, ReadoutCrossEntropyLoss):
-        loss.bind(readout)
+        loss = loss.bind(readout)
     rule.attach(model, readout, loss, reg)
     result = rule.gradients(model, x, y, readout, loss, reg)
+    detach_reset = model.rec.neuron.detach_reset
     ref = reference_gradients(model, x, y, readout, loss, reg, rule.feedback_matrix(model))
+    assert model.rec.neuron.detach_reset == detach_reset  # the reference detaches in a copy of the neuron
     assert model.rec(x).spikes.sum() > 10, "the test needs spikes"
     for name, g in ref.items():
         if g is None:

@@ -29,7 +29,7 @@ from spikelight.losses import CECountLoss, CEMembranePerStepLoss, CERateLoss, MS
 from spikelight.models import SpikeOutput
 from spikelight.neurons import IFNode, LeakyNode, LIFNode
 
-from .conftest import compose_cfg
+from ..conftest import compose_cfg
 
 T, B, N = 12, 4, 24
 
