@@ -157,7 +157,7 @@ class ReadoutCrossEntropyLoss(SpikeLoss):
 
     def forward(self, out: SpikeOutput, y: Tensor) -> Tensor:
         if self._readout is None:
-            raise RuntimeError("loss=ce needs a readout: SpikingClassifier binds it (or call .bind(readout))")
+            raise RuntimeError("loss=ce needs a readout: SpikingClassifier binds it (or use loss = loss.bind(readout))")
         return F.cross_entropy(self._readout(out), y)
 
 

@@ -30,6 +30,14 @@ class Cubic(Surrogate):
         return 1.0 / (1.0 + (2.0 * x) ** 2) ** 1.5
 
 
+class SteepATan(ATan):
+    """A user's subclass of a built-in that changes its derivative: the parent's in-place and in-kernel forms
+    must not be used for it."""
+
+    def derivative(self, x):
+        return 3.0 * super().derivative(3.0 * x)
+
+
 SURROGATES = {
     "sigmoid": Sigmoid,
     "atan": ATan,
@@ -41,7 +49,10 @@ SURROGATES = {
     "rectangle": lambda: Rectangle(alpha=0.8),
     "spike_operator": SpikeOperator,
     "user_cubic": Cubic,
+    "steep_atan": SteepATan,
 }
+#: surrogates with no in-kernel form (the GPU kernels refuse them)
+USER_SURROGATES = ("user_cubic", "steep_atan")
 
 
 def _strict(node):
@@ -97,9 +108,12 @@ def family(name: str) -> str:
     return "lif" if name.startswith(("lif", "if")) else name.split("_")[0] if not name.startswith("dual") else "dual_exp"
 
 
-def inputs(seed: int, shape: tuple[int, ...], neuron: str, dtype=torch.float32) -> torch.Tensor:
+def inputs(seed: int, shape: tuple[int, ...], neuron: str, dtype=torch.float32, quantised: bool = False) -> torch.Tensor:
+    """Random input; ``quantised``: on a grid of 1/4, so that membranes land exactly on the threshold often
+    (e.g. LIF tau=3 from rest: h = x/3 = 1 for x = 3)."""
     gen = torch.Generator().manual_seed(seed)
-    return ((torch.randn(shape, generator=gen) * 0.8 + 0.4) * GAIN.get(neuron, 1.0)).to(dtype)
+    x = (torch.randn(shape, generator=gen) * 0.8 + 0.4) * GAIN.get(neuron, 1.0)
+    return (torch.round(x * 4) / 4 if quantised else x).to(dtype)
 
 
 def initial_state(node, like: torch.Tensor, seed: int):

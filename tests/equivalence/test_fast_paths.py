@@ -197,3 +197,12 @@ _TRITON_SCRIPT = textwrap.dedent(
 def test_triton_half_precision_io_under_interpreter():
     result = run_under_triton_interpreter(_TRITON_SCRIPT)
     assert result["cases"] == 4 and result["failures"] == [], result["failures"]
+
+
+@pytest.mark.parametrize("backend", ["auto", "fused", "torch"])
+@pytest.mark.parametrize("neuron", list(NEURONS))
+def test_no_neurons_in_the_last_axis_is_an_empty_output(neuron, backend):
+    x = torch.zeros(3, 2, 0, requires_grad=True)
+    out = NEURONS[neuron](ATan(), False, backend)(x)
+    assert out.spikes.shape == out.membrane.shape == (3, 2, 0)
+    out.membrane.sum().backward()

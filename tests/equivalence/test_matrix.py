@@ -34,7 +34,7 @@ from spikelight.dynamics.native import library as native
 from spikelight.layers.recurrent import RecurrentSpikingLayer, RecurrentState
 
 from ..conftest import ROOT
-from .cases import ALONE, NEURONS, STEPPED, SURROGATES, family, initial_state, inputs
+from .cases import ALONE, NEURONS, STEPPED, SURROGATES, USER_SURROGATES, family, initial_state, inputs
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -57,7 +57,8 @@ def _backends(name: str, mode: str) -> tuple[str, ...]:
 
 
 def _cases() -> list[tuple]:
-    """(neuron, surrogate, backend, mode, tbptt, detach, dtype) rows."""
+    """(neuron, surrogate, backend, mode, tbptt, detach, dtype) rows; mode ``threshold``: the neuron alone
+    on quantised input from rest, where membranes land exactly on the threshold."""
     rows = []
     turn = cycle([s for s in SURROGATES if s != "atan"])
     for mode, names in (("alone", NEURONS), ("layer", STEPPED)):
@@ -71,10 +72,12 @@ def _cases() -> list[tuple]:
         for mode in ("alone", "layer"):
             for backend in _backends(name, mode):
                 rows += [(name, sur, backend, mode, None, False, torch.float32) for sur in SURROGATES]
+    for name in NEURONS:  # membranes exactly at the threshold: fire on >= (strict: >) as the reference does
+        rows += [(name, "atan", backend, "threshold", None, False, torch.float32) for backend in _backends(name, "alone")]
     if not INTERPRETED:
         rows += [(name, "atan", "fused", "alone", None, False, torch.float64) for name in NEURONS]
         rows += [(name, "sigmoid", "fused", "layer", 3, False, torch.float64) for name in STEPPED]
-    rows = [r for r in rows if not (r[2] == "triton" and r[1] == "user_cubic")]  # no in-kernel form: refused
+    rows = [r for r in rows if not (r[2] == "triton" and r[1] in USER_SURROGATES)]  # no in-kernel form: refused
     return list(dict.fromkeys(rows))
 
 
@@ -103,10 +106,10 @@ def _loss(out, state, gen) -> torch.Tensor:
 def _run(row, backend: str, seed: int):
     name, sur, _, mode, tbptt, detach, dtype = row
     make = lambda: NEURONS[name](SURROGATES[sur](), detach, backend)  # noqa: E731
-    explicit = seed % 2 == 0  # every other case starts from a random explicit state
-    if mode == "alone":
+    explicit = seed % 2 == 0 and mode != "threshold"  # every other case starts from a random explicit state
+    if mode in ("alone", "threshold"):
         shape = ((T, 3, 5, 8), (T, 4, 40), (T, 2, 300))[seed % 3]  # 600 neurons: a second, masked Triton program
-        x = inputs(seed, shape, name, dtype).requires_grad_()
+        x = inputs(seed, shape, name, dtype, quantised=mode == "threshold").requires_grad_()
         node = make()
         state = initial_state(node, x[0].detach(), seed + 1) if explicit else None
         out = node(x, state)
@@ -161,7 +164,7 @@ def test_fast_path_equals_reference(row):
     out_f, final_f, g_f = _run(row, backend, seed)
     assert _ran_on(out_r, name) == "torch" and _ran_on(out_f, name) == backend
     assert 0.03 < out_r.spikes.float().mean() < 0.75  # both branches of fire and reset are exercised
-    exact = mode == "alone" or backend == "fused"
+    exact = mode != "layer" or backend == "fused"
     assert out_f.spikes.dtype == out_r.spikes.dtype and out_f.membrane.dtype == out_r.membrane.dtype
     assert torch.equal(out_f.spikes, out_r.spikes)
     _same(out_f.membrane, out_r.membrane, exact, "membrane")

@@ -175,7 +175,7 @@ def test_fused_state_carries_over_between_calls():
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("neuron", ["alif_refractory", "lif_no_decay_vreset"])
+@pytest.mark.parametrize("neuron", ["alif_refractory", "alif_hard", "lif_no_decay_vreset"])
 def test_monitor_records_the_same_states(neuron, backend):
     x, _ = _inputs(9, neuron, explicit_state=False)
     recs = {}

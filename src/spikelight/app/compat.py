@@ -2,40 +2,24 @@
 
 A checkpoint stores its run config (``hyper_parameters.config``), and ``eval.py`` /
 ``python -m spikelight.plot`` rebuild the model from it. Modules that moved keep working
-through :data:`MOVED`: the old module path on the left, where its classes live now on the
-right (the layered package of 2026-12; ``tests/integration/test_legacy_checkpoints.py``
-evaluates checkpoints written before it).
+through :data:`MOVED`: the old path on the left, where it lives now on the right — the moved
+modules of :data:`spikelight.core.moved.MODULES` (which old imports in Python go through too) and
+the classes that left their module (the layered package of 2026-12;
+``tests/integration/test_legacy_checkpoints.py`` evaluates checkpoints written before it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from spikelight.core.moved import MODULES
+
 __all__ = ["MOVED", "upgrade_target", "upgrade_targets"]
 
 MOVED: dict[str, str] = {
-    "spikelight.surrogate": "spikelight.core.surrogate",
-    "spikelight.errors": "spikelight.core.errors",
-    "spikelight.models.output": "spikelight.core.types",
-    "spikelight.kernels": "spikelight.dynamics.dispatch",
-    "spikelight.event_driven.layers": "spikelight.layers.event_driven.synapses",
-    "spikelight.event_driven.functions": "spikelight.layers.event_driven.functions",
-    "spikelight.event_driven.gradient_flow": "spikelight.train.gradient_flow",
-    "spikelight.event_driven": "spikelight.layers.event_driven",
+    **MODULES,
     "spikelight.models.lsnn.RecurrentSpikingLayer": "spikelight.layers.recurrent.RecurrentSpikingLayer",
     "spikelight.models.lsnn.LeakyReadout": "spikelight.layers.recurrent.LeakyReadout",
-    "spikelight.lit": "spikelight.train.module",
-    "spikelight.callbacks": "spikelight.train.callbacks",
-    "spikelight.faults": "spikelight.train.faults",
-    "spikelight.loggers": "spikelight.train.loggers",
-    "spikelight.visualize": "spikelight.train.figures",
-    "spikelight.cli": "spikelight.app.cli",
-    "spikelight.checks": "spikelight.app.checks",
-    "spikelight.ckpt": "spikelight.app.ckpt",
-    "spikelight.rundir": "spikelight.app.rundir",
-    "spikelight.distributed": "spikelight.app.distributed",
-    "spikelight.trust": "spikelight.app.trust",
-    "spikelight.console": "spikelight.app.console",
 }
 _LONGEST_FIRST = sorted(MOVED, key=len, reverse=True)
 

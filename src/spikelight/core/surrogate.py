@@ -91,6 +91,12 @@ class Surrogate(nn.Module):
         g = self.derivative(z)
         return g.mul_(scale) if scale != 1.0 else g
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "derivative" in cls.__dict__ and "derivative_" not in cls.__dict__:
+            # a changed derivative: a parent's in-place form computes the parent's formula, not this one
+            cls.derivative_ = Surrogate.derivative_
+
     #: the id of this class's formula in the GPU kernels; set by each built-in surrogate in its own class body
     kernel_id: int | None = None
 

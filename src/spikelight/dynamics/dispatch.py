@@ -101,6 +101,8 @@ def why_not(
             return f"has no C loops (IF, LIF and ALIF have; {type(spec).__name__[:-4]} runs fused)"
         if x.device.type != "cpu" or compute != torch.float32 or _mm_dtype(x) != compute:
             return "runs the C loops on fp32 CPU tensors without autocast only"
+        if x.shape[-1] == 0:
+            return "has no neurons in the last axis for the C loops"
         if w_rec is not None and not bool(torch.isfinite(w_rec).all()):
             return "has a non-finite W_rec (the C sums over spikes would not spread it as the product does)"
         if not native.available():
@@ -160,7 +162,8 @@ def choose(
         return requested
     if requested == "triton" and record and why_not("triton", spec, surrogate, x, recurrent, False, w_rec) is None:
         return "fused"  # a monitor's call: the kernels write no per-step states (module docstring)
-    raise ConfigError(f"neuron.backend={requested}: {who} {why}; use neuron.backend=auto or torch")
+    instead = "fused" if why_not("fused", spec, surrogate, x, recurrent, record, w_rec) is None else "torch"
+    raise ConfigError(f"neuron.backend={requested}: {who} {why}; use neuron.backend=auto or {instead}")
 
 
 def run_neuron(

@@ -141,7 +141,7 @@ class StepArgs:
         return self.gain / self.thr if self.normalize else self.gain
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def step_args(spec: LIFSpec | ALIFSpec) -> StepArgs:
     """The :class:`StepArgs` of an IF / LIF (:class:`LIFSpec`) or ALIF (:class:`ALIFSpec`) spec."""
     alif = isinstance(spec, ALIFSpec)

@@ -157,9 +157,11 @@ class LeakyReadout(nn.Module):
     ``logits_t = W ȳ_t + b``, κ = exp(−1/tau) (tau in steps; None = no filter, logits_t = W z_t + b).
 
     The filter is linear, so it runs on W z (C channels) instead of z (H): the same
-    numbers, H/C times less work. forward(z [T, B, H], state [B, C] or None, fused=False) →
-    (logits [T, B, C], filter state [B, C]); ``fused`` runs the filter as one autograd
-    Function (:func:`spikelight.dynamics.fused.recurrent.leaky_filter`, same numbers) instead of the loop. W: Glorot-uniform, b: zero (as LSNN-official).
+    numbers, H/C times less work. forward(z [T, B, H], state [B, C] or None, backend="torch") →
+    (logits [T, B, C], filter state [B, C]); ``backend`` is the recurrent layer's (LSNN passes it): any
+    fast one runs the filter as one autograd Function (:func:`spikelight.dynamics.fused.recurrent.leaky_filter`,
+    same numbers) instead of the loop, and ``native`` also sums the product W z over the spikes in C
+    (the same values up to float rounding). W: Glorot-uniform, b: zero (as LSNN-official).
     """
 
     def __init__(self, hidden: int, num_classes: int, tau: float | None = 20.0) -> None:
@@ -171,8 +173,9 @@ class LeakyReadout(nn.Module):
         nn.init.xavier_uniform_(self.fc.weight)
         nn.init.zeros_(self.fc.bias)
 
-    def forward(self, z: Tensor, state: Tensor | None = None, fused: bool = False) -> tuple[Tensor, Tensor]:
-        if fused and spike_linear_applies(z, self.fc.weight):  # summed over the spikes (C), same values
+    def forward(self, z: Tensor, state: Tensor | None = None, backend: str = "torch") -> tuple[Tensor, Tensor]:
+        fused = backend != "torch"
+        if backend == "native" and spike_linear_applies(z, self.fc.weight):  # summed over the spikes (C)
             wz = spike_linear(z, self.fc.weight)
         else:
             wz = F.linear(z, self.fc.weight)

@@ -12,6 +12,15 @@ from typing import Any
 from torch import Tensor, nn
 
 from spikelight.core.errors import ConfigError, ShapeError
+from spikelight.layers.over_time import (  # noqa: F401  (lived here before the layered package; kept importable)
+    NeuronFactory,
+    OverTime,
+    SequenceLayer,
+    SharedDropout,
+    apply_over_time,
+    is_repeated,
+    make_neuron,
+)
 
 __all__ = [
     "ConvFcSpec", "check_layer_geometry", "parse_layer_list", "check_in_shape", "check_input_shape", "check_features",

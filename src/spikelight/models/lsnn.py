@@ -91,13 +91,13 @@ class LSNN(nn.Module):
         z = self._drop(rec_out.spikes)
         readout_state = None if state is None else state.readout
         k = self.rec.tbptt_steps
-        fused = self.rec.backend(z) != "torch"  # the readout filter follows the recurrent layer's backend
+        backend = self.rec.backend(z)  # the readout follows the recurrent layer's backend
         if k is None or k >= z.shape[0]:
-            logits, readout_state = self.readout(z, readout_state, fused=fused)
+            logits, readout_state = self.readout(z, readout_state, backend=backend)
         else:  # truncate the readout filter like the recurrence
             chunks = []
             for part in z.split(k):
-                out, readout_state = self.readout(part, readout_state, fused=fused)
+                out, readout_state = self.readout(part, readout_state, backend=backend)
                 chunks.append(out)
                 readout_state = readout_state.detach()
             logits = torch.cat(chunks)

@@ -1,7 +1,7 @@
-/* The CPU loops of spikelight.kernels.recurrent in C (fp32), loaded through ctypes.
+/* The CPU loops of spikelight.dynamics.fused.recurrent's Function in C (fp32), loaded through ctypes.
  *
- * Compiled on first use by the system C compiler (see cpu_native.py); without one,
- * the TorchScript loops of recurrent_steps.py run instead. No Python or torch headers:
+ * Compiled on first use by the system C compiler (see library.py); without one,
+ * the plain-PyTorch loops of dynamics/fused/steps.py run instead. No Python or torch headers:
  * every tensor arrives as a pointer to contiguous memory.
  *
  * Layout: a step's tensors are [R, H] (R = B·..., rows; H = neurons, the last dim),

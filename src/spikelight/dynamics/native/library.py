@@ -1,6 +1,6 @@
 """The recurrent layer's CPU loops in C (``cpu_native.c``), compiled on first use, called through ctypes.
 
-At LSNN sizes a step of the TorchScript loops (:mod:`spikelight.dynamics.fused.steps`)
+At LSNN sizes a step of the plain-PyTorch loops (:mod:`spikelight.dynamics.fused.steps`)
 is ~15 ATen calls of a few microseconds each on [B, H] tensors, plus a dense
 ``[B, H] × [H, H]`` product with the spike vector; in C a step's element-wise work is
 one pass over B·H numbers, and the recurrent current adds the rows of W_recᵀ of the
@@ -11,7 +11,7 @@ over the spikes that fired when they are sparse.
 
 Needs a C compiler (``$CC``, else ``cc`` / ``gcc`` / ``clang``); the library is built once
 per machine into ``$SPIKELIGHT_CACHE`` (default ``~/.cache/spikelight``; a few seconds). Without a compiler, or with ``SPIKELIGHT_NATIVE=0``, :func:`available` is False and
-the TorchScript loops run (the same numbers up to the rounding of the recurrent sum).
+``neuron.backend=auto`` runs those loops (the same numbers up to the rounding of the recurrent sum).
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def _build_and_load() -> ctypes.CDLL | None:
             try:
                 _build(cc, path)
             except PermissionError:  # no shared temp-dir fallback: a library there could be anyone's
-                log.warning("cannot write %s: the TorchScript loops run instead; set SPIKELIGHT_CACHE to a "
+                log.warning("cannot write %s: the plain-PyTorch loops run instead; set SPIKELIGHT_CACHE to a "
                             "writable directory for the C ones", path.parent)  # fmt: skip
                 return None
         lib = ctypes.CDLL(str(path))
