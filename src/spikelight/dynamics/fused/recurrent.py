@@ -61,7 +61,13 @@ from spikelight.core.errors import ShapeError
 from spikelight.core.surrogate import Surrogate
 from spikelight.dynamics import buffers
 from spikelight.dynamics.fused.leaky import BLOCK_ELEMS, exact_ops
-from spikelight.dynamics.fused.steps import backward_steps, filter_backward, filter_forward, forward_steps
+from spikelight.dynamics.fused.steps import (
+    backward_steps,
+    elementwise_backward_steps,
+    filter_backward,
+    filter_forward,
+    forward_steps,
+)
 from spikelight.dynamics.native import library as native
 from spikelight.dynamics.spec import ALIFSpec, LIFSpec, StepArgs, step_args
 
@@ -202,7 +208,10 @@ class RecurrentFunction(torch.autograd.Function):
             E = torch.addcmul(c(args.vr * leak / gain), hb, c(-leak / gain)) if args.hard and not args.detach else None
             F = torch.addcmul(c(leak), sb, c(-leak)) if args.hard else None
             Gh = None if g_h is None else (g_h[t0:t1] * gain if gain != 1.0 else g_h[t0:t1])
-            nxt, ga = backward_steps(t0, t1 - t0, T - 1, gI, g_s, w, GS, nxt, ga, Dg, Dbn, E, F, Gh, args, k or 0)
+            if w is None and not args.adaptive and ga is None and not k:  # a neuron alone: one op per step
+                nxt = elementwise_backward_steps(t0, t1 - t0, gI, g_s, nxt, Dg, E, F, Gh, args)
+            else:
+                nxt, ga = backward_steps(t0, t1 - t0, T - 1, gI, g_s, w, GS, nxt, ga, Dg, Dbn, E, F, Gh, args, k or 0)
         return _input_grads(ctx, gI[:T], ga, h, s, z0, w, on_c)
 
 

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from spikelight.dynamics.spec import StepArgs
 
-__all__ = ["forward_steps", "backward_steps", "filter_forward", "filter_backward"]
+__all__ = ["forward_steps", "backward_steps", "elementwise_backward_steps", "filter_forward", "filter_backward"]
 
 
 def forward_steps(
@@ -192,6 +192,42 @@ def backward_steps(
         else:
             nxt = pt
     return nxt, ga
+
+
+def elementwise_backward_steps(
+    t0: int,
+    n: int,
+    gI: Tensor,
+    g_s: Tensor | None,
+    nxt: Tensor | None,
+    Dg: Tensor,
+    E: Tensor | None,
+    F: Tensor | None,
+    Gh: Tensor | None,
+    args: StepArgs,
+) -> Tensor | None:
+    """:func:`backward_steps` for a neuron on its own with nothing carried but p (no W_rec, no adaptation's
+    gradient, no truncation): p_t = (Gh_t + Dg_t g_s) + (F_t + Dg_t E_t) p_{t+1}, everything but the carry
+    computed on the block at once, so one fused multiply-add per step. Returns p_{t0}."""
+    dt, dev, shape = gI.dtype, gI.device, gI.shape[1:]
+    if not args.hard:
+        E = torch.tensor(-args.thr * args.leak / args.gain, dtype=dt, device=dev).expand(n, *shape)
+        F = torch.tensor(args.leak, dtype=dt, device=dev).expand(n, *shape)
+    c = gI[t0 : t0 + n]
+    if g_s is not None:  # c = Gh + Dg·g_s
+        torch.mul(Dg, g_s[t0 : t0 + n], out=c)
+        if Gh is not None:
+            c.add_(Gh)
+    elif Gh is not None:
+        c.copy_(Gh)
+    else:
+        c.zero_()
+    carry = F if args.detach else torch.addcmul(F, Dg, E)  # F + Dg·E: dp_t/dp_{t+1}
+    for i in range(n - 1, -1, -1):
+        if nxt is not None:
+            c[i].addcmul_(carry[i], nxt)
+        nxt = c[i]
+    return nxt
 
 
 def filter_forward(c: Tensor, y: Tensor, y0: Tensor, kappa: Tensor) -> None:
