@@ -135,9 +135,13 @@ class RecurrentFunction(torch.autograd.Function):
                 args,
             ).view(T, *shape)  # fmt: skip
         elif backend == "native":
+            # without W_rec or β nothing couples a step's neurons: one row of all of them (no per-row overhead)
+            flat = (lambda x: x if x is None else x.view(*x.shape[: x.dim() - len(shape)], 1, -1)) if (
+                w_rec is None and beta_h is None) else (lambda x: x)  # fmt: skip
             n_spikes = native.forward(
-                ff.contiguous(), None if w_rec is None else w_rec.t().contiguous(),
-                None if z0 is None else z.contiguous(), (v, a, ref), beta_h, (h, s, u, mask), rec or (None,), args,
+                flat(ff.contiguous()), None if w_rec is None else w_rec.t().contiguous(),
+                None if z0 is None else z.contiguous(), tuple(map(flat, (v, a, ref))), beta_h,
+                tuple(map(flat, (h, s, u, mask))), tuple(map(flat, rec or (None,))), args,
             )  # fmt: skip
         else:
             with torch.autocast(dev.type, enabled=False):
@@ -272,7 +276,8 @@ class _NativeBackward:
         self.g_s = None if g_s is None else g_s.to(h.dtype).contiguous()  # added to the product in C
         # every tensor whose address the C code keeps is held here for as long as the arguments live
         self.beta = None if beta is None else torch.broadcast_to(beta, shape[-1:]).to(h.dtype).contiguous()
-        self.args = native.backward_step_args(gI, GS, self.ga, h, s, self.g_h, self.g_s, self.beta, args)
+        row = None if (w is not None or beta is not None) else h[0].numel()  # as the forward: one row, nothing couples
+        self.args = native.backward_step_args(gI, GS, self.ga, h, s, self.g_h, self.g_s, self.beta, args, row)
         self.ref = ctypes.byref(self.args)
         self.gI, self.GS, self.w, self.k = gI.unbind(0), GS, w, tbptt or 0
         self.last, self.adaptive = h.shape[0] - 1, args.adaptive

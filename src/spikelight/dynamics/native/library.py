@@ -245,14 +245,16 @@ def backward_step_args(
     g_s: Tensor | None,
     beta: Tensor | None,
     args: StepArgs,
+    row: int | None = None,
 ) -> BwdArgs:
     """The argument block of ``spikelight_backward_step``; set ``Dg`` / ``t0`` per block of time steps.
 
     gI [T + 1, N] (row T: p_T); h, s, g_h, g_s [T, N]; GS, ga [N]; beta [H]. The constants of the
-    reverse-time step (E = e0 + e1·h, F, the adaptation's dbn) are derived from ``args``."""
+    reverse-time step (E = e0 + e1·h, F, the adaptation's dbn) are derived from ``args``. ``row``: the
+    elements the C loop takes as one row (default H; all N of a step when no β couples them to a neuron index)."""
     leak, gain = args.leak, args.gain
     return BwdArgs(
-        N=h[0].numel(), H=h.shape[-1], gI=_ptr(gI), GS=_ptr(GS), ga=_ptr(ga), h=_ptr(h), s=_ptr(s),
+        N=h[0].numel(), H=row or h.shape[-1], gI=_ptr(gI), GS=_ptr(GS), ga=_ptr(ga), h=_ptr(h), s=_ptr(s),
         g_h=_ptr(g_h), g_s=_ptr(g_s), beta=_ptr(beta),
         leak=leak, gain=gain, rho=args.rho, e0=args.vr * leak / gain, e1=-leak / gain,
         e_soft=-args.thr * leak / gain, dbn=(args.rho - 1.0) / gain,
