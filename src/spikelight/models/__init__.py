@@ -7,5 +7,6 @@ from spikelight.models.event_driven import EventDrivenSNN
 from spikelight.models.fc_lif import FCLIF
 from spikelight.models.lsnn import LSNN
 from spikelight.models.mlp import MLP
+from spikelight.models.rnn import RNNClassifier
 
-__all__ = ["ConvSNN", "EventDrivenSNN", "FCLIF", "MLP", "LSNN", "LeakyReadout", "RecurrentSpikingLayer", "SpikeOutput"]
+__all__ = ["ConvSNN", "EventDrivenSNN", "FCLIF", "MLP", "LSNN", "LeakyReadout", "RecurrentSpikingLayer", "RNNClassifier", "SpikeOutput"]
