@@ -545,3 +545,31 @@ def test_dropout_mask_is_shared_over_time(mask):
     per_channel = (kept == kept[..., :1, :1]).all(-1).all(-1).all()
     assert bool(per_channel) == (mask == "channel")
     assert torch.equal(net.eval().blocks[0].post_process(spikes), spikes)  # no dropout in eval
+
+
+def test_gain_bisection_compares_in_float32_as_the_authors():
+    """The authors' initialize: ``torch.sum(outputs[t_start:]) / n_neuron > target`` with a float32 tensor and
+    a Python float: on an exact float32 tie the comparison is False (float64 would say True)."""
+    import math
+
+    import torch
+
+    from spikelight.layers.event_driven.functions import bisect_gain, target_init_spikes
+
+    target = target_init_spikes(15, 1.0)  # 0.39999999999999997: 1.0 / 15 · 5 · 1.2 in float64
+    assert target != 0.4 and torch.tensor(0.4) == torch.tensor(target, dtype=torch.float32)
+
+    def rate(s: float) -> torch.Tensor:  # the late rate rises to exactly float32(0.4) at s >= 1
+        return torch.tensor(0.4 if s >= 1.0 else 0.1, dtype=torch.float32)
+
+    def authors(low=0.05, high=500.0):  # their loop, transcribed
+        while high / low >= 1.01:
+            mid = math.sqrt(high * low)
+            if rate(mid) > target:
+                high = mid
+            else:
+                low = mid
+        return mid
+
+    assert bisect_gain(rate, target=target) == authors() > 400  # never above the target: the gain runs up
+    assert bisect_gain(lambda s: float(rate(s)), target=target) < 1.1  # a float64 rate would stop near 1

@@ -230,9 +230,9 @@ class EventDrivenSNN(nn.Module):
         for block in self.blocks:
             response = block.gain_response(x)
 
-            def late_rate(scale: float, response=response) -> float:
-                spikes = response(scale)
-                return float(spikes[t_start:].sum()) / spikes[0].numel()
+            def late_rate(scale: float, response=response) -> Tensor:
+                spikes = response(scale)  # a float32 tensor, compared with the float target in float32, as theirs
+                return torch.sum(spikes[t_start:].float()) / spikes[0].numel()
 
             s = bisect_gain(late_rate, target=target)
             block.synapse.gain.mul_(s)

@@ -489,7 +489,10 @@ def bisect_gain(spikes_late_per_neuron, low: float = 0.05, high: float = 500.0, 
 
     ``spikes_late_per_neuron(s)`` runs the layer with its gains times s and returns the spikes
     per neuron in the late steps. Stops when high/low < 1.01 and returns the last s tried
-    (as the authors do).
+    (as the authors do). The comparison with ``target`` runs in the rate's own type: the model
+    passes a float32 tensor, so a Python-float target is compared in float32, as in the authors'
+    ``initialize`` (``torch.sum(outputs[t_start:]) / n_neuron > target``); a float64 comparison
+    branches the other way on exact ties (CIFAR-10's target 0.39999999999999997 vs a rate of 0.4).
     """
     mid = math.sqrt(high * low)
     while high / low >= 1.01:
