@@ -554,13 +554,18 @@ def test_gain_bisection_compares_in_float32_as_the_authors():
 
     import torch
 
-    from spikelight.layers.event_driven.functions import bisect_gain, target_init_spikes
+    from spikelight.layers.event_driven.functions import bisect_gain, late_spike_rate, target_init_spikes
 
     target = target_init_spikes(15, 1.0)  # 0.39999999999999997: 1.0 / 15 · 5 · 1.2 in float64
     assert target != 0.4 and torch.tensor(0.4) == torch.tensor(target, dtype=torch.float32)
 
+    high, low = torch.zeros(15, 2, 5), torch.zeros(15, 2, 5)  # 10 neurons
+    high[10:14, 0, 0] = 1.0  # 4 late spikes: 0.4 per neuron, computed in float32 = float32(0.4)
+    low[10, 0, 0] = 1.0
+    assert late_spike_rate(high, 10).dtype == torch.float32  # the model's rate: a float32 tensor, as theirs
+
     def rate(s: float) -> torch.Tensor:  # the late rate rises to exactly float32(0.4) at s >= 1
-        return torch.tensor(0.4 if s >= 1.0 else 0.1, dtype=torch.float32)
+        return late_spike_rate(high if s >= 1.0 else low, 10)
 
     def authors(low=0.05, high=500.0):  # their loop, transcribed
         while high / low >= 1.01:

@@ -32,7 +32,12 @@ from torch import Tensor, nn
 from spikelight.core.contract import ModelTraits
 from spikelight.core.errors import ConfigError
 from spikelight.core.types import SpikeOutput
-from spikelight.layers.event_driven.functions import AUTHORS_INPUT_GRAD_DAMPING, bisect_gain, target_init_spikes
+from spikelight.layers.event_driven.functions import (
+    AUTHORS_INPUT_GRAD_DAMPING,
+    bisect_gain,
+    late_spike_rate,
+    target_init_spikes,
+)
 from spikelight.layers.event_driven.synapses import AdjustedAvgPool2d, EventBlock, EventConv2d, EventLinear
 from spikelight.layers.over_time import NeuronFactory, SharedDropout, make_neuron
 from spikelight.models import base
@@ -231,8 +236,7 @@ class EventDrivenSNN(nn.Module):
             response = block.gain_response(x)
 
             def late_rate(scale: float, response=response) -> Tensor:
-                spikes = response(scale)  # a float32 tensor, compared with the float target in float32, as theirs
-                return torch.sum(spikes[t_start:].float()) / spikes[0].numel()
+                return late_spike_rate(response(scale), t_start)
 
             s = bisect_gain(late_rate, target=target)
             block.synapse.gain.mul_(s)

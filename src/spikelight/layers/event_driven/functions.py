@@ -64,6 +64,7 @@ __all__ = [
     "standardize_weight",
     "target_init_spikes",
     "bisect_gain",
+    "late_spike_rate",
 ]
 
 GRAD_TYPES = ("exponential", "original")
@@ -482,6 +483,12 @@ def target_init_spikes(T: int, avg_spike_init: float) -> float:
     """The data-driven init's target: spikes per neuron in steps t ≥ ⌊2T/3⌋ (times 1.2, as the authors)."""
     t_start = T * 2 // 3
     return avg_spike_init / T * (T - t_start) * 1.2
+
+
+def late_spike_rate(spikes: Tensor, t_start: int) -> Tensor:
+    """Spikes per neuron in steps t ≥ t_start, as the authors' ``initialize`` computes it: a float32 tensor
+    (``torch.sum(outputs[t_start:]) / n_neuron``), so :func:`bisect_gain` compares it with the target in float32."""
+    return torch.sum(spikes[t_start:].float()) / spikes[0].numel()
 
 
 def bisect_gain(spikes_late_per_neuron, low: float = 0.05, high: float = 500.0, target: float = 1.0) -> float:
