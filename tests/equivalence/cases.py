@@ -88,6 +88,18 @@ STEPPED = {
     "alif_plain_normalize": lambda s, d, b: ALIFNode(
         tau=2.0, beta=0.0, normalize=True, v_threshold=1.3, surrogate=s, detach_reset=d, backend=b
     ),
+    "alif_eprop": lambda s, d, b: ALIFNode(
+        tau=4.0, tau_adapt=6.0, beta=0.7, adaptive_fraction=0.5, refractory=1, decay_input=False, v_reset=None,
+        v_threshold=0.9, surrogate=s, detach_reset=d, backend=b, convention="eprop",
+    ),  # fmt: skip
+    "official_alif": lambda s, d, b: ALIFNode(
+        tau=3.0, tau_adapt=7.0, beta=0.6, adaptive_fraction=0.5, refractory=1, v_reset=None, v_threshold=0.8,
+        surrogate=s, detach_reset=d, backend=b, convention="lsnn_official",
+    ),  # fmt: skip
+    "official_alif_no_refractory": lambda s, d, b: ALIFNode(
+        tau=2.5, tau_adapt=5.0, beta=0.9, v_reset=None, v_threshold=0.5, surrogate=s, detach_reset=d, backend=b,
+        convention="lsnn_official",
+    ),  # fmt: skip
 }
 # neurons with their own loop: alone only
 ALONE = {
@@ -99,12 +111,13 @@ NEURONS = {**STEPPED, **ALONE}
 
 GAIN = {
     "lif_hard_decay_input": 3.0, "lif_soft_decay_input": 2.0, "lif_negative_vreset": 4.0, "lif_strict": 3.0,
-    "alif_hard": 3.5, "alif_refractory": 3.5, "alif_plain_normalize": 2.5, "dual_exp": 2.5,
+    "alif_hard": 3.5, "alif_refractory": 3.5, "alif_plain_normalize": 2.5, "dual_exp": 2.5, "official_alif": 2.0,
+    "official_alif_no_refractory": 2.0,
 }  # fmt: skip
 
 
 def family(name: str) -> str:
-    """lif (IF and LIF), leaky, alif or dual_exp."""
+    """lif (IF and LIF), leaky, alif, official (the ALIF in the lsnn_official convention) or dual_exp."""
     return "lif" if name.startswith(("lif", "if")) else name.split("_")[0] if not name.startswith("dual") else "dual_exp"
 
 
@@ -127,6 +140,8 @@ def initial_state(node, like: torch.Tensor, seed: int):
             fields.append(torch.randint(0, 3, f.shape, generator=gen).to(f.dtype))
         elif name == "a":
             fields.append(torch.rand(f.shape, generator=gen).to(f.dtype).requires_grad_())
+        elif name == "z":  # a last spike: 0 or 1
+            fields.append((torch.rand(f.shape, generator=gen) < 0.3).to(f.dtype).requires_grad_())
         else:
             fields.append((torch.randn(f.shape, generator=gen) * 0.4).to(f.dtype).requires_grad_())
     return type(fresh)(*fields)

@@ -46,8 +46,12 @@ BACKENDS = {
     ("dual_exp", "alone"): ("fused",),
     ("lif", "layer"): ("fused", "native", "triton"),
     ("alif", "layer"): ("fused", "native", "triton"),
+    ("official", "alone"): ("fused",),  # the lsnn_official convention: its own loop, plain PyTorch
+    ("official", "layer"): ("fused",),
 }
-AUTOGRAD_NODE = {"leaky": "LeakyFunctionBackward", "dual_exp": "DualExpFunctionBackward"}
+AUTOGRAD_NODE = {
+    "leaky": "LeakyFunctionBackward", "dual_exp": "DualExpFunctionBackward", "official": "OfficialALIFFunctionBackward"
+}  # fmt: skip
 T, B, F, H = 12, 3, 5, 12
 
 

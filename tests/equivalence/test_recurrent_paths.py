@@ -43,7 +43,7 @@ def _inputs(seed: int, neuron: str, explicit_state: bool):
     if neuron.startswith("alif"):
         a = torch.rand(B, H, generator=gen)
         ref = torch.randint(0, 3, (B, H), generator=gen).float()
-        return x, RecurrentState(ALIFState(v, a, ref), z)
+        return x, RecurrentState(ALIFState(v, a, ref, z), z)
     return x, RecurrentState(VState(v), z)
 
 

@@ -32,6 +32,14 @@ NEURONS = {
                                   adaptive_fraction=0.6, surrogate=Triangle(1.0, 0.3)),
     "alif_hard_refractory_normalized": lambda: ALIFNode(tau=3.0, tau_adapt=6.0, beta=0.4, v_reset=0.0, refractory=2,
                                                         normalize=True, v_threshold=0.8, surrogate=Triangle(1.0, 0.3)),
+    "alif_eprop_convention": lambda: ALIFNode(tau=4.0, tau_adapt=8.0, beta=0.7, decay_input=False, v_reset=None,
+                                              refractory=1, adaptive_fraction=0.6, surrogate=Triangle(1.0, 0.3),
+                                              convention="eprop"),
+    "alif_lsnn_official": lambda: ALIFNode(tau=3.0, tau_adapt=6.0, beta=0.5, v_reset=None, refractory=1,
+                                           adaptive_fraction=0.6, v_threshold=0.6, surrogate=Triangle(1.0, 0.3),
+                                           convention="lsnn_official"),
+    "lif_lsnn_official": lambda: ALIFNode(tau=3.0, beta=0.0, v_reset=None, v_threshold=0.6,
+                                          surrogate=Triangle(1.0, 0.3), convention="lsnn_official"),
 }
 
 READOUTS = {

@@ -17,6 +17,7 @@ surrogate has its own ``forward`` has the reference loop only):
     IF / LIF                  yes    yes    yes     yes (element-wise; fp32/bf16/fp16 I/O)
     Leaky (snnTorch)          yes    yes    no      yes (element-wise; fp32/bf16/fp16 I/O)
     ALIF                      yes    yes    yes     yes (persistent kernel; fp32, H <= 512)
+    ALIF, lsnn_official       yes    yes    no      no
     dual-exponential          yes    yes    no      no
     recurrent layer (IF/LIF/  yes    yes    yes     yes (persistent kernels; fp32, H <= 512)
     ALIF), LSNN
@@ -41,6 +42,7 @@ from spikelight.core.errors import ConfigError
 from spikelight.core.surrogate import Surrogate
 from spikelight.dynamics.fused.dual_exp import dual_exp_multi_step
 from spikelight.dynamics.fused.leaky import leaky_multi_step
+from spikelight.dynamics.fused.official import official_multi_step
 from spikelight.dynamics.fused.recurrent import recurrent_multi_step
 from spikelight.dynamics.native import library as native
 from spikelight.dynamics.spec import ALIFSpec, DualExpSpec, KernelSpec, LeakySpec, LIFSpec
@@ -96,6 +98,8 @@ def why_not(
     compute = torch.promote_types(x.dtype, torch.float32)
     if backend == "fused":
         return None
+    if isinstance(spec, ALIFSpec) and spec.lif.convention == "lsnn_official":
+        return "runs the lsnn_official convention fused or torch only (its own loop: no C or Triton kernel)"
     if backend == "native":
         if not steps_once:
             return f"has no C loops (IF, LIF and ALIF have; {type(spec).__name__[:-4]} runs fused)"
@@ -189,12 +193,11 @@ def run_neuron(
     if isinstance(spec, (LIFSpec, ALIFSpec)):
         if elementwise_triton:
             return (*_triton_neuron(x, state[0], spec, surrogate), None)
-        alif = isinstance(spec, ALIFSpec)
+        if isinstance(spec, ALIFSpec):
+            return _run_alif(backend, x, None, spec, surrogate, state, state[3], beta, None, record)
         rec: list | None = [] if record else None
-        s, h, v, a, ref = recurrent_multi_step(
-            x, None, spec, surrogate, *state, beta=beta, record=rec, backend=backend
-        ) if alif else recurrent_multi_step(x, None, spec, surrogate, state[0], record=rec, backend=backend)
-        return s, h, ((v, a, ref) if alif else (v,)), (tuple(rec) if rec is not None else None)
+        s, h, v, _, _ = recurrent_multi_step(x, None, spec, surrogate, state[0], record=rec, backend=backend)
+        return s, h, (v,), (tuple(rec) if rec is not None else None)
     if isinstance(spec, LeakySpec):
         if elementwise_triton:
             s, u, (u_T,) = _triton_neuron(x, state[0], spec, surrogate)
@@ -232,10 +235,26 @@ def run_recurrent(
     ff [T, B, H]; w_rec [H, H]; state: the neuron's fields ([B, H] each); z0 [B, H] the spikes before
     step 0. Returns (spikes, membrane [T, B, H], final state fields, per-step state fields or None).
     """
-    alif = isinstance(spec, ALIFSpec)
+    if isinstance(spec, ALIFSpec):
+        return _run_alif(backend, ff, w_rec, spec, surrogate, state, z0, beta, tbptt, record)
     rec: list[Any] | None = [] if record else None
-    v0, a0, ref0 = (state[0], state[1], state[2]) if alif else (state[0], None, None)
-    s, h, v, a, ref = recurrent_multi_step(
-        ff, w_rec, spec, surrogate, v0, a0, ref0, z0, beta=beta, tbptt=tbptt, record=rec, backend=backend
+    s, h, v, _, _ = recurrent_multi_step(
+        ff, w_rec, spec, surrogate, state[0], None, None, z0, tbptt=tbptt, record=rec, backend=backend
     )
-    return s, h, ((v, a, ref) if alif else (v,)), (tuple(rec) if rec is not None else None)
+    return s, h, (v,), (tuple(rec) if rec is not None else None)
+
+
+def _run_alif(backend, ff, w_rec, spec: ALIFSpec, surrogate, state, z0, beta, tbptt, record: bool) -> tuple:
+    """An ALIF's T steps (alone: w_rec None; z0 its state's last spike): state (v, a, ref, z) in and out, the
+    per-step states ``(v, a, ref, z)`` when ``record``. The ``lsnn_official`` convention runs its own loop."""
+    rec: list[Any] | None = [] if record else None
+    v0, a0, ref0 = state[0], state[1], state[2]
+    if spec.lif.convention == "lsnn_official":
+        s, h, v, a, ref = official_multi_step(ff, w_rec, spec, surrogate, v0, a0, ref0, z0, state[3], beta, tbptt, rec)
+    else:
+        z_in = None if w_rec is None else z0  # alone, nothing reads the last spike
+        s, h, v, a, ref = recurrent_multi_step(
+            ff, w_rec, spec, surrogate, v0, a0, ref0, z_in, beta=beta, tbptt=tbptt, record=rec, backend=backend
+        )
+    states = None if rec is None else (*rec, s)
+    return s, h, (v, a, ref, s[-1]), states

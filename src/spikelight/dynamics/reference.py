@@ -7,7 +7,8 @@ by one equivalence matrix (``tests/equivalence/test_matrix.py``: same spikes, gr
 within 1e-5). Shapes: any; every argument of one step has the shape of one step of input
 ``[B, ...]`` (per-neuron parameters broadcast along the last axis).
 
-Fire and reset follow SpikingJelly (the default ``spikelight`` convention):
+Fire and reset follow SpikingJelly (the default ``spikelight`` convention; the ALIF's ``eprop`` and
+``lsnn_official`` conventions are written in :mod:`spikelight.neurons.alif`):
 
     s_t = Θ(h_t − v_th)                       (spike when h_t >= v_th; snnTorch's Leaky: h_t > v_th)
     v_t = h_t·(1 − s_t) + v_reset·s_t          hard reset
@@ -28,6 +29,7 @@ __all__ = [
     "leaky_charge",
     "adaptive_threshold",
     "adapt",
+    "official_fire_input",
     "refractory_gate",
     "DualExpState",
     "dual_exp_update",
@@ -79,6 +81,12 @@ def adaptive_threshold(a: Tensor, beta: Tensor, v_threshold: float) -> Tensor:
 def adapt(a: Tensor, spike: Tensor, rho: float) -> Tensor:
     """ALIF adaptation ``a_t = ρ·a_{t-1} + (1 − ρ)·s_t``: a low-pass filtered spike train."""
     return rho * a + (1.0 - rho) * spike
+
+
+def official_fire_input(v_prev: Tensor, threshold: Tensor) -> Tensor:
+    """LSNN-official's surrogate input ``(v_{t-1} − A_t)/A_t``: the *previous* potential against this step's
+    adaptive threshold, normalised by it (``LIF_dynamic``: ``v_scaled = (v - thr) / thr``)."""
+    return (v_prev - threshold) / threshold
 
 
 def refractory_gate(spike: Tensor, ref: Tensor, refractory: int) -> tuple[Tensor, Tensor]:

@@ -12,7 +12,24 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-__all__ = ["LIFSpec", "LeakySpec", "ALIFSpec", "DualExpSpec", "KernelSpec", "StepArgs", "step_args"]
+__all__ = [
+    "CONVENTIONS", "check_convention", "LIFSpec", "LeakySpec", "ALIFSpec", "DualExpSpec", "KernelSpec", "StepArgs",
+    "step_args",
+]  # fmt: skip
+
+#: the order of fire / reset / normalisation of an IF / LIF / ALIF step (``neuron.convention``):
+#:   spikelight     charge → fire on h − A (``>=``; normalised by v_th if ``normalize``) → reset → leak (SpikingJelly)
+#:   eprop          the e-prop code's EligALIF: the reset −v_th·z_{t−1} after the leak; fire on (h − A)/v_th > 0
+#:   lsnn_official  LSNN-official's ALIF: fire from the *previous* potential on (v_{t−1} − A_t)/A_t > 0, then
+#:                  v_t = charge(v_{t−1}, I_t) − A_t·z_{t−1} (the reset by the adaptive threshold, one step late)
+CONVENTIONS = ("spikelight", "eprop", "lsnn_official")
+
+
+def check_convention(convention: str, who: str) -> str:
+    """Validate a ``neuron.convention`` value (one line naming the choices)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"{who} convention must be one of {CONVENTIONS}, got {convention!r}")
+    return convention
 
 
 @dataclass(frozen=True)
@@ -24,6 +41,8 @@ class LIFSpec:
                   else ``h = v - (v - v_reset)/tau + x``.
     v_reset:      hard reset value; ``None`` = soft reset (subtract threshold).
     strict:       fire on ``h > v_threshold`` instead of ``>=``.
+    convention:   the order of fire / reset / normalisation (:data:`CONVENTIONS`; soft reset only
+                  for ``eprop`` and ``lsnn_official``).
     """
 
     tau: float | None
@@ -32,6 +51,7 @@ class LIFSpec:
     v_reset: float | None
     detach_reset: bool
     strict: bool = False
+    convention: str = "spikelight"
 
     @property
     def leak(self) -> float:
@@ -42,6 +62,12 @@ class LIFSpec:
     def input_gain(self) -> float:
         """dh_t/dx_t: ``1/tau`` with decay_input, else 1."""
         return 1.0 / self.tau if (self.tau is not None and self.decay_input) else 1.0
+
+    @property
+    def soft_reset(self) -> float:
+        """What a soft reset subtracts from h_t: ``v_th``; ``v_th/leak`` in the ``eprop`` convention, whose
+        reset ``−v_th·z_{t−1}`` comes after the next step's leak (``leak·(h − v_th/leak) = leak·h − v_th``)."""
+        return self.v_threshold / self.leak if self.convention == "eprop" else self.v_threshold
 
 
 @dataclass(frozen=True)
@@ -114,6 +140,8 @@ class StepArgs:
     normalize:   fire on ``(h − A)/thr`` (ALIF); ``refractory``: steps without firing after a spike.
     rho, keep:   adaptation decay ``ρ`` and ``1 − ρ``.
     leak, gain:  ``dh_t/dv_{t−1}`` and ``dh_t/dx_t``.
+    soft:        what a soft reset subtracts (``thr``; ``thr/leak`` in the ``eprop`` convention).
+    official:    the ``lsnn_official`` convention (its own loops: :mod:`spikelight.dynamics.fused.official`).
     """
 
     charge: int
@@ -134,6 +162,8 @@ class StepArgs:
     keep: float
     leak: float
     gain: float
+    soft: float = 0.0
+    official: bool = False
 
     @property
     def surrogate_scale(self) -> float:
@@ -158,7 +188,7 @@ def step_args(spec: LIFSpec | ALIFSpec) -> StepArgs:
         hard=hard,
         vr=v_reset,
         vr_add=hard and v_reset != 0.0,
-        strict=not alif and lif.strict,
+        strict=lif.convention != "spikelight" or (not alif and lif.strict),
         detach=lif.detach_reset,
         alif=alif,
         adaptive=alif and spec.adaptive,
@@ -168,4 +198,6 @@ def step_args(spec: LIFSpec | ALIFSpec) -> StepArgs:
         keep=1.0 - rho,
         leak=lif.leak,
         gain=lif.input_gain,
+        soft=lif.soft_reset,
+        official=lif.convention == "lsnn_official",
     )

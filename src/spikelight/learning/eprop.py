@@ -15,6 +15,15 @@ in this library's neuron equations (:mod:`spikelight.neurons.alif`; LIF is β = 
     ē_t   = κ·ē_{t-1} + (1−κ)·e_t                (the readout's filter, κ = exp(−1/τ_out))
     dE/dW_ji = Σ_t L_j^t·ē_ji^t,   L_j^t = Σ_k B_jk·∂E/∂logit_k^t
 
+In the ``lsnn_official`` convention (:mod:`spikelight.neurons.alif`: the spike comes from v_{t-1}
+against A_t = v_th + β b_t, normalised by A_t, and the reset −A_t z_{t-1} comes one step late) the
+traces follow v_{t-1} and b_t (z_{t-1} detached in the reset, not in the adaptation, as above):
+
+    ψ_t = σ'((v_{t-1} − A_t)/A_t)                (0 while refractory)
+    ε^b_t = ρ·ε^b_{t-1} + (1−ρ)·e_{t-1}
+    e_t   = ψ_t/A_t·ε^v_{t-1} − ψ_t·β·v_{t-1}/A_t²·ε^b_t
+    ε^v_t = α·ε^v_{t-1} + c·p_t − β·z_{t-1}·ε^b_t
+
 B is W_outᵀ (``feedback=symmetric``), a fixed random matrix (``random``) or a matrix
 that receives W_out's updates (``adaptive``, Kolen–Pollack). The readout weights get
 their exact gradients, and the firing-rate regulariser adds
@@ -196,7 +205,7 @@ class EProp(nn.Module):
         state = neuron.initial_state(torch.zeros(batch, H, dtype=dt, device=x.device))
         z = torch.zeros(batch, H, dtype=dt, device=x.device)
         eps_h = torch.zeros((batch, H, P) if dyn.hard else (batch, P), dtype=dt, device=x.device)
-        eps_a = torch.zeros(batch, H, P, dtype=dt, device=x.device) if dyn.adaptive else None
+        eps_a = torch.zeros(batch, H, P, dtype=dt, device=x.device) if dyn.adaptive and not dyn.official else None
         # every [B, H, P] buffer is allocated once: a fresh temporary per step lets glibc's heap grow with T
         e = torch.empty(batch, H, P, dtype=dt, device=x.device)
         ebar = e if kappa == 0.0 else torch.zeros(batch, H, P, dtype=dt, device=x.device)
@@ -211,30 +220,48 @@ class EProp(nn.Module):
         ones = torch.ones(batch, 1, dtype=dt, device=x.device)
         loss_steps = x.new_zeros(())
 
+        official = dyn.official  # LSNN-official's convention: traces of v_{t-1} and b_t (module docstring)
+        if official:
+            e.zero_()  # e_{t-1} feeds ε^b_t
+            eps_v = torch.zeros(batch, H, P, dtype=dt, device=x.device)
+            eps_b = torch.zeros(batch, H, P, dtype=dt, device=x.device) if dyn.adaptive else None
         for t in range(T):
             p = torch.cat([x[t], z] + ([ones] if b_in is not None else []), dim=1)  # presynaptic activity [B, P]
             current = F.linear(x[t], w_in, b_in) + F.linear(z, w_rec)
             threshold = neuron.threshold(state) if dyn.alif else neuron.v_threshold
             refractory = (state.ref > 0) if dyn.refractory else None
-            z_prev = z
+            z_prev, v_prev = z, state.v
             z, state, h = neuron.step(current, state)
-            psi = neuron.surrogate.derivative((h - threshold) / sg_scale) / sg_scale
+            if official:
+                psi = neuron.surrogate.derivative((v_prev - threshold) / threshold)
+            else:
+                psi = neuron.surrogate.derivative((h - threshold) / sg_scale) / sg_scale
             if refractory is not None:
                 psi = psi.masked_fill(refractory, 0.0)
             # traces
-            if dyn.hard:
-                eps_h.mul_((dyn.leak * (1.0 - z_prev)).unsqueeze(-1)).add_(p.unsqueeze(1), alpha=dyn.gain)
-                eps_hb = eps_h
+            if official:
+                if eps_b is not None:  # ε^b_t = ρ ε^b_{t-1} + (1-ρ) e_{t-1}
+                    eps_b.mul_(dyn.rho).add_(e, alpha=1.0 - dyn.rho)
+                torch.mul(eps_v, (psi / threshold).unsqueeze(-1), out=e)  # e_t = ψ/A ε^v_{t-1} − ψ β v_{t-1}/A² ε^b_t
+                if eps_b is not None:
+                    e.addcmul_(eps_b, (-psi * beta * v_prev / threshold**2).unsqueeze(-1))
+                eps_v.mul_(dyn.leak).add_(p.unsqueeze(1), alpha=dyn.gain)  # ε^v_t = α ε^v + c p_t − β z_{t-1} ε^b_t
+                if eps_b is not None:
+                    eps_v.addcmul_(eps_b, (-beta * z_prev).unsqueeze(-1))
             else:
-                eps_h.mul_(dyn.leak).add_(p, alpha=dyn.gain)
-                eps_hb = eps_h.unsqueeze(1)
-            if eps_a is not None:
-                torch.mul(eps_a, -beta[None, :, None], out=e).add_(eps_hb).mul_(psi.unsqueeze(-1))
-                rho = dyn.rho
-                eps_a.mul_((rho - (1.0 - rho) * beta * psi).unsqueeze(-1))
-                eps_a.addcmul_(((1.0 - rho) * psi).unsqueeze(-1), eps_hb)
-            else:
-                torch.mul(psi.unsqueeze(-1), eps_hb, out=e)
+                if dyn.hard:
+                    eps_h.mul_((dyn.leak * (1.0 - z_prev)).unsqueeze(-1)).add_(p.unsqueeze(1), alpha=dyn.gain)
+                    eps_hb = eps_h
+                else:
+                    eps_h.mul_(dyn.leak).add_(p, alpha=dyn.gain)
+                    eps_hb = eps_h.unsqueeze(1)
+                if eps_a is not None:
+                    torch.mul(eps_a, -beta[None, :, None], out=e).add_(eps_hb).mul_(psi.unsqueeze(-1))
+                    rho = dyn.rho
+                    eps_a.mul_((rho - (1.0 - rho) * beta * psi).unsqueeze(-1))
+                    eps_a.addcmul_(((1.0 - rho) * psi).unsqueeze(-1), eps_hb)
+                else:
+                    torch.mul(psi.unsqueeze(-1), eps_hb, out=e)
             if ebar is not e:  # kappa = 0: the filtered trace is e itself
                 ebar.mul_(kappa).add_(e, alpha=1.0 - kappa)
             if reg_e is not None:
@@ -273,7 +300,8 @@ class EProp(nn.Module):
             rate = count.sum(0) / (batch * T)  # spikes per step of each neuron
             total = total + regularizer.weight * (rate - regularizer.target).pow(2).sum()
             g_w.add_((2.0 * regularizer.weight * (rate - regularizer.target) / (batch * T)).unsqueeze(-1) * reg_e)
-        buffers = {id(b): b for b in (eps_h, eps_a, e, ebar, ebar_sum, signal_e, reg_e) if b is not None}
+        extra = (eps_v, eps_b) if official else ()
+        buffers = {id(b): b for b in (eps_h, eps_a, e, ebar, ebar_sum, signal_e, reg_e, *extra) if b is not None}
         trace_bytes = sum(b.numel() * b.element_size() for b in buffers.values())
         grads = {
             "w_in": g_w[:, :n_in],

@@ -15,19 +15,49 @@ mean what they mean in LSNN-official (``b ← ρb + (1−ρ)z``, ``A = thr + β�
 With β = 0 (or ``adaptive_fraction=0``) the neuron *is* :class:`LIFNode`: same
 charge, fire and reset, spike for spike.
 
-Conversions (time step dt = 1; time constants in steps):
-- LSNN-official ``v ← αv + (1−α)I − A·z_prev`` with α = exp(−1/τ_m): our charge with
-  ``decay_input=True`` and ``tau = 1/(1 − exp(−1/τ_m))`` (20 ms → 20.50) is exactly
-  ``αv + (1−α)I``. Differences that remain: LSNN-official fires from the previous
-  step's potential and subtracts the adaptive threshold A one step late; we fire from
-  this step's potential and subtract v_th (the e-prop code's choice).
-- e-prop code (EligALIF: ``v_t = αv_{t−1} + I_t − v_th z_{t−1}``, ``b_t = ρb_{t−1} + z_{t−1}``,
-  ``A = v_th + β_e·b``): ``β_e = β(1 − ρ)``; ``decay_input=False``.
-- LSNN's pseudo-derivative 0.3·max(0, 1 − |(v − A)/v_th|): ``surrogate=triangle
-  surrogate.alpha=1 surrogate.dampening=0.3 neuron.normalize=true`` (spike on
-  ``(h − A)/v_th``).
+Conventions (``convention``; the parameters keep their meaning, only the order of fire /
+reset / normalisation changes; every one runs on the reference loop and the fast paths):
 
-State: :class:`ALIFState` ``(v, a, ref)``; ``ref`` counts the refractory steps left.
+- ``spikelight`` (default, SpikingJelly's order): the equations above; ``normalize`` chooses
+  ``(h − A)/v_th`` or ``h − A``; the reset ``v_th·s_t`` is subtracted *before* the next leak,
+  so the next step loses ``leak·v_th``.
+- ``eprop`` (the e-prop code's ``EligALIF``, IGITUGraz/eligibility_propagation):
+  ``v_t = α·v_{t−1} + I_t − v_th·z_{t−1}`` (the reset after the leak), ``b_t = ρ·b_{t−1} + z_{t−1}``,
+  ``z_t = H((v_t − v_th − β_e·b_t)/v_th)`` (strictly greater). Here the soft reset subtracts
+  ``v_th/leak`` from h, so the next charge loses exactly v_th; ``h`` is the code's ``v``.
+  Requires a soft reset (``v_reset=None``); always normalised.
+- ``lsnn_official`` (LSNN-official ``ALIF.__call__`` + ``LIF_dynamic``):
+  ``b_t = ρ·b_{t−1} + (1−ρ)·z_{t−1}``, ``A_t = v_th + β·b_t``,
+  ``v_t = decay·v_{t−1} + (1−decay)·I_t − A_t·z_{t−1}``, ``z_t = H((v_{t−1} − A_t)/A_t)``:
+  the spike comes from the *previous* potential, the reset subtracts the *adaptive* threshold
+  one step late, the surrogate sees the value normalised by A_t. ``h`` is the code's ``v_t``.
+  Requires a soft reset; two spikes in a row are possible unless ``refractory >= 1``.
+
+Conversions (time step dt = 1; time constants in steps; measured in
+``tests/equivalence/test_conventions.py``, float64: spikes equal, gradients within 1e-6):
+
+- membrane: both codes decay by ``α = exp(−1/τ_m)``; ours by ``1 − 1/tau``: ``tau = 1/(1 − exp(−1/τ_m))``
+  (τ_m 20 ms → 20.504166). LSNN-official scales the input by ``(1 − α)``: ``decay_input=True``;
+  the e-prop code does not: ``decay_input=False``.
+- adaptation: LSNN-official's β and ρ are ours; the e-prop code's ``b`` sums spikes without
+  ``(1 − ρ)``: its ``β_e = β·(1 − ρ)`` (``beta = β_e/(1 − exp(−1/τ_a))``).
+- refractory: LSNN-official's ``n_refractory`` = ours; the e-prop code's ``n_ref`` = ours + 1
+  (its counter ``r ← clip(r + n_ref·z − 1, 0, n_ref)`` blocks ``n_ref − 1`` steps).
+- pseudo-derivative ``0.3·max(0, 1 − |v_scaled|)``: ``surrogate=triangle surrogate.alpha=1
+  surrogate.dampening=0.3``.
+- Norse 1.1 ``LSNNRecurrent`` (``functional/lsnn.py::lsnn_step``; threshold ``v − b``, b relaxing to v_th
+  and jumping by β_n·z, Euler LIF, hard reset with a detached z) differs twice: its membrane integrates
+  the *previous* step's synaptic current (input reaches v one step late, recurrent spikes two), and the
+  adaptation jump uses ``z.detach()`` (no gradient through the adaptation). With those two set equal it
+  is this neuron (``spikelight`` convention) with ``tau = 1/(dt·tau_mem_inv)``, ``ρ = 1 − dt·tau_adapt_inv``,
+  ``beta = β_n·ρ/(1 − ρ)``, ``v_reset=0``, ``detach_reset=True``, ``surrogate=fast_sigmoid alpha=1``
+  (Norse's SuperSpike ignores its alpha): spikes equal, gradients within 1e-6 (test_conventions.py).
+- Under the ``spikelight`` convention the LSNN-official / e-prop neurons are *not* reproduced
+  when α < 1 (measured with τ_m = 20 over 30 steps: 20–173 of 2,400 spikes differ, gradients
+  by 4–34%): choose the convention.
+
+State: :class:`ALIFState` ``(v, a, ref, z)``; ``ref`` counts the refractory steps left, ``z`` is the
+last spike (the reset of ``lsnn_official`` needs it; the others carry it along).
 
 ``backend`` (``auto | torch | fused | native | triton``, :mod:`spikelight.dynamics.dispatch`): the
 fast paths run the sequence as the recurrent layer's autograd Function without W_rec
@@ -44,8 +74,8 @@ import torch
 from torch import Tensor
 
 from spikelight.core.surrogate import Surrogate
-from spikelight.dynamics.reference import adapt, adaptive_threshold, lif_charge, refractory_gate
-from spikelight.dynamics.spec import ALIFSpec, LIFSpec
+from spikelight.dynamics.reference import adapt, adaptive_threshold, lif_charge, official_fire_input, refractory_gate
+from spikelight.dynamics.spec import ALIFSpec, LIFSpec, check_convention
 from spikelight.neurons.base import BaseNode
 from spikelight.neurons.if_lif import resolve_tau_beta
 
@@ -53,11 +83,12 @@ __all__ = ["ALIFNode", "ALIFState"]
 
 
 class ALIFState(NamedTuple):
-    """ALIF state, each [B, ...]: membrane after reset, adaptation, refractory steps left."""
+    """ALIF state, each [B, ...]: membrane after reset, adaptation, refractory steps left, last spike."""
 
     v: Tensor
     a: Tensor
     ref: Tensor
+    z: Tensor
 
 
 class ALIFNode(BaseNode):
@@ -71,7 +102,9 @@ class ALIFNode(BaseNode):
             axis; LSNN's 120 LIF + 100 ALIF is 100/220); the others have β = 0.
         refractory: steps after a spike during which the neuron cannot fire (0 = none).
         normalize: fire on ``(h − A)/v_th`` instead of ``h − A`` (LSNN / e-prop scaling of the
-            surrogate's input).
+            surrogate's input); ``spikelight`` convention only (None = False there; the others
+            normalise as their code: ``eprop`` by v_th, ``lsnn_official`` by A_t).
+        convention: ``spikelight`` | ``eprop`` | ``lsnn_official`` (module docstring).
         decay_input, v_threshold, v_reset, surrogate, detach_reset, backend: as :class:`LIFNode`
             (no Triton kernel: ``auto`` runs the fused plain-PyTorch form on every device).
     """
@@ -85,15 +118,25 @@ class ALIFNode(BaseNode):
         beta: float = 1.8,
         adaptive_fraction: float = 1.0,
         refractory: int = 0,
-        normalize: bool = False,
+        normalize: bool | None = None,
         decay_input: bool = True,
         v_threshold: float = 1.0,
         v_reset: float | None = 0.0,
         surrogate: Surrogate | None = None,
         detach_reset: bool = False,
         backend: str = "auto",
+        convention: str = "spikelight",
     ) -> None:
         super().__init__(v_threshold, v_reset, surrogate, detach_reset, backend)
+        self.convention = check_convention(convention, "ALIF")
+        if convention != "spikelight":
+            if v_reset is not None:
+                raise ValueError(f"ALIF convention={convention} subtracts the threshold on a spike: set "
+                                 f"neuron.v_reset=null (got {v_reset})")
+            if normalize is False:
+                raise ValueError(f"ALIF convention={convention} always normalises as its code: set "
+                                 f"neuron.normalize=null (or true)")
+            normalize = True
         if not v_threshold > 0:
             raise ValueError(f"ALIF v_threshold must be > 0, got {v_threshold}")
         self.tau = resolve_tau_beta("ALIF", tau, None, default_tau=20.0)
@@ -112,7 +155,7 @@ class ALIFNode(BaseNode):
         self.beta = float(beta)
         self.adaptive_fraction = float(adaptive_fraction)
         self.refractory = refractory
-        self.normalize = bool(normalize)
+        self.normalize = bool(normalize)  # None = False (spikelight)
         self.decay_input = bool(decay_input)
         self._beta_cache: tuple | None = None  # (key, β per neuron): built once, not every step
 
@@ -134,7 +177,14 @@ class ALIFNode(BaseNode):
 
     def initial_state(self, x: Tensor) -> ALIFState:
         v0 = torch.full_like(x, 0.0 if self.v_reset is None else self.v_reset)
-        return ALIFState(v0, torch.zeros_like(x), torch.zeros_like(x))
+        return ALIFState(v0, torch.zeros_like(x), torch.zeros_like(x), torch.zeros_like(x))
+
+    def reset(self, h: Tensor, spike: Tensor) -> Tensor:
+        """State after firing; ``eprop`` subtracts ``v_th/leak`` (its reset comes after the next leak)."""
+        if self.convention != "eprop":
+            return super().reset(h, spike)
+        s = spike.detach() if self.detach_reset else spike
+        return h - (self.v_threshold / (1.0 - 1.0 / self.tau)) * s
 
     def charge(self, x: Tensor, v: Tensor) -> Tensor:
         return lif_charge(x, v, self.tau, self.decay_input, self.v_reset)
@@ -144,18 +194,31 @@ class ALIFNode(BaseNode):
         return adaptive_threshold(state.a, self.beta_per_neuron(state.a.shape[-1], state.a), self.v_threshold)
 
     def step(self, x: Tensor, state: ALIFState) -> tuple[Tensor, ALIFState, Tensor]:
+        if self.convention == "lsnn_official":
+            return self._official_step(x, state)
         h = self.charge(x, state.v)
         over = h - self.threshold(state)
-        spike = self.surrogate(over / self.v_threshold if self.normalize else over)
+        strict = self.convention == "eprop"
+        spike = self.surrogate(over / self.v_threshold if self.normalize else over, strict=strict)
         spike, ref = refractory_gate(spike, state.ref, self.refractory) if self.refractory else (spike, state.ref)
-        return spike, ALIFState(self.reset(h, spike), adapt(state.a, spike, self.rho), ref), h
+        return spike, ALIFState(self.reset(h, spike), adapt(state.a, spike, self.rho), ref, spike), h
+
+    def _official_step(self, x: Tensor, state: ALIFState) -> tuple[Tensor, ALIFState, Tensor]:
+        """LSNN-official: fire from v_{t−1} against A_t, then ``v_t = charge(v_{t−1}, I_t) − A_t·z_{t−1}``."""
+        A = self.threshold(state)
+        spike = self.surrogate(official_fire_input(state.v, A), strict=True)
+        spike, ref = refractory_gate(spike, state.ref, self.refractory) if self.refractory else (spike, state.ref)
+        z_prev = state.z.detach() if self.detach_reset else state.z
+        h = self.charge(x, state.v) - A * z_prev
+        return spike, ALIFState(h, adapt(state.a, spike, self.rho), ref, spike), h
 
     # --- fused kernel ------------------------------------------------------------------
     def _kernel_spec(self) -> ALIFSpec | None:
-        own = ("threshold", "beta_per_neuron", "rho")
+        own = ("threshold", "beta_per_neuron", "rho", "_official_step")
         if not self._dynamics_of(ALIFNode) or any(getattr(type(self), n) is not getattr(ALIFNode, n) for n in own):
             return None
-        lif = LIFSpec(self.tau, self.decay_input, self.v_threshold, self.v_reset, self.detach_reset)
+        lif = LIFSpec(self.tau, self.decay_input, self.v_threshold, self.v_reset, self.detach_reset,
+                      convention=self.convention)  # fmt: skip
         adaptive = self.beta > 0 and self.adaptive_fraction > 0
         return ALIFSpec(lif, self.rho, self.refractory, self.normalize, adaptive)
 
@@ -166,5 +229,7 @@ class ALIFNode(BaseNode):
         return (
             f"tau={self.tau}, tau_adapt={self.tau_adapt}, beta={self.beta}, "
             f"adaptive_fraction={self.adaptive_fraction}, refractory={self.refractory}, "
-            f"normalize={self.normalize}, decay_input={self.decay_input}, " + super().extra_repr()
+            f"normalize={self.normalize}, decay_input={self.decay_input}, "
+            + ("" if self.convention == "spikelight" else f"convention={self.convention!r}, ")
+            + super().extra_repr()
         )

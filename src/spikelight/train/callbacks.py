@@ -3,6 +3,7 @@ logged into whatever logger the run uses."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -142,7 +143,9 @@ class SynOpsCallback(L.Callback):
 
 class EpochTimeCallback(L.Callback):
     """Wall-clock timing in the logs: ``time/epoch_s`` (one training epoch, validation runs
-    inside it included) and ``time/elapsed_s`` (since the fit started) at every validation."""
+    inside it included) and ``time/elapsed_s`` (since the fit started) at every validation; and the
+    memory high-water mark at each epoch's end: ``mem/peak_rss_mb`` (the process's peak resident set,
+    Linux/macOS) and on CUDA ``mem/peak_cuda_mb`` (the peak allocated by torch)."""
 
     def __init__(self) -> None:
         self._fit_start = self._epoch_start = 0.0
@@ -155,6 +158,15 @@ class EpochTimeCallback(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.log("time/epoch_s", time.perf_counter() - self._epoch_start)
+        try:
+            import resource  # POSIX only
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+            pl_module.log("mem/peak_rss_mb", peak / (2**20 if sys.platform == "darwin" else 2**10))
+        except ImportError:
+            pass
+        if torch.cuda.is_available() and pl_module.device.type == "cuda":
+            pl_module.log("mem/peak_cuda_mb", torch.cuda.max_memory_allocated(pl_module.device) / 2**20)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:

@@ -55,7 +55,7 @@ def forward_steps(
     tau, thr = torch.tensor(args.tau, dtype=dt, device=cpu), torch.tensor(args.thr, dtype=dt, device=cpu)
     v_rest, zero = torch.tensor(args.v_rest, dtype=dt, device=dev), torch.tensor(0.0, dtype=dt, device=dev)
     rho, keep = torch.tensor(args.rho, dtype=dt, device=dev), torch.tensor(args.keep, dtype=dt, device=dev)
-    soft, vr = torch.tensor(-args.thr, dtype=dt, device=dev), torch.tensor(args.vr, dtype=dt, device=dev)
+    soft, vr = torch.tensor(-args.soft, dtype=dt, device=dev), torch.tensor(args.vr, dtype=dt, device=dev)
     cast = w_t is not None and mm_dtype != dt
     buf, tmp, cur = torch.empty_like(v), torch.empty_like(v), torch.empty_like(v)
     cur_mm = torch.empty(v.shape, dtype=mm_dtype, device=dev) if cast else cur
@@ -90,9 +90,9 @@ def forward_steps(
             torch.sub(ht, ut, out=ut)
             if args.normalize:
                 ut.div_(thr)
-            torch.ge(ut, zero, out=st)
+            (torch.gt if args.strict else torch.ge)(ut, zero, out=st)
         elif args.normalize:
-            torch.ge(torch.sub(ht, thr, out=tmp).div_(thr), zero, out=st)
+            (torch.gt if args.strict else torch.ge)(torch.sub(ht, thr, out=tmp).div_(thr), zero, out=st)
         elif args.strict:
             torch.gt(ht, thr, out=st)
         else:  # h - v_th >= 0  <=>  h >= v_th (IEEE subtraction keeps the sign)
@@ -107,7 +107,7 @@ def forward_steps(
         if args.alif:
             a = torch.mul(a, rho, out=rec[1][t] if rec is not None else a).addcmul_(st, keep)
         v_next = rec[0][t] if rec is not None else v
-        if not args.hard:  # v = h - v_th s
+        if not args.hard:  # v = h - v_th s (v_th/leak in the eprop convention)
             v = torch.addcmul(ht, st, soft, out=v_next)
         else:  # v = h (1 - s) + v_reset s, computed as h - h s (+ v_reset s)
             v = torch.addcmul(ht, ht, st, value=-1.0, out=v_next)
@@ -149,7 +149,7 @@ def backward_steps(
     dt, dev, shape = gI.dtype, gI.device, gI.shape[1:]
     rho = torch.tensor(args.rho, dtype=dt, device=dev)
     if not args.hard:  # soft reset: E and F are constants (stride-0 views: no memory, the same products)
-        E = torch.tensor(-args.thr * args.leak / args.gain, dtype=dt, device=dev).expand(n, *shape)
+        E = torch.tensor(-args.soft * args.leak / args.gain, dtype=dt, device=dev).expand(n, *shape)
         F = torch.tensor(args.leak, dtype=dt, device=dev).expand(n, *shape)
     for i in range(n - 1, -1, -1):
         t = t0 + i
@@ -211,7 +211,7 @@ def elementwise_backward_steps(
     computed on the block at once, so one fused multiply-add per step. Returns p_{t0}."""
     dt, dev, shape = gI.dtype, gI.device, gI.shape[1:]
     if not args.hard:
-        E = torch.tensor(-args.thr * args.leak / args.gain, dtype=dt, device=dev).expand(n, *shape)
+        E = torch.tensor(-args.soft * args.leak / args.gain, dtype=dt, device=dev).expand(n, *shape)
         F = torch.tensor(args.leak, dtype=dt, device=dev).expand(n, *shape)
     c = gI[t0 : t0 + n]
     if g_s is not None:  # c = Gh + Dg·g_s

@@ -29,13 +29,13 @@ typedef struct {
     uint8_t *mask;         /* [T, R, H] steps that could fire (refractory only) */
     float *rec_v, *rec_a, *rec_ref; /* [T, R, H] state after every step, or NULL */
     float *cur;            /* [H] scratch */
-    float tau, v_rest, thr, rho, keep, vr;
+    float tau, v_rest, thr, rho, keep, vr, soft;  /* soft: what a soft reset subtracts (v_th; v_th/leak for eprop) */
     int32_t charge;        /* 0 IF, 1 LIF (decay_input), 2 LIF without */
     int32_t v_rest_zero, hard, vr_add, alif, adaptive, normalize, strict, refractory;
     int64_t spikes;        /* out: number of non-zero spikes written */
 } fwd_args;
 
-int64_t spikelight_abi_version(void) { return 2; }
+int64_t spikelight_abi_version(void) { return 3; }
 
 /* One row of one step: the element-wise update of H neurons. Always inlined into the specialised
  * copies below, where CHARGE / KIND / NORMALIZE / REFR are constants and the loop vectorises; the
@@ -48,7 +48,8 @@ static inline __attribute__((always_inline)) int64_t fwd_row(
         const int64_t H, const float *restrict ff, const float *restrict cur, float *restrict v, float *restrict a,
         float *restrict rf, const float *restrict beta, float *restrict h, float *restrict s, float *restrict u,
         uint8_t *restrict mask, const float tau,
-        const float v_rest, const float thr, const float rho, const float keep, const float vr, const float frefr,
+        const float v_rest, const float thr, const float rho, const float keep, const float vr, const float soft,
+        const float frefr,
         const int strict, const int recur, const int CHARGE, const int KIND, const int NORMALIZE, const int REFR,
         const int HARD) {
     int64_t count = 0;
@@ -68,10 +69,11 @@ static inline __attribute__((always_inline)) int64_t fwd_row(
             float ut = a[i] * beta[i] + thr;
             ut = hh - ut;
             if (NORMALIZE) ut = ut / thr;
-            sp = ut >= 0.0f ? 1.0f : 0.0f;
+            sp = (strict ? ut > 0.0f : ut >= 0.0f) ? 1.0f : 0.0f;
             u[i] = ut;
         } else if (NORMALIZE) {
-            sp = (hh - thr) / thr >= 0.0f ? 1.0f : 0.0f;
+            const float us = (hh - thr) / thr;
+            sp = (strict ? us > 0.0f : us >= 0.0f) ? 1.0f : 0.0f;
         } else {
             sp = (strict ? hh > thr : hh >= thr) ? 1.0f : 0.0f;
         }
@@ -90,7 +92,7 @@ static inline __attribute__((always_inline)) int64_t fwd_row(
             a[i] = an;
         }
         const float vn = HARD ? (hh + (-hh) * sp) + sp * vr  /* hard: h - h s + v_reset s */
-                              : hh + sp * -thr;              /* soft: h - v_th s */
+                              : hh + sp * -soft;             /* soft: h - v_th s (v_th/leak: eprop) */
         v[i] = vn;
         h[i] = hh;
         s[i] = sp;
@@ -133,7 +135,8 @@ static inline void spike_row(const int64_t n_in, const int64_t n_out, const floa
 }
 
 #define ROW(CHARGE, KIND, NORMALIZE, REFR, HARD)                                                           \
-    fwd_row(H, ff, cur, v, a, rf, beta, h, sp, u, mk, tau, v_rest, thr, rho, keep, vr, frefr, strict, recur,  \
+    fwd_row(H, ff, cur, v, a, rf, beta, h, sp, u, mk, tau, v_rest, thr, rho, keep, vr, soft, frefr, strict,     \
+            recur,                                                                                         \
             CHARGE, KIND, NORMALIZE, REFR, HARD)
 #define KINDS(CHARGE, HARD)                                                                                \
     switch (kind * 4 + normalize * 2 + refractory) {                                                        \
@@ -155,7 +158,7 @@ static inline void spike_row(const int64_t n_in, const int64_t n_out, const floa
 void spikelight_forward(fwd_args *p) {
     const int64_t T = p->T, R = p->R, H = p->H, N = R * H;
     const float tau = p->tau, v_rest = p->v_rest_zero ? 0.0f : p->v_rest, thr = p->thr, rho = p->rho;
-    const float keep = p->keep, vr = p->vr_add ? p->vr : 0.0f, frefr = (float)p->refractory;
+    const float keep = p->keep, vr = p->vr_add ? p->vr : 0.0f, frefr = (float)p->refractory, soft = p->soft;
     const int charge = p->charge, hard = p->hard, strict = p->strict, recur = p->w_t != NULL;
     const int kind = p->adaptive ? KIND_ADAPTIVE : p->alif ? KIND_ALIF : KIND_LIF;
     const int normalize = p->alif && p->normalize, refractory = p->alif && p->refractory > 0;

@@ -37,7 +37,7 @@ __all__ = [
     "ABI_VERSION", "FwdArgs", "BwdArgs", "FWD_CONSTS",
 ]
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 SOURCE = Path(__file__).with_name("cpu_native.c")
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c99"]
 ARCH_FLAGS = ["-march=native"]  # this machine's vector width; the cache key names the CPU
@@ -55,7 +55,7 @@ class FwdArgs(ctypes.Structure):
         ("T", _I64), ("R", _I64), ("H", _I64),
         ("ff", _P), ("w_t", _P), ("z0", _P), ("v", _P), ("a", _P), ("ref", _P), ("beta", _P),
         ("h", _P), ("s", _P), ("u", _P), ("mask", _P), ("rec_v", _P), ("rec_a", _P), ("rec_ref", _P), ("cur", _P),
-        ("tau", _F), ("v_rest", _F), ("thr", _F), ("rho", _F), ("keep", _F), ("vr", _F),
+        ("tau", _F), ("v_rest", _F), ("thr", _F), ("rho", _F), ("keep", _F), ("vr", _F), ("soft", _F),
         ("charge", _I32), ("v_rest_zero", _I32), ("hard", _I32), ("vr_add", _I32), ("alif", _I32),
         ("adaptive", _I32), ("normalize", _I32), ("strict", _I32), ("refractory", _I32),
         ("spikes", _I64),
@@ -63,7 +63,7 @@ class FwdArgs(ctypes.Structure):
 
 
 #: the FwdArgs fields filled from :class:`~spikelight.dynamics.spec.StepArgs` by name
-FWD_CONSTS = ("tau", "v_rest", "thr", "rho", "keep", "vr", "charge", "v_rest_zero", "hard", "vr_add", "alif",
+FWD_CONSTS = ("tau", "v_rest", "thr", "rho", "keep", "vr", "soft", "charge", "v_rest_zero", "hard", "vr_add", "alif",
               "adaptive", "normalize", "strict", "refractory")  # fmt: skip
 
 
@@ -257,7 +257,7 @@ def backward_step_args(
         N=h[0].numel(), H=row or h.shape[-1], gI=_ptr(gI), GS=_ptr(GS), ga=_ptr(ga), h=_ptr(h), s=_ptr(s),
         g_h=_ptr(g_h), g_s=_ptr(g_s), beta=_ptr(beta),
         leak=leak, gain=gain, rho=args.rho, e0=args.vr * leak / gain, e1=-leak / gain,
-        e_soft=-args.thr * leak / gain, dbn=(args.rho - 1.0) / gain,
+        e_soft=-args.soft * leak / gain, dbn=(args.rho - 1.0) / gain,
         hard=args.hard, has_e=not args.detach, adaptive=args.adaptive,
     )  # fmt: skip
 

@@ -115,14 +115,17 @@ if triton is not None:
 
     @triton.jit
     def _fire(h, thr, inv_thr, NORMALIZE: tl.constexpr, STRICT: tl.constexpr, RECIP_DIV: tl.constexpr):
-        # IF / LIF spike: h >= v_th (h > v_th if STRICT; (h - v_th)/v_th >= 0 if NORMALIZE)
+        # IF / LIF spike: h >= v_th (h > v_th if STRICT; (h - v_th)/v_th >= 0 (> 0 if STRICT) if NORMALIZE)
         if NORMALIZE:
             zz = h - thr
             if RECIP_DIV:
                 zz = zz * inv_thr
             else:
                 zz = zz / thr
-            spike = zz >= 0.0
+            if STRICT:
+                spike = zz > 0.0
+            else:
+                spike = zz >= 0.0
         elif STRICT:
             spike = h > thr
         else:
@@ -131,7 +134,7 @@ if triton is not None:
 
     @triton.jit
     def _reset(h, spike, thr, vr, HARD: tl.constexpr):
-        # hard: v_reset where it spiked; soft: h - v_th where it spiked (products with 0/1 spikes are exact)
+        # hard: v_reset where it spiked; soft: h - thr where it spiked (thr: what a soft reset subtracts)
         if HARD:
             v = tl.where(spike, vr, h)
         else:

@@ -64,7 +64,7 @@ if triton is not None:
     def _rec_fwd_kernel(
         ff_ptr, wt_ptr, sx_ptr, v_ptr, a_ptr, ref_ptr, beta_ptr, h_ptr, u_ptr, mask_ptr,
         T, R, H,
-        tau, inv_tau, v_rest, thr, inv_thr, rho, keep, vr, frefr,
+        tau, inv_tau, v_rest, thr, inv_thr, rho, keep, vr, soft, frefr,
         CHARGE: tl.constexpr, KIND: tl.constexpr, NORMALIZE: tl.constexpr, REFR: tl.constexpr,
         HARD: tl.constexpr, STRICT: tl.constexpr, RECUR: tl.constexpr, RECIP_DIV: tl.constexpr,
         REST_ZERO: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -99,7 +99,10 @@ if triton is not None:
                         ut = ut * inv_thr
                     else:
                         ut = ut / thr
-                spike = ut >= 0.0
+                if STRICT:  # the eprop / lsnn_official conventions: (h - A)/v_th > 0
+                    spike = ut > 0.0
+                else:
+                    spike = ut >= 0.0
                 tl.store(u_ptr + base + off, ut, mask=m2)
             else:
                 spike = _fire(hh, thr, inv_thr, NORMALIZE, STRICT, RECIP_DIV)
@@ -111,7 +114,7 @@ if triton is not None:
             sp = spike.to(tl.float32)
             if KIND > 0:
                 a = a * rho + sp * keep
-            v = _reset(hh, spike, thr, vr, HARD)
+            v = _reset(hh, spike, soft, vr, HARD)  # soft: h - v_th s (v_th/leak: eprop)
             tl.store(h_ptr + base + off, hh, mask=m2)
             tl.store(sx_ptr + base + N + off, sp, mask=m2)
             tl.debug_barrier()  # this step's spikes, written by every thread, are read by the next step's dot
@@ -125,7 +128,7 @@ if triton is not None:
     def _rec_bwd_kernel(
         gI_ptr, gs_ptr, gh_ptr, gv_ptr, ga_ptr, w_ptr, h_ptr, s_ptr, u_ptr, mask_ptr, beta_ptr,
         T, R, H, tbptt,
-        leak, gain, thr, inv_thr, vr, rho, scale, dbn, p1, p2,
+        leak, gain, thr, inv_thr, vr, soft, rho, scale, dbn, p1, p2,
         HAS_GS: tl.constexpr, HAS_GH: tl.constexpr, HAS_GV: tl.constexpr, HAS_GA: tl.constexpr,
         KIND: tl.constexpr, NORMALIZE: tl.constexpr, REFR: tl.constexpr, HARD: tl.constexpr,
         DETACH: tl.constexpr, RECUR: tl.constexpr, SURR: tl.constexpr,
@@ -175,7 +178,7 @@ if triton is not None:
             gh = dv
             if HAS_GH:
                 gh = tl.load(gh_ptr + base + off, mask=m2, other=0.0)
-            pt, GS = _backward_step(GS, dv, D, hh, sp, gh, thr, vr, gain, HARD, DETACH, HAS_GH)
+            pt, GS = _backward_step(GS, dv, D, hh, sp, gh, soft, vr, gain, HARD, DETACH, HAS_GH)
             tl.store(gI_ptr + base + off, pt, mask=m2)
             if KIND == 2:
                 ga = ga * rho + (D * beta * dbn) * GS
@@ -218,7 +221,7 @@ def recurrent_forward(
         dummy if mask is None else mask,
         T, R, H,
         args.tau, fp32_reciprocal(args.tau), args.v_rest, args.thr, fp32_reciprocal(args.thr), args.rho, args.keep,
-        args.vr, float(args.refractory),
+        args.vr, args.soft, float(args.refractory),
         CHARGE=args.charge, KIND=kind, NORMALIZE=args.normalize, REFR=args.refractory > 0, HARD=args.hard,
         STRICT=args.strict, RECUR=w_rec is not None, RECIP_DIV=ff.is_cuda, REST_ZERO=args.v_rest_zero,
         BLOCK_R=BLOCK_R, BLOCK_H=_block_h(H), BLOCK_K=BLOCK_K, num_warps=NUM_WARPS,
@@ -257,7 +260,7 @@ def recurrent_backward(
         h if w_rec is None else w_rec.contiguous(), h, s, h if u is None else u, h if mask is None else mask,
         h if beta is None else beta,
         T, R, H, tbptt or 0,
-        args.leak, args.gain, args.thr, fp32_reciprocal(args.thr), args.vr, args.rho, args.surrogate_scale,
+        args.leak, args.gain, args.thr, fp32_reciprocal(args.thr), args.vr, args.soft, args.rho, args.surrogate_scale,
         (args.rho - 1.0) / args.gain, p1, p2,
         HAS_GS=g_s is not None, HAS_GH=g_h is not None, HAS_GV=g_v is not None, HAS_GA=g_a is not None,
         KIND=kind, NORMALIZE=args.normalize, REFR=args.refractory > 0, HARD=args.hard,
