@@ -43,3 +43,16 @@ def test_sj_conv_fashion_mnist_first_80_batches(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # measured 2026-11-23 (experiments/conv/compare.py, seed 0): spikelight 0.7949, SpikingJelly's own code 0.7975
     assert _test_acc(tmp_path / "run") >= 0.77
+
+
+def test_lsnn_design_card_learns_in_its_first_150_steps(tmp_path):
+    """The design-card command (python train.py model=lsnn neuron=sfa, offline data=sfmnist) with model=lsnn's
+    defaults learns from the start. Measured 2026-12-06 (experiments/lsnn/README.md, candidate d1): validation
+    accuracy 47.8% on 2,048 samples after 150 steps; the former defaults: 11.8% (c6, with lr 1e-2 and clipping)."""
+    proc = run_cli("train.py", "model=lsnn", "neuron=sfa", "data=sfmnist", "trainer.max_steps=150",
+                   "trainer.limit_val_batches=8", "+trainer.val_check_interval=150", "test=false",
+                   "callbacks=none", "print_config=false", f"hydra.run.dir={tmp_path}", timeout=1800)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        val = [float(r["val/acc"]) for r in csv.DictReader(f) if r.get("val/acc")]
+    assert val[-1] >= 0.35

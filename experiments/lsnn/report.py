@@ -1,0 +1,148 @@
+"""Collect the experiments/lsnn runs: the figure (validation accuracy per epoch, every run) and the table.
+
+    python experiments/lsnn/report.py            (reads logs/lsnn_<name>/runs/*/csv/metrics.csv)
+    python experiments/lsnn/report.py --candidates   (the runs that chose model=lsnn's defaults)
+
+A run continued with ``ckpt_path=last`` (``RESUME=1 experiments/lsnn/run.sh ...``) has several run
+folders; their rows are joined by epoch (the later folder wins). Writes ``experiments/lsnn/curves.png``
+and ``experiments/lsnn/results.md`` (the table: epochs done, best / last validation accuracy, test
+accuracy if the run finished, seconds per epoch, peak resident memory, the command).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = Path(__file__).resolve().parent
+
+
+def _float(row: dict, key: str) -> float | None:
+    v = row.get(key, "")
+    return float(v) if v not in ("", None) else None
+
+
+def load(run: Path) -> dict:
+    """One named run (logs/lsnn_<name>): per-epoch validation accuracy, epoch time, memory, test accuracy."""
+    per_epoch: dict[int, dict] = {}
+    test, folders = None, sorted(p for p in (run / "runs").glob("*") if (p / "csv" / "metrics.csv").is_file())
+    for folder in folders:
+        for row in csv.DictReader(open(folder / "csv" / "metrics.csv")):
+            if not row.get("epoch"):
+                continue
+            e = int(row["epoch"])
+            rec = per_epoch.setdefault(e, {})
+            for key in ("val/acc", "time/epoch_s", "mem/peak_rss_mb", "train/loss_epoch", "val/fr/rec.neuron"):
+                val = _float(row, key)
+                if val is not None:
+                    rec[key] = val
+            t = _float(row, "test/acc")
+            if t is not None:
+                test = t
+    command = ""
+    if folders:
+        overrides = folders[-1] / ".hydra" / "overrides.yaml"
+        if overrides.is_file():
+            items = [ln[2:].strip() for ln in overrides.read_text().splitlines() if ln.startswith("- ")]
+            command = "python train.py " + " ".join(i for i in items if not i.startswith("ckpt_path="))
+    epochs = sorted(e for e, r in per_epoch.items() if "val/acc" in r)
+    return {
+        "name": run.name.removeprefix("lsnn_"),
+        "epochs": epochs,
+        "val": [per_epoch[e]["val/acc"] for e in epochs],
+        "epoch_s": [r["time/epoch_s"] for r in per_epoch.values() if "time/epoch_s" in r],
+        "mem": max((r.get("mem/peak_rss_mb", 0.0) for r in per_epoch.values()), default=0.0),
+        "rate": [per_epoch[e].get("val/fr/rec.neuron") for e in epochs],
+        "test": test,
+        "folders": len(folders),
+        "command": command,
+    }
+
+
+def candidates() -> None:
+    """The default-choosing runs (logs/lsnn_defaults_<name>): training loss per step, validation at the end."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    lines = ["| candidate | overrides | train loss, last 30 steps | val acc % (2,048 samples) | firing rate | note |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for run in sorted((ROOT / "logs").glob("lsnn_defaults_*")):
+        for folder in sorted((run / "runs").glob("*")):
+            rows = list(csv.DictReader(open(folder / "csv" / "metrics.csv")))
+            steps = [(int(r["step"]) + 1, float(r["train/loss_step"])) for r in rows if r.get("train/loss_step")]
+            val = [r for r in rows if r.get("val/acc")]
+            name = run.name.removeprefix("lsnn_defaults_")
+            if steps:
+                ax.plot(*zip(*steps), label=name)
+            items = [ln[2:].strip() for ln in (folder / ".hydra" / "overrides.yaml").read_text().splitlines()
+                     if ln.startswith("- ")]  # fmt: skip
+            keep = ("neuron.", "surrogate", "optimizer.", "trainer.gradient", "readout", "regularizer")
+            tail = [v for s_, v in steps if s_ > steps[-1][0] - 30] if steps else []
+            result = json.loads((folder / "results.json").read_text()) if (folder / "results.json").is_file() else {}
+            error = result.get("error") or ""
+            note = "" if val else ("stopped: gradient norm inf" if "gradient norm is inf" in error else "running")
+            lines.append(
+                f"| {name} | `{' '.join(i for i in items if i.startswith(keep))}` "
+                f"| {sum(tail) / len(tail):.3f} | {100 * float(val[-1]['val/acc']):.1f} | "
+                f"{float(val[-1]['val/fr/rec.neuron']):.4f} | {note} |" if val else
+                f"| {name} | `{' '.join(i for i in items if i.startswith(keep))}` | {sum(tail) / max(len(tail), 1):.3f} "
+                f"| — | — | {note} |"
+            )  # fmt: skip
+    ax.set_xlabel("training step (batch 256)")
+    ax.set_ylabel("training loss")
+    ax.set_title("model=lsnn neuron=sfa data=sfmnist: candidate defaults")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(OUT / "candidates.png", dpi=120)
+    (OUT / "candidates.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    if "--candidates" in sys.argv:
+        candidates()
+        return
+    runs = [load(p) for p in sorted((ROOT / "logs").glob("lsnn_*")) if not p.name.startswith("lsnn_defaults_")]
+    runs = [r for r in runs if r["epochs"]]
+    if not runs:
+        sys.exit("no runs in logs/lsnn_*: start them with experiments/lsnn/run.sh")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in runs:
+        ax.plot([e + 1 for e in r["epochs"]], [100 * v for v in r["val"]], marker=".", label=r["name"])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("Sequential Fashion-MNIST, pixel by pixel (784 steps)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(OUT / "curves.png", dpi=120)
+    lines = [
+        "| run | epochs | best val % | last val % | test % | s / epoch | peak RSS MB | resumed | command |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        sec = sum(r["epoch_s"]) / len(r["epoch_s"]) if r["epoch_s"] else math.nan
+        test = "—" if r["test"] is None else f"{100 * r['test']:.2f}"
+        lines.append(
+            f"| {r['name']} | {len(r['epochs'])} | {100 * max(r['val']):.2f} | {100 * r['val'][-1]:.2f} | {test} "
+            f"| {sec:.0f} | {r['mem']:.0f} | {r['folders'] - 1}× | `{r['command']}` |"
+        )
+    (OUT / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
