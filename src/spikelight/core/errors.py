@@ -50,3 +50,7 @@ class NonFiniteLossError(SpikelightError, RuntimeError):
 
 class NonFiniteGradientError(NonFiniteLossError):
     """A gradient became NaN or infinite (the loss was finite)."""
+
+
+class BackendError(SpikelightError, RuntimeError):
+    """An explicitly requested backend failed to run (e.g. a Triton kernel did not compile or launch)."""

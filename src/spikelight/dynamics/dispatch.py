@@ -29,25 +29,38 @@ feed-forward layer): its steps are written once per backend. ``auto`` never fail
 falls back); an explicit backend that cannot run the call is refused in one line naming
 the fix. One exception keeps runs alive: a state monitor (``record``) asks for every
 step's state, which the Triton kernels do not write, so that call runs ``fused``.
+
+A GPU never crashes a run that ``auto`` could run elsewhere: before ``auto`` first picks Triton for a
+neuron kind, size and surrogate on a device, it runs the kernels once forward and backward on a tiny input
+(:func:`triton_works`); if they fail to compile or launch, ``auto`` uses the next backend from then on, with
+one warning line naming the cause. A failure later in the real call (:func:`guarded`; the recurrent
+Function's backward) falls back the same way; an explicit ``neuron.backend=triton`` fails in one line.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
-from spikelight.core.errors import ConfigError
+from spikelight.core.errors import BackendError, ConfigError
 from spikelight.core.surrogate import Surrogate
 from spikelight.dynamics.fused.dual_exp import dual_exp_multi_step
 from spikelight.dynamics.fused.leaky import leaky_multi_step
 from spikelight.dynamics.fused.official import official_multi_step
-from spikelight.dynamics.fused.recurrent import recurrent_multi_step
+from spikelight.dynamics.fused.recurrent import TRITON_FALLBACK, recurrent_multi_step
 from spikelight.dynamics.native import library as native
 from spikelight.dynamics.spec import ALIFSpec, DualExpSpec, KernelSpec, LeakySpec, LIFSpec
 
-__all__ = ["BACKENDS", "TRITON_MAX_H", "check_backend", "why_not", "choose", "run_neuron", "run_recurrent"]
+__all__ = [
+    "BACKENDS", "TRITON_MAX_H", "check_backend", "why_not", "choose", "run_neuron", "run_recurrent", "guarded",
+    "triton_works",
+]  # fmt: skip
+
+T_ = TypeVar("T_")
 
 BACKENDS = ("auto", "torch", "fused", "native", "triton")
 
@@ -137,6 +150,11 @@ def _why_not_triton(spec, surrogate, x, persistent: bool, record: bool, w_rec, c
     return None
 
 
+def _auto_order(device: torch.device) -> tuple[str, ...]:
+    """The backends ``auto`` tries, in order, for tensors on ``device``."""
+    return ("triton", "native", "fused") if device.type == "cuda" else ("native", "fused")
+
+
 def choose(
     requested: str,
     spec: KernelSpec | None,
@@ -156,9 +174,10 @@ def choose(
     if requested == "torch":
         return "torch"
     if requested == "auto":
-        order = ("triton", "native", "fused") if x.device.type == "cuda" else ("native", "fused")
-        for backend in order:
+        for backend in _auto_order(x.device):
             if why_not(backend, spec, surrogate, x, recurrent, record, w_rec) is None:
+                if backend == "triton" and not triton_works(spec, surrogate, x, recurrent, who):
+                    continue
                 return backend
         return "torch"
     why = why_not(requested, spec, surrogate, x, recurrent, record, w_rec)
@@ -168,6 +187,66 @@ def choose(
         return "fused"  # a monitor's call: the kernels write no per-step states (module docstring)
     instead = "fused" if why_not("fused", spec, surrogate, x, recurrent, record, w_rec) is None else "torch"
     raise ConfigError(f"neuron.backend={requested}: {who} {why}; use neuron.backend=auto or {instead}")
+
+
+_TRITON_PROBES: dict[tuple, bool] = {}
+
+
+def _fallback_warning(who: str, cause: BaseException) -> None:
+    text = str(cause).strip().splitlines()
+    msg = f"{type(cause).__name__}: {text[0][:200]}" if text else type(cause).__name__
+    warnings.warn(f"{who}: the Triton kernels failed ({msg}); neuron.backend=auto runs it on another backend",
+                  RuntimeWarning, stacklevel=3)  # fmt: skip
+
+
+def triton_works(spec: KernelSpec, surrogate: Surrogate, x: Tensor, recurrent: bool, who: str = "neuron") -> bool:
+    """Whether the Triton kernels for this neuron kind, last-axis size H and surrogate compile and run on x's
+    device: once per (spec, surrogate, H, device), forward and backward on a [2, 2, H] input. A failure is
+    remembered (``auto`` skips Triton for it from then on) and reported in one warning line."""
+    key = (spec, surrogate.kernel_form(), x.shape[-1], str(x.device), recurrent)
+    known = _TRITON_PROBES.get(key)
+    if known is not None:
+        return known
+    H, dev = x.shape[-1], x.device
+    try:
+        with torch.enable_grad():
+            ff = torch.randn(2, 2, H, device=dev, requires_grad=True)
+            alif = isinstance(spec, ALIFSpec)
+            zero = torch.zeros(2, H, device=dev)
+            state = (zero, zero, zero, zero) if alif else (zero,)
+            beta = torch.ones(H, device=dev) if alif else None
+            if recurrent:
+                w = torch.randn(H, H, device=dev, requires_grad=True)
+                s, h, _, _ = run_recurrent("triton", ff, w, spec, surrogate, state, zero, beta=beta)
+            else:
+                s, h, _, _ = run_neuron("triton", spec, surrogate, ff, state, beta=beta)
+            (s.float().sum() + h.float().sum()).backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        _TRITON_PROBES[key] = True
+    except Exception as e:  # noqa: BLE001 - any failure of the kernels sends auto elsewhere
+        _fallback_warning(who, e)
+        _TRITON_PROBES[key] = False
+    return _TRITON_PROBES[key]
+
+
+def guarded(requested: str, backend: str, who: str, run: Callable[[str], T_]) -> T_:
+    """``run(backend)``; if Triton fails there: under ``auto`` one warning line and ``run("fused")``,
+    for an explicit ``neuron.backend=triton`` one line (:class:`BackendError`)."""
+    if backend != "triton":
+        return run(backend)
+    token = TRITON_FALLBACK.set(requested != "triton")
+    try:
+        return run(backend)
+    except Exception as e:
+        if requested == "triton":
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise BackendError(f"neuron.backend=triton: {who}'s Triton kernels failed ({type(e).__name__}: {first}); "
+                               f"use neuron.backend=auto or fused") from e  # fmt: skip
+        _fallback_warning(who, e)
+        return run("fused")
+    finally:
+        TRITON_FALLBACK.reset(token)
 
 
 def run_neuron(

@@ -133,10 +133,11 @@ class RecurrentSpikingLayer(nn.Module):
         """All T steps as one autograd Function (same spikes and gradients as the loop in forward)."""
         neuron = self.neuron
         inputs = neuron._kernel_inputs(ff[0]) if hasattr(neuron, "_kernel_inputs") else {}
-        s, h, final, states = dispatch.run_recurrent(
-            backend, ff, w_rec, neuron._kernel_spec(), neuron.surrogate, tuple(neuron_state), z,
-            tbptt=self.tbptt_steps, record=neuron.record_states, **inputs,
-        )  # fmt: skip
+        spec, requested = neuron._kernel_spec(), getattr(neuron, "backend", "auto")
+        s, h, final, states = dispatch.guarded(requested, backend, type(neuron).__name__, lambda b: dispatch.run_recurrent(
+            b, ff, w_rec, spec, neuron.surrogate, tuple(neuron_state), z, tbptt=self.tbptt_steps,
+            record=neuron.record_states, **inputs,
+        ))  # fmt: skip
         state_type = type(neuron_state)
         out_states = None if states is None else state_type(*states)
         return NeuronOutput(s, h, RecurrentState(state_type(*final), s[-1]), out_states)

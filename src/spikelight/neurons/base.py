@@ -168,9 +168,9 @@ class BaseNode(nn.Module):
         if backend != "torch" and x_seq.shape[0] > 0:
             x0 = x_seq[0].to(_compute_dtype(x_seq.dtype))
             state = self._as_state(state, x0)
-            s, h, final, states = dispatch.run_neuron(
-                backend, spec, self.surrogate, x_seq, tuple(state), record, **self._kernel_inputs(x0)
-            )
+            inputs = self._kernel_inputs(x0)
+            s, h, final, states = dispatch.guarded(self.backend, backend, type(self).__name__, lambda b: dispatch.run_neuron(
+                b, spec, self.surrogate, x_seq, tuple(state), record, **inputs))  # fmt: skip
             if self.record_states and states is None:
                 states = (self.reset(h, self.fire(h)),)
             state_type = type(state)

@@ -51,13 +51,15 @@ those steps (dL/dW_rec still collects every step's term, as W_rec is not detache
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
+import warnings
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from spikelight.core.errors import ShapeError
+from spikelight.core.errors import BackendError, ShapeError
 from spikelight.core.surrogate import Surrogate
 from spikelight.dynamics import buffers
 from spikelight.dynamics.fused.leaky import BLOCK_ELEMS, exact_ops
@@ -74,6 +76,10 @@ from spikelight.dynamics.spec import ALIFSpec, LIFSpec, StepArgs, step_args
 __all__ = ["RecurrentFunction", "recurrent_multi_step", "LeakyFilterFunction", "leaky_filter", "SPARSE_GRAD_W"]
 
 SPARSE_GRAD_W = 0.1  # below this firing density dL/dW_rec sums over the spikes (native) instead of one GEMM
+
+#: set by :func:`spikelight.dynamics.dispatch.guarded` while ``auto`` runs the Triton kernels: a backward that
+#: fails on them then runs the fused backward (the saved tensors are the same) instead of failing the run
+TRITON_FALLBACK: contextvars.ContextVar[bool] = contextvars.ContextVar("triton_fallback", default=False)
 
 
 def _block_steps(T: int, per_step: int) -> int:
@@ -162,6 +168,7 @@ class RecurrentFunction(torch.autograd.Function):
             ctx.mark_non_differentiable(ref)
         ctx.save_for_backward(h, s, u, mask, z0, w_rec, beta)
         ctx.spec, ctx.surrogate, ctx.tbptt, ctx.backend, ctx.n_spikes = spec, surrogate, tbptt, backend, n_spikes
+        ctx.fallback = TRITON_FALLBACK.get()
         ctx.set_materialize_grads(False)
         return s, h, v, a, ref
 
@@ -170,7 +177,16 @@ class RecurrentFunction(torch.autograd.Function):
     def backward(ctx, g_s, g_h, g_v, g_a, g_ref):  # type: ignore[override]
         h, s, u, mask, z0, w, beta = ctx.saved_tensors
         if ctx.backend == "triton":
-            return _triton_backward(ctx, h, s, u, mask, z0, w, beta, g_s, g_h, g_v, g_a)
+            try:
+                return _triton_backward(ctx, h, s, u, mask, z0, w, beta, g_s, g_h, g_v, g_a)
+            except Exception as e:
+                first = (str(e).strip().splitlines() or [""])[0][:200]
+                if not ctx.fallback:
+                    raise BackendError(f"neuron.backend=triton: the recurrent backward kernel failed "
+                                       f"({type(e).__name__}: {first}); use neuron.backend=auto or fused") from e
+                warnings.warn(f"the Triton recurrent backward kernel failed ({type(e).__name__}: {first}); "
+                              f"neuron.backend=auto computes this backward fused", RuntimeWarning, stacklevel=2)
+                ctx.backend = "fused"  # the same saved tensors: the fused backward below
         args = step_args(ctx.spec)
         T, shape, dt, dev = h.shape[0], h.shape[1:], h.dtype, h.device
         leak, gain, thr, k = args.leak, args.gain, args.thr, ctx.tbptt
