@@ -228,7 +228,9 @@ def test_sigkill_mid_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch, on
     cfg = compose_cfg("train", preflight([*common, *kill], "train"), run)
     assert in_child(lambda: run_task(train, cfg)) == -signal.SIGKILL
     assert _state(run / "checkpoints" / "last.ckpt")["global_step"] == 10  # the end of epoch 1 survived
-    resume = preflight([*common, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], "train")
+    # the run's overrides are reused; ~callbacks.fault leaves out the fault it added
+    resume = preflight([f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "~callbacks.fault"], "train")
+    assert not any("fault" in a for a in resume) and all(a in resume for a in common), resume
     train(compose_cfg("train", resume, run))
     train(compose_cfg("train", common, tmp_path / "full"))
     w_full, w_res = _state(tmp_path / "full" / "checkpoints" / "last.ckpt"), _state(run / "checkpoints" / "last.ckpt")
@@ -238,9 +240,13 @@ def test_sigkill_mid_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch, on
 
 
 def test_sigterm_saves_a_checkpoint_and_ckpt_path_last_resumes_it(tmp_path, monkeypatch, one_thread):
-    """SIGTERM mid-epoch → checkpoint, exit 143, one line and a note; then
-    ``ckpt_path=last`` finds that checkpoint and the run finishes in its folder.
-    (``run_task`` is what train.py runs; the child is a fork, to skip a start-up.)"""
+    """SIGTERM mid-epoch → checkpoint, exit 143, the stop line (with the exact resume command) on
+    stderr and in train.log, the metrics in results.json, a note; then ``ckpt_path=last`` alone
+    finds that checkpoint, reuses the run's overrides (stored in it) and finishes in its folder,
+    keeping the run's own config files. (``run_task`` is what train.py runs; the child is a fork,
+    to skip a start-up.)"""
+    import json
+    import logging
     import sys
 
     monkeypatch.setenv("SPIKELIGHT_TRUSTED_TARGETS", "tests")
@@ -255,18 +261,30 @@ def test_sigterm_saves_a_checkpoint_and_ckpt_path_last_resumes_it(tmp_path, monk
 
     def stopped() -> None:
         sys.stderr = open(tmp_path / "stderr", "w", buffering=1)
+        file_log = logging.FileHandler(run / "train.log")  # as Hydra's logging config attaches it
+        logging.getLogger("spikelight").addHandler(file_log)
         run_task(train, cfg)
 
     assert in_child(stopped) == 128 + signal.SIGTERM
     saved = run / "checkpoints" / "preempted.ckpt"
     assert _state(saved)["global_step"] == 4  # the batch in flight finished, then it saved
     err = (tmp_path / "stderr").read_text()
-    assert "stopped: SIGTERM at epoch 0, step 4" in err and "ckpt_path=last" in err, err
+    line = f"stopped: SIGTERM at epoch 0, step 4: saved {saved}; resume: python train.py ckpt_path={saved}"
+    assert line in err and line in (run / "train.log").read_text(), err
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "stopped" and 0 < results["metrics"]["train/loss_step"] < 1, results
     assert (run / FAILED).read_text().startswith("stopped: SIGTERM") and f"ckpt_path={saved}" in (run / FAILED).read_text()
-    argv = preflight([*common, "ckpt_path=last"], "train")
+    first_config = (run / "config_resolved.yaml").read_text()
+    assert _state(saved)["overrides"] == [*common, *term]
+    # the resume names nothing but the checkpoint (and where the logs are, for ckpt_path=last)
+    argv = preflight(["ckpt_path=last", f"paths.log_dir={logs}"], "train")
     assert f"ckpt_path='{saved}'" in argv and f"hydra.run.dir='{run}'" in argv  # resumes inside the run
-    train(compose_cfg("train", argv, run))
+    assert "data.batch_size=128" in argv and "+callbacks.fault.step=3" in argv  # the run's overrides
+    # the fault callback would stop it again: the one thing this resume leaves out
+    train(compose_cfg("train", preflight(["ckpt_path=last", f"paths.log_dir={logs}", "~callbacks.fault"], "train"), run))
     assert _state(run / "checkpoints" / "last.ckpt")["global_step"] == 20 and not (run / FAILED).exists()
+    assert (run / "config_resolved.yaml").read_text() == first_config  # kept; the resume's is beside it
+    assert "batch_size: 128" in (run / ".hydra" / "resume-1" / "config_resolved.yaml").read_text()
     # and the rest of epoch 1 was the batches it had not seen: the same weights as never stopping
     train(compose_cfg("train", common, tmp_path / "full"))
     w_full, w_res = _state(tmp_path / "full" / "checkpoints" / "last.ckpt"), _state(run / "checkpoints" / "last.ckpt")
@@ -274,18 +292,31 @@ def test_sigterm_saves_a_checkpoint_and_ckpt_path_last_resumes_it(tmp_path, monk
         assert torch.equal(v, w_res["state_dict"][k]), k
 
 
-def test_sigusr1_saves_a_checkpoint_in_process(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["SIGUSR1", "SIGINT"])
+def test_sigusr1_and_ctrl_c_save_a_checkpoint_in_process(tmp_path, monkeypatch, name):
+    """SIGUSR1 (SLURM's warning) and SIGINT (Ctrl-C) finish the batch, save, exit 128+signal."""
     monkeypatch.setenv("SPIKELIGHT_TRUSTED_TARGETS", "tests")
     args = [*TINY, "trainer.limit_train_batches=4", "callbacks=[preemption]",
             "+callbacks.fault._target_=tests.fault_injection.SignalAt", "+callbacks.fault.step=1",
-            "+callbacks.fault.signal=SIGUSR1"]
+            f"+callbacks.fault.signal={name}"]
     cfg = compose_cfg("train", preflight(args, "train"), tmp_path)
-    before = signal.getsignal(signal.SIGUSR1)
+    signum = getattr(signal, name)
+    before = signal.getsignal(signum)
     with pytest.raises(SystemExit) as exit_:
         run_task(train, cfg)
-    assert exit_.value.code == 128 + signal.SIGUSR1
+    assert exit_.value.code == 128 + signum
     assert _state(tmp_path / "checkpoints" / "preempted.ckpt")["global_step"] == 2
-    assert signal.getsignal(signal.SIGUSR1) == before  # handlers restored
+    assert signal.getsignal(signum) == before  # handlers restored
+
+
+def test_second_ctrl_c_stops_at_once():
+    from spikelight.train.faults import PreemptionCheckpoint
+
+    cb = PreemptionCheckpoint()
+    cb._handler(signal.SIGINT, None)  # the first: stop at the end of the batch
+    assert cb.received == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+        cb._handler(signal.SIGINT, None)
 
 
 def test_nan_gradient_stops_before_the_step_and_names_the_checkpoint(tmp_path):

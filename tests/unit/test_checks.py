@@ -105,12 +105,66 @@ def test_resume_writes_into_the_checkpoints_run(tmp_path):
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
     ckpt = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
-    assert preflight([ckpt], "train") == [ckpt, f"hydra.run.dir='{run}'"]
+    # Hydra's files of the resume go to .hydra/resume-<n>/: the run's own stay as written
+    assert preflight([ckpt], "train") == [ckpt, f"hydra.run.dir='{run}'", "hydra.output_subdir='.hydra/resume-1'"]
+    (run / ".hydra" / "resume-1").mkdir()
+    assert preflight([ckpt], "train")[-1] == "hydra.output_subdir='.hydra/resume-2'"
     assert preflight([ckpt, "hydra.run.dir=elsewhere"], "train") == [ckpt, "hydra.run.dir=elsewhere"]
     assert preflight([ckpt], "eval") == [ckpt]  # eval writes its own folder
     loose = tmp_path / "some.ckpt"
     loose.write_bytes(b"x")
     assert preflight([f"ckpt_path={loose}"], "train") == [f"ckpt_path={loose}"]
+
+
+def _run_with_checkpoint(root: Path, overrides: list[str] | None, hydra_overrides: list[str] | None = None) -> Path:
+    """A run folder as train.py leaves it: ``.hydra/overrides.yaml`` and a checkpoint that stores
+    ``overrides`` (None: a checkpoint from before they were stored)."""
+    run = root / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {x}\n" for x in hydra_overrides or []))
+    ckpt = {"state_dict": {}, "global_step": 0}
+    if overrides is not None:
+        ckpt["overrides"] = overrides
+    (run / "checkpoints").mkdir()
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    return run / "checkpoints" / "last.ckpt"
+
+
+def test_resume_reuses_the_runs_overrides(tmp_path):
+    """ckpt_path= alone resumes with the overrides the run was started with; one given on the
+    command line replaces the run's for that key (+key and key are the same key)."""
+    ckpt = _run_with_checkpoint(tmp_path, ["data=digits", "T=4", "trainer.max_epochs=2", "+trainer.max_steps=50",
+                                           "logger=tensorboard"])
+    argv = preflight([f"ckpt_path={ckpt}", "trainer.max_epochs=3", "trainer.max_steps=60"], "train")
+    assert argv[:5] == ["data=digits", "T=4", "logger=tensorboard", f"ckpt_path={ckpt}", "trainer.max_epochs=3"], argv
+    assert argv[5] == "trainer.max_steps=60" and argv[6].startswith("hydra.run.dir=") and len(argv) == 8
+    assert preflight([f"ckpt_path={ckpt}", "-m", "seed=1,2"], "train") == [f"ckpt_path={ckpt}", "-m", "seed=1,2"]
+    # a checkpoint from before overrides were stored: its run folder's .hydra/overrides.yaml
+    old = _run_with_checkpoint(tmp_path / "old", None, ["data=digits", "T=5", f"ckpt_path={ckpt}"])
+    assert preflight([f"ckpt_path={old}"], "train")[:3] == ["data=digits", "T=5", f"ckpt_path={old}"]
+    # a reused override that no longer fits the config is one line too
+    bad = _run_with_checkpoint(tmp_path / "bad", ["neuron.tua=3"])
+    with pytest.raises(ConfigError, match="did you mean 'neuron.tau=3'"):
+        preflight([f"ckpt_path={bad}"], "train")
+    # a key inside a group the run chose (model=mlp has hidden; the default model has not)
+    mlp = _run_with_checkpoint(tmp_path / "mlp", ["model=mlp", "model.hidden=[64]"])
+    assert preflight([f"ckpt_path={mlp}", "model.hidden=[32]"], "train")[:3] == [
+        "model=mlp", f"ckpt_path={mlp}", "model.hidden=[32]"]
+    # a downloaded checkpoint's overrides name only trusted code
+    evil = _run_with_checkpoint(tmp_path / "evil", ["+callbacks.x._target_=os.system"])
+    with pytest.raises(ConfigError, match="os.system from the overrides stored in the checkpoint"):
+        preflight([f"ckpt_path={evil}"], "train")
+
+
+def test_override_changes_are_named():
+    from spikelight.app.cli import override_changes
+
+    run = ["data=digits", "T=4", "trainer.max_epochs=2", "logger=tensorboard"]
+    assert override_changes(run, ["data=digits", "T=4", "trainer.max_epochs=2", "logger=tensorboard"]) == \
+        "the run's overrides, unchanged"
+    assert override_changes(run, ["T=4", "data=digits", "trainer.max_epochs=3", "seed=2"]) == (
+        "changed: trainer.max_epochs=2 -> 3; added: seed=2; left out (the run had them): logger=tensorboard")
+    assert "stores no overrides" in override_changes(None, ["T=4"])
 
 
 def test_failed_run_folder_is_removed_or_marked(tmp_path):

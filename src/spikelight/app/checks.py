@@ -21,7 +21,7 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -139,17 +139,90 @@ def preflight(argv: list[str], config_name: str, conf_dir: Path = CONF) -> list[
                     f'pip install -e ".[{need[1]}]"'
                 )
     _check_command_line_targets(overrides)
-    cfg = None
-    if not (args.config_path or args.config_dir or args.experimental_rerun):
-        cfg = _compose_and_check(overrides, args.config_name or config_name, conf_dir)
-    argv, overrides = _resolve_last(argv, overrides, cfg)
-    if (args.config_name or config_name) != "train":
+    name = args.config_name or config_name
+    composable = not (args.config_path or args.config_dir or args.experimental_rerun)
+    resuming = name == "train" and not args.multirun and any(
+        o.key_or_group == "ckpt_path" and not o.is_sweep_override() for o in overrides)
+    if resuming:
+        # the run's own overrides first (they may choose the groups the command line's keys are in),
+        # then the whole is checked
+        argv, overrides = _resolve_last(argv, overrides, lambda: _log_dir(overrides, name, conf_dir))
+        argv, reused = _reuse_run_overrides(argv, overrides)
+        # a downloaded checkpoint's overrides may name code: trusted targets only, as typed ones
+        _check_command_line_targets(OverridesParser.create().parse_overrides(reused), "the overrides stored in the checkpoint")
+        overrides = OverridesParser.create().parse_overrides(
+            [o.input_line for o in overrides if o.input_line in argv] + reused)
+    cfg = _compose_and_check(overrides, name, conf_dir) if composable else None
+    if not resuming:
+        argv, overrides = _resolve_last(argv, overrides, lambda: _log_dir(overrides, name, conf_dir, cfg))
+    if name != "train":
         return argv
     return _with_resume_dir(argv, args.multirun, overrides)
 
 
-def _check_command_line_targets(overrides: list) -> None:
-    """``_target_``s typed on the command line must be trusted (:mod:`spikelight.app.trust`)."""
+def _log_dir(overrides: list, config_name: str, conf_dir: Path, cfg: Any = None) -> str:
+    """``paths.log_dir`` of the command line's config (where ``ckpt_path=last`` looks)."""
+    given = next((o.value() for o in overrides if o.key_or_group == "paths.log_dir" and not o.is_sweep_override()), None)
+    if isinstance(given, str) and given:
+        return given
+    for lines in ([] if cfg is not None else [_compose_lines(overrides)], []):
+        try:
+            cfg = cfg if cfg is not None else _compose(config_name, lines, conf_dir)
+            return str(cfg.paths.log_dir)
+        except Exception:  # noqa: BLE001 - a config that does not compose (yet): the defaults', else logs
+            cfg = None
+    return "logs"
+
+
+def _override_id(o: Any) -> tuple[str, str | None]:
+    """What an override sets: its key or config group (and package): ``+a.b=1`` and ``a.b=2`` set the same."""
+    return o.key_or_group, o.package
+
+
+def _reuse_run_overrides(argv: list[str], overrides: list) -> tuple[list[str], list[str]]:
+    """Resuming (``ckpt_path=<file>``): the overrides the run was started with
+    (:func:`spikelight.app.ckpt.run_overrides`) come first, then the command line's; an override of
+    the command line replaces the run's for the same key (:func:`spikelight.app.cli.train` logs each
+    change in one line). Returns the new argv and the run's override lines it added."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from spikelight.app.ckpt import NOT_REUSED, run_overrides
+
+    ckpt = next((o for o in overrides if o.key_or_group == "ckpt_path" and not o.is_sweep_override()), None)
+    value = ckpt.value() if ckpt is not None and not ckpt.is_delete() else None
+    if not isinstance(value, str) or not value:
+        return argv, []
+    stored = run_overrides(value)
+    if not stored:
+        return argv, []
+    given = {_override_id(o) for o in overrides}
+    deleted = [o.key_or_group for o in overrides if o.is_delete()]
+    parser = OverridesParser.create()
+    reused, dropped = [], set()
+    for line in stored:
+        try:
+            o = parser.parse_override(line)
+        except Exception:  # noqa: BLE001 - a line this Hydra cannot read: left out (train() names it)
+            continue
+        # ``~key`` on the command line leaves out the run's overrides of key and below it
+        under = next((d for d in deleted if o.key_or_group.startswith(d + ".")), None)
+        if under is not None or (o.key_or_group in deleted and o.is_add()):
+            if o.is_add():
+                dropped.add(under or o.key_or_group)
+            continue
+        if o.key_or_group not in NOT_REUSED and _override_id(o) not in given:
+            reused.append(line)
+    # a ``~key`` that only removed what the run had added (``+key...``) has nothing left to delete
+    removed = {o.input_line for o in overrides if o.is_delete() and o.key_or_group in dropped}
+    argv = [a for a in argv if a not in removed]
+    first = next((o.input_line for o in overrides if o.input_line in argv), None)
+    at = argv.index(first) if first is not None else len(argv)
+    return [*argv[:at], *reused, *argv[at:]], reused
+
+
+def _check_command_line_targets(overrides: list, source: str = "the command line") -> None:
+    """``_target_``s typed on the command line (or reused from a checkpoint) must be trusted
+    (:mod:`spikelight.app.trust`)."""
     from spikelight.app.trust import check_trusted
 
     for o in overrides:
@@ -163,10 +236,10 @@ def _check_command_line_targets(overrides: list) -> None:
         if key == "_target_" or key.endswith("._target_"):
             value = {"_target_": value} if isinstance(value, str) else value
             key = key[: -len("_target_")].rstrip(".")
-        check_trusted(value, "the command line", key)
+        check_trusted(value, source, key)
 
 
-def _resolve_last(argv: list[str], overrides: list, cfg: Any) -> tuple[list[str], list]:
+def _resolve_last(argv: list[str], overrides: list, log_dir: Callable[[], str]) -> tuple[list[str], list]:
     """``ckpt_path=last`` / ``ckpt_path=<run folder>`` → the checkpoint file it means
     (:func:`spikelight.app.ckpt.resolve_ckpt_path`), rewritten in ``argv`` so the resume
     folder logic and the run's saved overrides see the real file."""
@@ -180,14 +253,8 @@ def _resolve_last(argv: list[str], overrides: list, cfg: Any) -> tuple[list[str]
         value = o.value()
         if not isinstance(value, str) or not value or (value != "last" and not Path(value).is_dir()):
             continue
-        log_dir = "logs"
-        if cfg is not None:
-            try:
-                log_dir = str(cfg.paths.log_dir)
-            except Exception:  # noqa: BLE001 - an unusual config: the default folder
-                pass
         try:
-            path = resolve_ckpt_path(value, Path(log_dir) / "train" / "runs")
+            path = resolve_ckpt_path(value, Path(log_dir()) / "train" / "runs")
         except Exception as err:  # CheckpointError: one line, as every preflight error
             raise ConfigError(str(err)) from None
         line = f"ckpt_path={_quote(path)}"
@@ -311,7 +378,11 @@ def _unknown_key_message(line: str, top: str, known: set[str], config_name: str)
 
 def _with_resume_dir(argv: list[str], multirun: bool, overrides: list) -> list[str]:
     """Resuming ``ckpt_path=<run>/checkpoints/last.ckpt`` writes into ``<run>``
-    unless ``hydra.run.dir`` is given (Hydra would otherwise open a new folder)."""
+    unless ``hydra.run.dir`` is given (Hydra would otherwise open a new folder); Hydra's
+    config files of the resume go to ``<run>/.hydra/resume-<n>/`` (:func:`spikelight.app.rundir.resume_subdir`),
+    so the run's own ``.hydra/`` is never overwritten."""
+    from spikelight.app.rundir import resume_subdir
+
     if multirun or any(o.key_or_group == "hydra.run.dir" for o in overrides):
         return argv
     for o in overrides:
@@ -319,7 +390,10 @@ def _with_resume_dir(argv: list[str], multirun: bool, overrides: list) -> list[s
             value = o.value()
             run = resume_run_dir(value) if isinstance(value, str) and value else None
             if run is not None:
-                return [*argv, f"hydra.run.dir={_quote(str(run))}"]
+                extra = [f"hydra.run.dir={_quote(str(run))}"]
+                if not any(x.key_or_group == "hydra.output_subdir" for x in overrides):
+                    extra.append(f"hydra.output_subdir={_quote(resume_subdir(run))}")
+                return [*argv, *extra]
     return argv
 
 

@@ -7,6 +7,8 @@
   (a checkpoint of another model is refused before Lightning's long key list).
 - :func:`resolve_ckpt_path`: ``ckpt_path=last`` (the newest checkpoint of the most
   recent run) and ``ckpt_path=<run folder>`` (the newest checkpoint of that run).
+- :func:`run_overrides`: the command-line overrides a checkpoint's run was started with
+  (``train.py`` stores them in every checkpoint; a resume reuses them).
 """
 
 from __future__ import annotations
@@ -22,10 +24,17 @@ from torch import nn
 
 from spikelight.core.errors import CheckpointError
 
-__all__ = ["load_checkpoint", "check_fits", "newest_checkpoint", "resolve_ckpt_path", "LAST"]
+__all__ = [
+    "load_checkpoint", "check_fits", "newest_checkpoint", "resolve_ckpt_path", "run_overrides", "LAST", "OVERRIDES",
+    "NOT_REUSED",
+]
 
 #: the ``ckpt_path`` value meaning "the newest checkpoint of the most recent run"
 LAST = "last"
+#: the checkpoint entry holding the run's command-line overrides (a list of strings)
+OVERRIDES = "overrides"
+#: overrides a resume never takes over from the run (it gives its own)
+NOT_REUSED = ("ckpt_path",)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -110,3 +119,33 @@ def resolve_ckpt_path(value: str, runs_dir: Path) -> str:
             raise CheckpointError(f"ckpt_path={value} is a folder without checkpoints/*.ckpt; give a run folder or a .ckpt file")
         return str(newest)
     return value
+
+
+def run_overrides(path: str | os.PathLike, ckpt: dict[str, Any] | None = None) -> list[str] | None:
+    """The command-line overrides the run of checkpoint ``path`` was started with: the checkpoint's
+    ``overrides`` entry (written by ``train.py``); for a checkpoint from before it, the run folder's
+    ``.hydra/overrides.yaml``. None when neither is there or the file cannot be read (the run
+    itself reports an unreadable checkpoint)."""
+    if ckpt is None:
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError:
+            return None
+    stored = ckpt.get(OVERRIDES)
+    if isinstance(stored, (list, tuple)) and all(isinstance(x, str) for x in stored):
+        return list(stored)
+    from spikelight.app.checks import resume_run_dir
+
+    run = resume_run_dir(str(path))
+    saved = run / ".hydra" / "overrides.yaml" if run is not None else None
+    if saved is None or not saved.is_file():
+        return None
+    import yaml
+
+    try:
+        lines = yaml.safe_load(saved.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(lines, list):
+        return None
+    return [str(x) for x in lines if not str(x).startswith(tuple(f"{k}=" for k in NOT_REUSED))]

@@ -33,10 +33,10 @@ from rich.syntax import Syntax
 
 from spikelight.app import console
 from spikelight.app.checks import check_accelerator, check_ranges, check_types, resume_run_dir
-from spikelight.app.ckpt import check_fits, load_checkpoint, resolve_ckpt_path
+from spikelight.app.ckpt import check_fits, load_checkpoint, newest_checkpoint, resolve_ckpt_path
 from spikelight.app.compat import upgrade_targets
 from spikelight.app.distributed import install_ddp_job_command, job_scope, launcher_overrides
-from spikelight.app.rundir import clear_failed_mark, continue_metrics_csv, finish_failed_run
+from spikelight.app.rundir import clear_failed_mark, continue_metrics_csv, finish_failed_run, resume_command
 from spikelight.app.trust import check_trusted
 from spikelight.core.errors import CheckpointError, ConfigError, SpikelightError
 from spikelight.train.faults import Preempted
@@ -204,15 +204,50 @@ def build_trainer(cfg: DictConfig, loggers: list[Logger], **overrides: Any) -> L
     )
 
 
-def _save_config(cfg: DictConfig, output_dir: Path | None) -> None:
+def _save_config(cfg: DictConfig, output_dir: Path | None, subdir: str | None = None) -> None:
+    """Write the resolved config to ``<run>/[subdir/]config_resolved.yaml`` and say in one line where the run
+    goes and with which overrides (``print_config=true`` prints the whole config too)."""
     if rank_zero_only.rank != 0:
         return  # DDP workers share rank 0's folder
     yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    if cfg.get("print_config", True):
+    if cfg.get("print_config", False):
         Console().print(Syntax(yaml, "yaml"))
-    if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config_resolved.yaml").write_text(yaml)
+    if output_dir is None:
+        return
+    folder = output_dir / subdir if subdir else output_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config_resolved.yaml").write_text(yaml)
+    overrides = _task_overrides()
+    shown = " ".join(overrides) if overrides else "none"
+    log.info(f"[spikelight] overrides: {shown}; run folder: {output_dir} "
+             f"(full config: {(folder / 'config_resolved.yaml').relative_to(output_dir)})")
+
+
+def _task_overrides() -> list[str] | None:
+    """The run's command-line overrides (Hydra's ``overrides.task``) without ``ckpt_path``;
+    None outside a Hydra run (a config composed by hand)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from spikelight.app.ckpt import NOT_REUSED
+
+    if not HydraConfig.initialized():
+        return None
+    lines = [str(x) for x in HydraConfig.get().overrides.task]
+    return [x for x in lines if x.lstrip("+~").split("=")[0].split("@")[0] not in NOT_REUSED]
+
+
+def _resume_subdir(out: Path) -> str:
+    """This resume's config folder inside its run folder: the one preflight gave Hydra
+    (``hydra.output_subdir``), else the next ``.hydra/resume-<n>``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from spikelight.app.rundir import resume_subdir
+
+    if HydraConfig.initialized():
+        sub = str(HydraConfig.get().output_subdir or "")
+        if sub.startswith(".hydra/resume-"):
+            return sub
+    return resume_subdir(out)
 
 
 def _output_dir(cfg: DictConfig) -> Path | None:
@@ -247,8 +282,11 @@ def runs_dir(cfg: DictConfig) -> Path:
 def _prepare_resume(ckpt: str, out: Path | None) -> tuple[bool, dict]:
     """Check ``ckpt`` (readable, ``weights_only``); when it belongs to this run's folder
     (the default, see :func:`spikelight.app.checks.preflight`), keep the folder's metrics
-    up to it. Returns whether the run continues in the checkpoint's own folder, and
-    the loaded checkpoint."""
+    up to it. Says in one line what is resumed where, and every override that differs from the
+    run's (:func:`override_changes`). Returns whether the run continues in the checkpoint's own
+    folder, and the loaded checkpoint."""
+    from spikelight.app.ckpt import run_overrides
+
     loaded = load_checkpoint(ckpt)
     same = out is not None and resume_run_dir(ckpt) == out.resolve()
     if same:
@@ -256,10 +294,44 @@ def _prepare_resume(ckpt: str, out: Path | None) -> tuple[bool, dict]:
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         if rank_zero_only.rank == 0:
             continue_metrics_csv(out / "csv" / "metrics.csv", int(loaded.get("global_step", 0)))
-        log.info(f"[spikelight] resuming from {ckpt}, continuing in its run folder {out}")
+        where = f"continuing in its run folder {out}"
     else:
-        log.info(f"[spikelight] resuming from {ckpt}; this run writes to {out}")
+        where = f"this run writes to {out}"
+    changes = override_changes(run_overrides(ckpt, loaded), _task_overrides())
+    log.info(f"[spikelight] resuming from {ckpt}, {where}; {changes}")
     return same, loaded
+
+
+def override_changes(stored: list[str] | None, now: list[str] | None) -> str:
+    """How this run's overrides differ from those its checkpoint's run was started with, in words:
+    ``the run's overrides, unchanged`` or ``changed: trainer.max_epochs=2 -> 4; added: ...; left out: ...``."""
+    if now is None:
+        return "config given directly (the run's overrides are not compared)"
+    if stored is None:
+        return "the checkpoint stores no overrides (a checkpoint from before they were stored): this run's are used"
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+
+    def parse(lines: list[str]) -> dict[tuple, tuple[str, str]]:
+        out = {}
+        for line in lines:
+            try:
+                o = parser.parse_override(line)
+            except Exception:  # noqa: BLE001 - compared as written
+                out[(line, None)] = (line, line)
+                continue
+            value = "~" if o.is_delete() else o.get_value_element_as_str()
+            out[(o.key_or_group, o.package)] = (line, value)
+        return out
+
+    before, after = parse(stored), parse(now)
+    changed = [f"{before[k][0]} -> {after[k][1]}" for k in after if k in before and before[k][1] != after[k][1]]
+    added = [after[k][0] for k in after if k not in before]
+    left = [before[k][0] for k in before if k not in after]
+    parts = [f"{what}: {', '.join(items)}" for what, items in
+             (("changed", changed), ("added", added), ("left out (the run had them)", left)) if items]
+    return "; ".join(parts) if parts else "the run's overrides, unchanged"
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -278,8 +350,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     same_folder, loaded = _prepare_resume(ckpt, out) if ckpt else (False, None)
     datamodule = build_datamodule(cfg)
     fill_in_features(cfg, datamodule)
-    _save_config(cfg, out)
+    # a resume inside its run folder keeps the run's config files: its own go to .hydra/resume-<n>/
+    _save_config(cfg, out, _resume_subdir(out) if same_folder and out is not None else None)
     module = build_module(cfg)
+    module.run_overrides = _task_overrides()  # stored in every checkpoint: a resume reuses them
     if loaded is not None:
         check_fits(module, loaded, ckpt)
         del loaded
@@ -414,7 +488,8 @@ class SweepJobError(SpikelightError, CompactHydraException):
 
 def _write_results(cfg: DictConfig, status: str, seconds: float, metrics: dict[str, float],
                    error: str | None = None) -> None:
-    """``<run>/results.json``: status (ok | failed), wall seconds, final metrics, the error line.
+    """``<run>/results.json``: status (ok | failed | stopped), wall seconds, final metrics (a stopped
+    run's: those when it stopped), the error line.
     Read by :mod:`spikelight.app.sweep_report`."""
     out = _output_dir(cfg)
     if rank_zero_only.rank != 0 or out is None or not out.is_dir():
@@ -423,12 +498,22 @@ def _write_results(cfg: DictConfig, status: str, seconds: float, metrics: dict[s
     (out / RESULTS).write_text(json.dumps(body, indent=1) + "\n")
 
 
-def _failed(cfg: DictConfig, reason: str, seconds: float) -> None:
+def _failed(cfg: DictConfig, reason: str, seconds: float, metrics: dict[str, float] | None = None,
+            status: str = "failed") -> None:
     if rank_zero_only.rank == 0:
         sweep = _sweep_dir()
         # a sweep keeps a failed job's folder (its FAILED note and results) for the sweep report
         if finish_failed_run(_output_dir(cfg), reason, sweep, keep=sweep is not None) == "marked":
-            _write_results(cfg, "failed", seconds, {}, reason)
+            _write_results(cfg, status, seconds, metrics or {}, reason)
+
+
+def _stop_line(line: str) -> None:
+    """``line`` on stderr, and into the run's log file (``train.log``): the console already has it."""
+    print(line, file=sys.stderr, flush=True)
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.emit(logging.LogRecord("spikelight", logging.WARNING, __file__, 0, line, None, None))
+            handler.flush()
 
 
 def _job_failed_line(cfg: DictConfig, msg: str) -> str:
@@ -465,12 +550,17 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
         if sweep:
             raise SweepJobError("error: " + _job_failed_line(cfg, msg)) from None
         sys.exit(2)
-    except Preempted as err:  # SIGTERM / SIGUSR1: a checkpoint was written, exit 128+signal
-        _failed(cfg, f"stopped: {err.message}", time.perf_counter() - start)
-        print(f"stopped: {err.message}; resume: python train.py <same overrides> ckpt_path=last", file=sys.stderr)
+    except Preempted as err:  # SIGTERM / SIGUSR1 / SIGINT: a checkpoint was written, exit 128+signal
+        _failed(cfg, f"stopped: {err.message}", time.perf_counter() - start, err.metrics, "stopped")
+        resume = resume_command(err.path) if err.path is not None else "python train.py ckpt_path=last"
+        _stop_line(f"stopped: {err.message}; resume: {resume}")
         raise
-    except SystemExit as err:  # Lightning exits 1 after a Ctrl-C it handled
+    except SystemExit as err:  # Lightning exits 1 after a Ctrl-C it handled (a second Ctrl-C: no checkpoint now)
         _failed(cfg, "interrupted" if err.code else "stopped", time.perf_counter() - start)
+        out = _output_dir(cfg)
+        last = newest_checkpoint(out) if err.code and out is not None and out.is_dir() else None
+        if last is not None and rank_zero_only.rank == 0:
+            _stop_line(f"interrupted; resume from its last checkpoint: {resume_command(last)}")
         raise
     except BaseException as err:
         _failed(cfg, f"{type(err).__name__}: {err}", time.perf_counter() - start)

@@ -21,6 +21,8 @@ NOISE = (
     # kept rank-local on purpose (spikelight.train.module) to avoid a collective every step
     r".*self.log\('val/acc_best'.*sync_dist=True.*",
     r".*self.log\('train/loss'.*sync_dist=True.*",
+    # a resume into another folder: spikelight's resume line names both folders
+    r".*The dirpath has changed from .* won't be reloaded.*",
 )
 
 

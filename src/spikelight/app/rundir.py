@@ -5,7 +5,8 @@
   are removed. One that fails later keeps its files and gets a ``FAILED`` note
   saying why (and how to resume when there is a ``last.ckpt``).
 - A run resumed inside its own folder keeps the earlier ``csv/metrics.csv``
-  rows up to the checkpoint (:func:`continue_metrics_csv`).
+  rows up to the checkpoint (:func:`continue_metrics_csv`), and its own config files:
+  the resume's go to ``.hydra/resume-<n>/`` (:func:`resume_subdir`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,34 @@ import csv
 import shutil
 from pathlib import Path
 
-__all__ = ["FAILED", "finish_failed_run", "clear_failed_mark", "continue_metrics_csv", "is_bookkeeping"]
+__all__ = [
+    "FAILED", "finish_failed_run", "clear_failed_mark", "continue_metrics_csv", "is_bookkeeping", "resume_subdir",
+    "resume_command",
+]
 
 FAILED = "FAILED"
+
+
+def resume_subdir(run_dir: Path) -> str:
+    """Where the config files of a resume inside ``run_dir`` go (relative to it): ``.hydra/resume-<n>``
+    with the first unused n, so the run's ``.hydra/*.yaml`` and ``config_resolved.yaml`` stay as written."""
+    n = 1
+    while (run_dir / ".hydra" / f"resume-{n}").exists():
+        n += 1
+    return f".hydra/resume-{n}"
+
+
+def resume_command(ckpt: Path | str) -> str:
+    """The command that resumes from ``ckpt``: the run's overrides are stored in the checkpoint
+    and reused, so the checkpoint is all it names."""
+    import re
+    import shlex
+
+    path = str(ckpt)
+    if re.fullmatch(r"[\w./\-:+@]+", path):
+        return f"python train.py ckpt_path={path}"
+    hydra_value = "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"  # one Hydra string
+    return f"python train.py {shlex.quote('ckpt_path=' + hydra_value)}"
 
 
 def is_bookkeeping(path: Path, run_dir: Path) -> bool:
@@ -50,7 +76,7 @@ def finish_failed_run(run_dir: Path | None, reason: str, sweep_dir: Path | None 
 
     last = newest_checkpoint(run_dir)
     if last is not None:
-        note += f"resume: python train.py <same overrides> ckpt_path={last}\n"
+        note += f"resume: {resume_command(last)}\n"
     (run_dir / FAILED).write_text(note)
     return "marked"
 

@@ -6,10 +6,11 @@
   a truncated file. (Lightning's own writer stages in ``/tmp`` and *copies* into
   place when ``/tmp`` is another filesystem: a kill during that copy truncates it.)
 - :class:`PreemptionCheckpoint` (``callbacks=default``): on SIGTERM (``kill``, SLURM
-  time limit, Docker stop) or SIGUSR1 (SLURM's pre-emption warning with
-  ``--signal=USR1@90``) it finishes the current training batch, writes
-  ``checkpoints/preempted.ckpt`` and exits with ``128 + signal``; ``ckpt_path=last``
-  (or the run folder) resumes from it.
+  time limit, Docker stop), SIGUSR1 (SLURM's pre-emption warning with
+  ``--signal=USR1@90``) or SIGINT (Ctrl-C; a second Ctrl-C stops at once, without a
+  checkpoint) it finishes the current training batch, writes ``checkpoints/preempted.ckpt``
+  and exits with ``128 + signal``; ``ckpt_path=<that file>`` (or ``last``, or the run
+  folder) resumes from it with the run's own overrides.
 """
 
 from __future__ import annotations
@@ -65,11 +66,15 @@ def _fsync_dir(folder: Path) -> None:
 
 
 class Preempted(SystemExit):
-    """Raised after the pre-emption checkpoint is written; exit code ``128 + signal``."""
+    """Raised after the pre-emption checkpoint is written; exit code ``128 + signal``.
+    ``path``: the checkpoint; ``metrics``: the run's metrics when it stopped."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, path: Path | None = None,
+                 metrics: dict[str, float] | None = None) -> None:
         super().__init__(code)
         self.message = message
+        self.path = path
+        self.metrics = dict(metrics or {})
 
 
 class PreemptionCheckpoint(L.Callback):
@@ -84,7 +89,8 @@ class PreemptionCheckpoint(L.Callback):
         filename: checkpoint file name.
     """
 
-    def __init__(self, signals: tuple[str, ...] | list[str] = ("SIGTERM", "SIGUSR1"), filename: str = "preempted.ckpt") -> None:
+    def __init__(self, signals: tuple[str, ...] | list[str] = ("SIGTERM", "SIGUSR1", "SIGINT"),
+                 filename: str = "preempted.ckpt") -> None:
         self.signals = [getattr(signal, s) for s in signals if hasattr(signal, s)]
         self.filename = filename
         self.received: int | None = None
@@ -92,6 +98,13 @@ class PreemptionCheckpoint(L.Callback):
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT:
+            if self.received == signal.SIGINT:  # Ctrl-C twice: stop now (Lightning's own shutdown)
+                raise KeyboardInterrupt
+            import sys
+
+            print("\n[spikelight] Ctrl-C: stopping at the end of this batch with a checkpoint "
+                  "(Ctrl-C again stops at once, without one)", file=sys.stderr, flush=True)
         self.received = signum
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -132,4 +145,6 @@ class PreemptionCheckpoint(L.Callback):
         self.path = folder / self.filename
         trainer.save_checkpoint(self.path)
         name = signal.Signals(signum).name
-        raise Preempted(128 + signum, f"{name} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.path}")
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, (int, float)) or v.numel() == 1}
+        raise Preempted(128 + signum, f"{name} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.path}",
+                        self.path, metrics)

@@ -133,6 +133,8 @@ class SpikingClassifier(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.learning = learning if isinstance(learning, OnlineLearningRule) else None
         self.manual_gradient_clip_val: float | None = None
+        #: the run's command-line overrides, stored in its checkpoints (``ckpt_path=`` reuses them)
+        self.run_overrides: list[str] | None = None
         if self.learning is not None:
             self.learning.attach(model, readout, loss, regularizer)
             self.automatic_optimization = False
@@ -338,6 +340,8 @@ class SpikingClassifier(L.LightningModule):
     # draw from it: without this a resumed run sees different spikes.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["val_acc_best"] = self.val_acc_best
+        if self.run_overrides is not None:
+            checkpoint["overrides"] = list(self.run_overrides)
         checkpoint["rng_state"] = {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
