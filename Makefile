@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PYTEST  := $(BIN)/python -m pytest
 
-.PHONY: install demo train test test-slow test-gpu-compile gpu-compile bench lint clean
+.PHONY: install demo train test test-slow test-gpu-compile gpu-compile gpu-check bench lint clean
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -28,8 +28,14 @@ train: install  ## python train.py with ARGS="model=... neuron=..."
 test: install  ## fast tests (need no network or GPU)
 	$(PYTEST) -m "not slow and not gpu_compile" -q
 
-test-gpu-compile: install  ## compile every Triton kernel for sm_80 / sm_90 without a GPU (a few minutes; CI runs it)
+test-gpu-check: install  ## on a CUDA machine: every backend against the reference on the GPU, then bench.py --device cuda (RESULTS-gpu.md/.json)
+	$(BIN)/python experiments/benchmarks/gpu_check.py
+
+gpu-compile: install  ## compile every Triton kernel for sm_80 / sm_90 without a GPU (a few minutes; CI runs it)
 	$(PYTEST) -m gpu_compile -q
+
+gpu-check: install  ## on a CUDA machine: every backend against the reference on the GPU, then bench.py --device cuda (RESULTS-gpu.md/.json)
+	$(BIN)/python experiments/benchmarks/gpu_check.py
 
 gpu-compile: install  ## the same compile, as a report (registers, spills, shared memory per kernel)
 	$(BIN)/python -m spikelight.dynamics.triton.aot --arch 80,90

@@ -29,3 +29,17 @@ def test_bench_case_runs_every_contender_once(bench, case):
         assert set(built.ours) | set(built.anchors) <= set(built.contenders) and built.ours and built.anchors
         for call in built.contenders.values():
             call()
+
+
+def test_gpu_check_refuses_in_one_line_without_cuda():
+    """make gpu-check on a machine without CUDA: one line, exit status 2, nothing written."""
+    import subprocess
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the check would run")
+    proc = subprocess.run([sys.executable, str(BENCH.with_name("gpu_check.py"))], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stdout.strip().splitlines() == [
+        "gpu-check: no CUDA device here (torch.cuda.is_available() is False): run it on a GPU machine"
+    ]
