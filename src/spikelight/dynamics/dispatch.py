@@ -64,7 +64,10 @@ T_ = TypeVar("T_")
 
 BACKENDS = ("auto", "torch", "fused", "native", "triton")
 
-#: the persistent Triton kernels hold [16, H] tiles per program: beyond this H they would not fit (shared memory)
+#: the persistent Triton kernels hold [16, H] tiles per program. At H <= 512 they take at most 18,432 B of shared
+#: memory per block (``python -m spikelight.dynamics.triton.aot``, sm_80 and sm_90, 2026-12-06): within every
+#: NVIDIA GPU's per-block limit from sm_80 on (the smallest, sm_86 / sm_89, is 101,376 B). Register pressure
+#: is the tighter limit: 255 registers and up to ~300 B of spills per thread at H = 512 (same measurement).
 TRITON_MAX_H = 512
 
 #: I/O dtypes the element-wise Triton kernels take (their state is fp32 inside)
