@@ -1,0 +1,40 @@
+#!/bin/bash
+# Run the experiments/lsnn runs of one lane one after the other (one lane per core), each to the end:
+# a run already finished (its results.json says "ok" and has a test accuracy) is skipped, a run cut off
+# (a session ended) continues from its last checkpoint (ckpt_path=last), the others start fresh.
+#   nohup experiments/lsnn/queue.sh a > experiments/lsnn/logs/lane_a.log 2>&1 &
+#   nohup experiments/lsnn/queue.sh b > experiments/lsnn/logs/lane_b.log 2>&1 &
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+E="trainer.max_epochs=20"
+lane_a=(
+  "sfa_bptt_s0|model=lsnn neuron=sfa seed=0 $E"
+  "sfa_tbptt50_s0|model=lsnn neuron=sfa model.tbptt_steps=50 seed=0 $E"
+  "sfa_bptt_s1|model=lsnn neuron=sfa seed=1 $E"
+  "sfa_tbptt50_s1|model=lsnn neuron=sfa model.tbptt_steps=50 seed=1 $E"
+  "sfa_bptt_s2|model=lsnn neuron=sfa seed=2 $E"
+  "sfa_tbptt50_s2|model=lsnn neuron=sfa model.tbptt_steps=50 seed=2 $E"
+)
+lane_b=(
+  "lstm_s0|model=lstm model.hidden=110 seed=0 trainer.gradient_clip_val=1.0 $E"
+  "lif_bptt_s0|model=lsnn neuron=lif seed=0 $E"
+  "bellec_s0|experiment=lsnn_smnist data=sfmnist seed=0 $E"
+  "sfa_eprop_s0|model=lsnn neuron=sfa learning=eprop seed=0 $E"
+)
+case "${1:-}" in a) runs=("${lane_a[@]}") ;; b) runs=("${lane_b[@]}") ;; *) echo "usage: $0 a|b"; exit 2 ;; esac
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 WANDB_MODE=disabled
+for entry in "${runs[@]}"; do
+  name=${entry%%|*}; overrides=${entry#*|}
+  dir=logs/lsnn_$name/runs
+  while pgrep -f "task_name=lsnn_$name " >/dev/null; do sleep 60; done  # started by run.sh: let it finish
+  if grep -ls '"status": "ok"' $dir/*/results.json 2>/dev/null | xargs -r grep -l '"test/acc"' | grep -q .; then
+    echo "$(date -u +%FT%TZ) $name: finished, skipped"; continue
+  fi
+  resume=()
+  if ls $dir/*/checkpoints/last.ckpt >/dev/null 2>&1; then resume=(ckpt_path=last); fi
+  echo "$(date -u +%FT%TZ) $name: ${resume[*]:-fresh} $overrides"
+  # shellcheck disable=SC2086
+  .venv/bin/python train.py data=sfmnist data.order=pixel task_name="lsnn_$name" print_config=false \
+    'callbacks=[default,epoch_time]' $overrides "${resume[@]}" >> "experiments/lsnn/logs/$name.log" 2>&1
+  echo "$(date -u +%FT%TZ) $name: exit $?"
+done
