@@ -363,7 +363,8 @@ EXPECTED = {
     "online learning needs a neuron it derives": r"learning=eprop supports neuron=.*, got \w+Node",
     "readout/loss needs spikes": r"(readout|loss)=\w+ needs output spikes, .* use readout=",
     "sequence encoder needs sequence data": r"encoder=(sequence|threshold_crossing) expects batch-first sequences",
-    "in_features=null needs sequence data": r"model.in_features=null needs a sequence dataset",
+    "in_features=null needs sequence data": r"model.in_features=null follows a sequence dataset's inputs per step, "
+                                            r"but \w+ gives images \[1, 28, 28\]; .* or set model.in_features=784 ",
     "input features": r"expects \d+ input features per step, got \d+ .*; set model.in_features=\d+",
     "image shape from sequence data": r"reads \$\{data.in_shape\}, which the chosen data option does not state",
     "neuron lacks a model's setting": r"neuron.\w+: \w+Node has no argument '\w+'; it takes ",

@@ -7,13 +7,14 @@ import csv
 import json
 import math
 import os
+import re
 import struct
 from pathlib import Path
 
 import pytest
 
 from spikelight.app import distributed
-from spikelight.app.sweep_report import Job, heat_grid, main, table
+from spikelight.app.sweep_report import Job, _markdown, _swept, heat_grid, main, table
 from spikelight.core.errors import ConfigError
 
 from ..conftest import compose_cfg, run_cli
@@ -76,12 +77,12 @@ def test_grid_sweep_report_and_wandb_group(tmp_path):
     home.mkdir()
     proc = run_cli("train.py", "-m", "neuron.tau=0.5,2.0", "surrogate.alpha=2,4", "logger=[csv,wandb]", *SMALL[:-1],
                    f"hydra.sweep.dir={sweep}", env={"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": str(home)})
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert "Traceback" not in proc.stderr and lines[-1].startswith("Set the environment variable HYDRA_FULL_ERROR")
-    last = lines[-2]  # Hydra's one line for the sweep (its hint above follows)
-    assert last.startswith("error: sweep job 0 failed") and "LIF tau must be > 1" in last, last
-    assert f"python -m spikelight.sweep_report {sweep}" in last
+    assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
+    last = lines[-1]  # our one line ends the sweep, not Hydra's hint
+    assert last.startswith("error: 2 of 4 sweep jobs failed; job 0: ") and "LIF tau must be > 1" in last, last
+    assert last.endswith(f"the report lists them: python -m spikelight.sweep_report {sweep}")
     # the offline switch of job 1 (wandb sets WANDB_MODE for its process) did not leak into job 2
     assert proc.stdout.count("logging offline") == 2, proc.stdout[-2000:]
 
@@ -134,6 +135,12 @@ def test_report_table_and_heat_grid_from_jobs():
     assert [r[0] for r in rows] == [1, 4, 3, 0, 2]
     assert rows[0][header.index("firing_rate")] == pytest.approx(0.2)
     assert rows[-1][-1] == "failed: diverged"
+    # an Optuna float is shown to 4 significant digits; a value as typed (2, 10) as typed
+    optuna = Job(5, Path("5"), {"neuron.tau": "2.718281828459045", "surrogate.alpha": "1", "seed": "0"}, "ok", 1.0,
+                 {"val/acc_best": 0.9})
+    header, rows = table([*jobs, optuna])
+    assert rows[0][1:3] == [2.718281828459045, "1"] and "| 5 | 2.718 | 1 | 0.9 |" in _markdown(header, rows)
+    assert _swept("2.0") == "2.0" and _swept("1e-3") == "1e-3" and _swept("0.00012345") == 0.00012345
     grid = heat_grid(jobs, "val/acc_best", "neuron.tau", "surrogate.alpha", ["2", "10"], ["1", "4"])
     assert grid[0][0] == 0.5 and math.isnan(grid[0][1]) and grid[1] == [0.7, 0.65]
 
@@ -152,6 +159,10 @@ def test_optuna_three_trials_survive_a_failed_trial(tmp_path):
                    "hydra.sweeper.max_failure_rate=1.0", "neuron.tau=choice(0.5,5.0)", *SMALL,
                    f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the end says how to make the report
+    end = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(rf"\[spikelight\] sweep done: 3 jobs \([12] failed\) in {sweep}; its report: "
+                        rf"python -m spikelight.sweep_report {sweep}", end), end
     results = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
     assert sorted(results) == ["0", "1", "2"]
     statuses = [r["status"] for r in results.values()]

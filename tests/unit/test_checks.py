@@ -40,6 +40,12 @@ from spikelight.train.loggers import CSVLogger
         (["+neuron.tua=2"], "neuron.tua: LIFNode has no argument 'tua'; did you mean 'neuron.tau'?"),
         (["optimizer.lr=abc"], "optimizer.lr=abc: Adam(lr) takes a number, got the string 'abc'"),
         (["data=digits", "data.batch_size=x"], "data.batch_size=x: DigitsDataModule(batch_size) takes a number"),
+        # a real argument the shipped config does not list, a key of a group given at the top, another
+        # framework's name (issue 23)
+        (["trainer.accumulate_grad_batches=2"], "add it with a plus: '+trainer.accumulate_grad_batches=2'"),
+        (["lr=0.01"], "unknown config key 'lr' in 'lr=0.01'; did you mean 'optimizer.lr=0.01'?"),
+        (["max_epochs=3"], "did you mean 'trainer.max_epochs=3'?"),
+        (["surrogate.slope=25"], "snnTorch's slope is surrogate.alpha here: 'surrogate.alpha=25'"),
     ],
 )
 def test_bad_train_arguments_are_one_line(argv, needle):
@@ -83,6 +89,19 @@ def test_gpu_without_one_is_one_line(monkeypatch):
         check_accelerator({"accelerator": "gpu"})
     check_accelerator({"accelerator": "cpu"})
     check_accelerator({"accelerator": "auto"})
+    # DDP on CPU (accelerator=ddp): more processes than cores is said in one line, not refused
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert checks.device_note({"accelerator": "auto", "devices": 4, "strategy": "ddp"}) == (
+        "trainer.devices=4: this machine has no GPU, so 4 CPU processes share its 2 cores (slower than 2); "
+        "trainer.devices=2 at most")
+    assert checks.device_note({"accelerator": "auto", "devices": 2}) is None
+    # more GPUs than there are: refused, naming how many there are
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"^trainer.devices=4 but this machine has 1 GPU; use trainer.devices=1 "):
+        check_accelerator({"accelerator": "auto", "devices": 4, "strategy": "ddp"})
+    check_accelerator({"accelerator": "auto", "devices": 1})
+    assert checks.device_note({"accelerator": "auto", "devices": 4}) is None
 
 
 def test_check_types_accepts_every_shipped_option():

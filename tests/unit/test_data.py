@@ -12,12 +12,17 @@ from spikelight.data import DatasetNotFoundError, DigitsDataModule, FashionMNIST
 from ..conftest import make_mnist_files
 
 
-def test_fashion_mnist_uses_system_copy(tmp_path, monkeypatch):
+def test_fashion_mnist_uses_system_copy(tmp_path, monkeypatch, capsys):
     system = tmp_path / "usr-share"
     make_mnist_files(system, n_train=300, n_test=100)
     monkeypatch.setattr(FashionMNISTDataModule, "system_dirs", (system,))
     dm = FashionMNISTDataModule(root=str(tmp_path / "data"), download=False, val_size=50, batch_size=32)
     dm.prepare_data()
+    # the copy is not silent: one line names the files and where they came from (issue 23)
+    said = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[spikelight] Fashion-MNIST:")]
+    assert len(said) == 1 and f"come from {system}: train-images-idx3-ubyte.gz, " in said[0], said
+    dm.prepare_data()  # already copied: nothing more to say
+    assert "come from" not in capsys.readouterr().out
     dm.setup("fit")
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (250, 50, 100)
     assert (tmp_path / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists()
@@ -49,6 +54,11 @@ def test_val_size_zero_validates_on_test(tmp_path, capsys):
 def test_missing_files_without_download(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="MNIST not found"):
         MNISTDataModule(root=str(tmp_path), download=False).prepare_data()
+    from spikelight.data import SequentialMNISTDataModule
+
+    # data=psmnist offline: the offline data in the same order
+    with pytest.raises(DatasetNotFoundError, match=r"offline, use data=sfmnist data.order=permuted \("):
+        SequentialMNISTDataModule(root=str(tmp_path), download=False, order="permuted").prepare_data()
 
 
 def test_digits_split_fixed_and_stratified():

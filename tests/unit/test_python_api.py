@@ -32,3 +32,20 @@ def test_train_without_hydra(tmp_path):
     assert result["test/acc"] > 0.8  # chance is 0.1
     preds = module.predict_step(next(iter(dm.test_dataloader())), 0)
     assert preds.shape == (64,) and preds.dtype == torch.int64
+
+
+def test_a_batch_without_time_axis_is_refused_in_one_line():
+    """[B, 1, 28, 28] would otherwise pass as 8 time steps of one sample (issue 23)."""
+    import pytest
+
+    from spikelight.core.errors import ShapeError
+    from spikelight.models import ConvSNN
+
+    fc = FCLIF(neuron=LIFNode(tau=2.0))
+    images = torch.rand(8, 1, 28, 28)
+    for model, x in ((fc, images), (fc, images.flatten(1)),
+                     (ConvSNN(neuron=partial(LIFNode, tau=2.0), in_shape=(1, 28, 28), layers=[{"conv": 4, "maxpool": 2}]), images)):
+        with pytest.raises(ShapeError, match=r"got \[8, .*a batch of 8 samples without a time axis\? .*x.unsqueeze\(0\)$"):
+            model(x)
+    assert fc(PoissonEncoder(T=3)(images)).spikes.shape == (3, 8, 10)  # [T, B, 1, 28, 28] as documented
+    assert fc(images.unsqueeze(0)).spikes.shape == (1, 8, 10)

@@ -30,7 +30,9 @@ import yaml
 
 from spikelight.core.errors import ConfigError
 
-__all__ = ["EXTRAS", "RANGES", "preflight", "check_types", "check_ranges", "check_accelerator", "resume_run_dir"]
+__all__ = [
+    "EXTRAS", "RANGES", "preflight", "check_types", "check_ranges", "check_accelerator", "device_note", "resume_run_dir",
+]
 
 
 def _conf_dir() -> Path:
@@ -120,7 +122,7 @@ def preflight(argv: list[str], config_name: str, conf_dir: Path = CONF) -> list[
         key = o.key_or_group
         top = key.lstrip("~+").split("/")[0].split(".")[0]
         if known and top not in known:
-            raise ConfigError(_unknown_key_message(o.input_line or key, top, known, config_name))
+            raise ConfigError(_unknown_key_message(o.input_line or key, top, known, config_name, conf_dir))
         try:
             if o.is_sweep_override():
                 values = list(o.sweep_string_iterator())
@@ -324,21 +326,44 @@ def _compose_and_check(overrides: list, config_name: str, conf_dir: Path) -> Any
     return cfg
 
 
+#: keys other frameworks use for a setting spikelight names otherwise: ``<group>.<their key>`` →
+#: (``<group>.<our key>``, whose name it is)
+OTHER_NAMES: dict[str, tuple[str, str]] = {
+    "surrogate.slope": ("surrogate.alpha", "snnTorch's slope"),
+    "neuron.threshold": ("neuron.v_threshold", "snnTorch's threshold"),
+    "neuron.v_th": ("neuron.v_threshold", "v_th"),
+}
+
+
 def _missing_nested_message(
     key: str, line: str, typed: str, lines: list[str], config_name: str, conf_dir: Path
 ) -> str:
     parent, _, leaf = key.rpartition(".")
     siblings: list[str] = []
+    takes: set[str] | None = None
+    owner = ""
     try:
         node = _compose(config_name, [ln for ln in lines if ln != line], conf_dir)
         from omegaconf import OmegaConf
 
         sub = OmegaConf.select(node, parent) if parent else node
         siblings = [str(k) for k in sub.keys() if not str(k).startswith("_")] if sub is not None else []
+        target = sub.get("_target_") if sub is not None and hasattr(sub, "get") else None
+        obj = _locate(target) if isinstance(target, str) else None
+        if obj is not None:
+            owner = getattr(obj, "__name__", str(target))
+            takes = _signature(obj)[1]
     except Exception:  # noqa: BLE001 - no suggestion then
         pass
-    guess = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.6)
+    value = typed.split("=", 1)[1] if "=" in typed else "..."
     msg = f"no key '{leaf}' in {parent or 'the config'} (from '{typed}')"
+    if takes is not None and leaf in takes:  # a real argument the shipped config does not list
+        return (f"{key} is an argument of {owner} that conf/{parent.split('.')[0]}/ does not set; "
+                f"add it with a plus: '+{key}={value}'")
+    if key in OTHER_NAMES:
+        ours, theirs = OTHER_NAMES[key]
+        return msg + f"; {theirs} is {ours} here: '{ours}={value}'"
+    guess = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.6)
     if guess:
         return msg + f"; did you mean '{typed.lstrip('+').replace(key, f'{parent}.{guess[0]}' if parent else guess[0], 1)}'?"
     if siblings:
@@ -366,7 +391,12 @@ def _importable(module: str) -> bool:
         return False
 
 
-def _unknown_key_message(line: str, top: str, known: set[str], config_name: str) -> str:
+def _unknown_key_message(line: str, top: str, known: set[str], config_name: str, conf_dir: Path = CONF) -> str:
+    value = line.split("=", 1)[1] if "=" in line else "..."
+    nested = _nested_keys_named(top, config_name, conf_dir)
+    if nested:  # lr=0.01 -> optimizer.lr=0.01
+        also = f" (or {', '.join(nested[1:3])})" if len(nested) > 1 else ""
+        return f"unknown config key '{top}' in '{line}'; did you mean '{nested[0]}={value}'{also}?"
     guess = difflib.get_close_matches(top, sorted(known), n=1, cutoff=0.6)
     if guess:
         fixed = line.lstrip("+").replace(top, guess[0], 1)
@@ -374,6 +404,34 @@ def _unknown_key_message(line: str, top: str, known: set[str], config_name: str)
     names = ", ".join(sorted(k for k in known if k != "hydra"))
     return (f"unknown config key '{top}' in '{line}'; top-level keys are: {names} "
             f"(a new key belongs in conf/{config_name}.yaml)")
+
+
+def _nested_keys_named(name: str, config_name: str, conf_dir: Path) -> list[str]:
+    """Keys of the default config whose last part is ``name`` (``lr`` → ``optimizer.lr``), shallowest first."""
+    from omegaconf import DictConfig
+
+    try:
+        cfg = _compose(config_name, [], conf_dir)
+    except Exception:  # noqa: BLE001 - no suggestion then
+        return []
+    found: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if not isinstance(node, DictConfig):
+            return
+        for k in node.keys():
+            k = str(k)
+            if k.startswith("_") or (not prefix and k == "hydra"):
+                continue
+            path = f"{prefix}{k}"
+            if k == name and prefix:
+                found.append(path)
+            child = node._get_node(k)
+            if isinstance(child, DictConfig):
+                walk(child, path + ".")
+
+    walk(cfg, "")
+    return sorted(found, key=lambda p: (p.count("."), p))
 
 
 def _with_resume_dir(argv: list[str], multirun: bool, overrides: list) -> list[str]:
@@ -660,7 +718,8 @@ def check_ranges(cfg: Any, skip: Iterable[str] = ("hydra", "hparams_search")) ->
 
 
 def check_accelerator(trainer_cfg: Mapping) -> None:
-    """``accelerator=gpu`` (or cuda) with no CUDA device: one line instead of Lightning's traceback."""
+    """``accelerator=gpu`` (or cuda) with no CUDA device, or more GPUs in ``trainer.devices`` than the
+    machine has: one line instead of Lightning's traceback."""
     import torch
 
     acc = str(trainer_cfg.get("accelerator", "auto")).lower()
@@ -669,6 +728,30 @@ def check_accelerator(trainer_cfg: Mapping) -> None:
             f"trainer.accelerator={acc} but this machine has no usable GPU (torch.cuda.is_available() is False); "
             "use accelerator=cpu, or accelerator=auto to take a GPU when there is one"
         )
+    devices = trainer_cfg.get("devices", "auto")
+    on_gpu = acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
+    if on_gpu and torch.cuda.is_available() and _int(devices) and not isinstance(devices, bool):
+        have = torch.cuda.device_count()
+        if int(devices) > have:
+            raise ConfigError(f"trainer.devices={int(devices)} but this machine has {have} GPU{'s' * (have != 1)}; "
+                              f"use trainer.devices={have} (or trainer.devices=auto: every GPU)")
+
+
+def device_note(trainer_cfg: Mapping) -> str | None:
+    """One line when ``trainer.devices`` asks for more CPU processes than the machine has cores
+    (no GPU: DDP runs on CPU processes, which then share the cores); None otherwise."""
+    import os
+
+    import torch
+
+    acc = str(trainer_cfg.get("accelerator", "auto")).lower()
+    devices = trainer_cfg.get("devices", "auto")
+    on_cpu = acc == "cpu" or (acc == "auto" and not torch.cuda.is_available() and not _mps())
+    cores = os.cpu_count() or 1
+    if on_cpu and _int(devices) and not isinstance(devices, bool) and int(devices) > cores:
+        return (f"trainer.devices={int(devices)}: this machine has no GPU, so {int(devices)} CPU processes share its "
+                f"{cores} cores (slower than {cores}); trainer.devices={cores} at most")
+    return None
 
 
 def _mps() -> bool:

@@ -6,8 +6,10 @@ Everything here also works without the Hydra decorator: compose a config with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import netrc
 import os
 import re
@@ -32,7 +34,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 
 from spikelight.app import console
-from spikelight.app.checks import check_accelerator, check_ranges, check_types, resume_run_dir
+from spikelight.app.checks import check_accelerator, check_ranges, check_types, device_note, resume_run_dir
 from spikelight.app.ckpt import check_fits, load_checkpoint, newest_checkpoint, resolve_ckpt_path
 from spikelight.app.compat import upgrade_targets
 from spikelight.app.distributed import install_ddp_job_command, job_scope, launcher_overrides
@@ -109,7 +111,13 @@ def fill_in_features(cfg: DictConfig, datamodule: L.LightningDataModule) -> None
         return
     feats = getattr(datamodule, "num_features", None)
     if feats is None:
-        raise ConfigError("model.in_features=null needs a sequence dataset (data=smnist|sfmnist|psmnist|sdigits); set it")
+        shape = getattr(datamodule, "in_shape", None)
+        name = OmegaConf.select(cfg, "data._target_", default="?").rsplit(".", 1)[-1]
+        flat = math.prod(shape) if shape else None
+        what = f"{name} gives images {list(shape)}" if shape else f"{name} states no inputs per step"
+        fix = f"set model.in_features={flat} (the image flattened, one per step)" if flat else "set model.in_features"
+        raise ConfigError(f"model.in_features=null follows a sequence dataset's inputs per step, but {what}; "
+                          f"use data=smnist|sfmnist|psmnist|sdigits, or {fix}")
     encoder = _build(cfg.get("encoder"))
     if encoder is not None and hasattr(encoder, "out_features"):
         feats = encoder.out_features(feats)
@@ -342,6 +350,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_types(cfg)
     check_ranges(cfg)
     check_accelerator(cfg.trainer)
+    if (note := device_note(cfg.trainer)) and rank_zero_only.rank == 0:
+        log.warning(f"[spikelight] {note}")
     L.seed_everything(cfg.seed, workers=True)
     out = _output_dir(cfg)
     ckpt = cfg.get("ckpt_path") if cfg.get("train", True) else None
@@ -482,8 +492,34 @@ RESULTS = "results.json"
 
 class SweepJobError(SpikelightError, CompactHydraException):
     """A job of a ``-m`` sweep failed. Raised (not ``sys.exit``) so Hydra's sweepers go on with
-    the other jobs (the Optuna sweeper counts it against ``max_failure_rate``); Hydra prints it
-    as one line when it ends the sweep."""
+    the other jobs (the Optuna sweeper counts it against ``max_failure_rate``); when it ends the
+    sweep, :func:`hydra_script` prints one line for it (:func:`sweep_end_line`)."""
+
+    def __init__(self, message: str, sweep_dir: Path | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.sweep_dir = sweep_dir
+        self.reason = reason
+
+
+#: the folder of the last ``-m`` sweep a job of this process ran in (the basic launcher runs them here)
+_LAST_SWEEP: list[Path] = []
+
+
+def sweep_end_line(sweep_dir: Path, failed: SweepJobError | None = None) -> str:
+    """The last line of a ``-m`` sweep: how many jobs ran and failed, and the command that makes its report."""
+    from spikelight.app.sweep_report import read_sweep
+
+    try:
+        jobs = read_sweep(sweep_dir)
+    except Exception:  # noqa: BLE001 - an unreadable folder: the command alone
+        jobs = []
+    bad = [j for j in jobs if j.status != "ok"]
+    report = f"python -m spikelight.sweep_report {sweep_dir}"
+    if failed is None:  # the sweep went on to its end (a sweeper may allow failed trials)
+        some = f" ({len(bad)} failed)" if bad else ""
+        return f"[spikelight] sweep done: {len(jobs)} jobs{some} in {sweep_dir}; its report: {report}"
+    return (f"error: {max(len(bad), 1)} of {len(jobs)} sweep jobs failed; job {bad[0].num if bad else '?'}: "
+            f"{failed.reason}; the report lists them: {report}")
 
 
 def _write_results(cfg: DictConfig, status: str, seconds: float, metrics: dict[str, float],
@@ -537,6 +573,8 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
     """
     install_ddp_job_command()
     sweep = _sweep_dir() is not None
+    if sweep:
+        _LAST_SWEEP[:] = [_sweep_dir()]
     start = time.perf_counter()
     try:
         with job_scope():
@@ -548,7 +586,7 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
             raise
         print(f"error: {msg}", file=sys.stderr)
         if sweep:
-            raise SweepJobError("error: " + _job_failed_line(cfg, msg)) from None
+            raise SweepJobError("error: " + _job_failed_line(cfg, msg), _sweep_dir(), msg) from None
         sys.exit(2)
     except Preempted as err:  # SIGTERM / SIGUSR1 / SIGINT: a checkpoint was written, exit 128+signal
         _failed(cfg, f"stopped: {err.message}", time.perf_counter() - start, err.metrics, "stopped")
@@ -605,4 +643,36 @@ def hydra_script(task: Callable[[DictConfig], dict[str, float]], config_name: st
     # Hydra names the job (hydra.job.name: the log file <run>/<name>.log) after the module of the task
     # function: the script's, as when this function is written there
     main.__module__ = script.stem
-    hydra.main(version_base="1.3", config_path=str(script.parent / "conf"), config_name=config_name)(main)()
+    with _sweep_ends_in_one_line():
+        hydra.main(version_base="1.3", config_path=str(script.parent / "conf"), config_name=config_name)(main)()
+
+
+@contextlib.contextmanager
+def _sweep_ends_in_one_line() -> Any:
+    """A ``-m`` sweep ends with :func:`sweep_end_line`: the report command when it went well; one line
+    (exit 2) instead of Hydra's message and ``HYDRA_FULL_ERROR`` hint when a job failed."""
+    import hydra._internal.utils as hydra_utils
+
+    real = hydra_utils.run_and_report
+
+    def run_and_report(func: Any) -> Any:
+        def ours() -> Any:
+            _LAST_SWEEP.clear()
+            try:
+                result = func()
+            except SweepJobError as err:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1" or err.sweep_dir is None:
+                    raise
+                print(sweep_end_line(err.sweep_dir, err), file=sys.stderr)
+                sys.exit(2)
+            if _LAST_SWEEP and rank_zero_only.rank == 0:
+                log.info(sweep_end_line(_LAST_SWEEP[0]))
+            return result
+
+        return real(ours)
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = real

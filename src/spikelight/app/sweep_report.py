@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,17 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _swept(value: str) -> Any:
+    """A swept value as the report shows it: a float with more than 4 significant digits (an Optuna
+    suggestion, 0.0012345678901) to 4 (:func:`_fmt`); anything else as written (2.0 stays 2.0)."""
+    text = str(value).strip()
+    if re.fullmatch(r"[-+]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][-+]?\d+)", text):
+        digits = re.sub(r"[eE].*$", "", text).lstrip("+-").replace(".", "").lstrip("0").rstrip("0")
+        if len(digits) > 4:
+            return float(text)
+    return value
+
+
 def table(jobs: list[Job], metric: str = METRIC) -> tuple[list[str], list[list[Any]]]:
     """(header, rows) of the report, sorted by ``metric`` (best first), failed jobs last."""
     keys = swept_keys(jobs)
@@ -127,7 +139,7 @@ def table(jobs: list[Job], metric: str = METRIC) -> tuple[list[str], list[list[A
     for job in _sorted(jobs, metric):
         error = (job.error or "").removeprefix("error: ")
         status = f"{job.status}: {error}" if error and job.status != "ok" else job.status
-        rows.append([job.num, *(job.overrides.get(k, "") for k in keys), *(job.value(m) for m in metrics),
+        rows.append([job.num, *(_swept(job.overrides.get(k, "")) for k in keys), *(job.value(m) for m in metrics),
                      job.firing_rate, job.seconds, status])
     return header, rows
 

@@ -261,7 +261,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.train_set = self._dataset(full_train, train_idx, train=True)
         self.test_set = self._dataset(test, None, train=False)
         if val_idx is None:
-            print(f"[spikelight] data.val_size=0: validating on the {self.name} test set (as the SJ tutorials do)")
+            print(f"[spikelight] data.val_size=0: validating on the {self.name} test set (val/acc is test accuracy)")
             self.val_set = self.test_set
         else:
             self.val_set = self._dataset(full_train, val_idx, train=False)

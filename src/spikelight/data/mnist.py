@@ -38,13 +38,15 @@ def _place(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
-def ensure_raw_files(raw_dir: Path, sources: tuple[Path, ...] = ()) -> list[str]:
+def ensure_raw_files(raw_dir: Path, sources: tuple[Path, ...] = (), dataset: str = "data") -> list[str]:
     """Make the four plain IDX files exist in ``raw_dir``.
 
     Each may already be there plain or as ``.gz`` (decompressed here), or be
-    found in one of ``sources`` (copied). Returns the names still missing.
+    found in one of ``sources`` (copied; one line names the files and where they came from).
+    Returns the names still missing.
     """
     missing = []
+    copied: list[Path] = []
     for name in MNIST_FILES:
         dst = raw_dir / name
         if dst.exists():
@@ -62,6 +64,11 @@ def ensure_raw_files(raw_dir: Path, sources: tuple[Path, ...] = ()) -> list[str]
             continue
         raw_dir.mkdir(parents=True, exist_ok=True)
         _place(found, dst)
+        if found.parent != raw_dir:
+            copied.append(found)
+    for folder in dict.fromkeys(f.parent for f in copied):
+        files = ", ".join(f.name for f in copied if f.parent == folder)
+        print(f"[spikelight] {dataset}: {raw_dir} had no copy, so these come from {folder}: {files}")
     return missing
 
 
@@ -87,7 +94,7 @@ class MNISTDataModule(ClassificationDataModule):
         return self.root / self.dataset_cls.__name__ / "raw"
 
     def prepare_data(self) -> None:
-        missing = ensure_raw_files(self.raw_dir, self.system_dirs)
+        missing = ensure_raw_files(self.raw_dir, self.system_dirs, self.name)
         if not missing:
             return
         where = f"put {', '.join(f + '.gz' for f in MNIST_FILES)} (gzipped or plain) in {self.raw_dir}/"

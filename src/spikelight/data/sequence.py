@@ -62,7 +62,14 @@ class SequenceDataset(Dataset):
 class _SequenceMixin:
     """Turns an image DataModule's splits into sequences after its own setup."""
 
-    offline_hint = "offline, use data=sfmnist (sequential Fashion-MNIST; Debian: apt-get install dataset-fashion-mnist)"
+    #: what to use offline instead, completed by this data's order (``data=psmnist`` → ``data=sfmnist data.order=permuted``)
+    offline_instead = "use data=sfmnist{same} (sequential Fashion-MNIST; Debian: apt-get install dataset-fashion-mnist)"
+
+    @property
+    def offline_hint(self) -> str:
+        same = "".join(f" data.{k}={v}" for k, v, default in (("order", self.order, "pixel"),
+                       ("pixels_per_step", self.pixels_per_step, 1)) if v != default)
+        return "offline, " + self.offline_instead.format(same=same)
 
     def __init__(
         self, *args: Any, order: str = "pixel", permute_seed: int = 0, pixels_per_step: int = 1, **kwargs: Any
@@ -118,7 +125,7 @@ class SequentialFashionMNISTDataModule(_SequenceMixin, FashionMNISTDataModule):
     """Sequential Fashion-MNIST (``data=sfmnist``), offline from Debian's package."""
 
     name = "Fashion-MNIST"
-    offline_hint = "offline, install Debian's dataset-fashion-mnist or use data=sdigits"
+    offline_instead = "install Debian's dataset-fashion-mnist or use data=sdigits{same}"
 
 
 class SequentialDigitsDataModule(_SequenceMixin, DigitsDataModule):

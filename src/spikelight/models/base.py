@@ -113,9 +113,21 @@ def check_in_shape(in_shape: Sequence[int], num_classes: int) -> tuple[int, ...]
     return shape
 
 
+def _without_time_axis(x_seq: Tensor, model: str, want: str) -> ShapeError:
+    """The one line for a batch given without its time axis ([B, ...] where [T, B, ...] is expected)."""
+    shape = tuple(x_seq.shape)
+    return ShapeError(
+        f"{model} expects time-major input [T, B, {want}], got {list(shape)}: a batch of {shape[0]} samples "
+        f"without a time axis? Encode it (e.g. PoissonEncoder(T=...)(x) gives [T, {', '.join(map(str, shape))}]) "
+        f"or add one step with x.unsqueeze(0)"
+    )
+
+
 def check_input_shape(x_seq: Tensor, in_shape: tuple[int, ...], model: str) -> None:
     """x_seq must be [T, B, *in_shape]; one ShapeError line naming the fix otherwise."""
     if x_seq.dim() != 2 + len(in_shape) or tuple(x_seq.shape[2:]) != in_shape:
+        if tuple(x_seq.shape[1:]) == tuple(in_shape):
+            raise _without_time_axis(x_seq, model, ", ".join(map(str, in_shape)))
         raise ShapeError(
             f"{model} expects input [T, B, {', '.join(map(str, in_shape))}], got {tuple(x_seq.shape)}; "
             f"set model.in_shape={list(x_seq.shape[2:])}"
@@ -131,10 +143,16 @@ def check_own_neurons(neurons: Iterable[nn.Module], model: str) -> None:
 
 def check_features(x_seq: Tensor, expected: int, model: str) -> Tensor:
     """Flatten [T, B, ...] to [T, B, F] and check F; raise one readable line if it is wrong."""
+    per_sample = math.prod(x_seq.shape[1:])
+    # [B, F] or an image batch [B, 1, H, W] (its channel would pass for a batch of 1)
+    if per_sample == expected and (x_seq.dim() < 3 or (x_seq.dim() == 4 and x_seq.shape[1] == 1)):
+        raise _without_time_axis(x_seq, model, f"{expected} features (any shape)")
     if x_seq.dim() < 3:
         raise ShapeError(f"{model} expects time-major input [T, B, ...], got shape {tuple(x_seq.shape)}")
     flat = x_seq.flatten(2)
     if flat.shape[-1] != expected:
+        if per_sample == expected:
+            raise _without_time_axis(x_seq, model, f"{expected} features (any shape)")
         raise ShapeError(
             f"{model} expects {expected} input features per step, got {flat.shape[-1]} "
             f"(input shape {tuple(x_seq.shape)}); set model.in_features={flat.shape[-1]}"

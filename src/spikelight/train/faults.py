@@ -143,7 +143,7 @@ class PreemptionCheckpoint(L.Callback):
             Path(trainer.default_root_dir) / "checkpoints",
         )
         self.path = folder / self.filename
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full training state (said: no log line)
         name = signal.Signals(signum).name
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, (int, float)) or v.numel() == 1}
         raise Preempted(128 + signum, f"{name} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.path}",
