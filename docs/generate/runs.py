@@ -1,0 +1,56 @@
+"""Run a ``python train.py ...`` command from a page, as a user would type it, while the site is built."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUTS = re.compile(r"outputs in (\S+)\s*$", re.M)
+
+
+def run(command: str, timeout: int = 600) -> tuple[str, Path | None]:
+    """Run ``command`` (``python train.py ...`` / ``python eval.py ...``) in the repository root.
+
+    Returns (the command and the lines it printed that say what happened, its run folder). A command that fails raises,
+    so the page, and with it the strict build, fails."""
+    args = shlex.split(command)
+    if args[0] == "python":
+        args[0] = sys.executable
+    env = {**os.environ, "WANDB_MODE": "disabled", "COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise RuntimeError(f"{command!r} exited with {proc.returncode}:\n{out[-3000:]}")
+    found = OUTPUTS.findall(out)
+    run_dir = Path(found[-1]) if found else None
+    lines = [ln for ln in out.splitlines() if ln.startswith(("[spikelight]", "error:", "warning:"))]
+    return "\n".join([f"$ {command}", *lines]), run_dir
+
+
+def tree(folder: Path, depth: int = 2) -> str:
+    """The files of a run folder, relative to the repository root, one a line (folders first-level only)."""
+    folder = Path(folder)
+    lines = [str(folder.relative_to(ROOT)) + "/"]
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if len(rel.parts) > depth or path.is_dir():
+            continue
+        lines.append("    " + str(rel))
+    return "\n".join(lines)
+
+
+def refusal(command: str, timeout: int = 300) -> str:
+    """``$ command`` and the one ``error:`` line it must stop with (exit code 2); anything else raises."""
+    args = shlex.split(command)
+    args[0] = sys.executable
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error:")]
+    if proc.returncode != 2 or len(lines) != 1:
+        raise RuntimeError(f"{command!r} should stop with one error line (exit 2), got {proc.returncode}: {lines}")
+    return f"$ {command}\n{lines[0]}"
