@@ -102,6 +102,13 @@ def test_eval_reloads_checkpoint_with_weights_only(tmp_path):
     run_dir = tmp_path / "train"
     proc = run_cli("train.py", *FAST, "data=digits", "T=8", "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the run log: overrides and folder, the model in one line, one line per epoch (issue 23)
+    log = (run_dir / "train.log").read_text()
+    assert f"overrides: print_config=false accelerator=cpu data=digits T=8 trainer.max_epochs=2; run folder: {run_dir}" in log
+    assert "model FCLIF: 7.8 K parameters" in log and "FLOPs" not in proc.stdout + log
+    epochs = re.findall(r"epoch (\d)/2: train loss [\d.]+ acc [\d.]+ \| val loss [\d.]+ acc [\d.]+ \(best [\d.]+\) "
+                        r"\| firing neuron [\d.]+ / step \| [\d.]+ s", log)
+    assert epochs == ["1", "2"], log
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     # data= given on eval's command line: its ${paths.data_dir} resolves in eval's config, not the checkpoint's
     ev = run_cli("eval.py", *FAST, f"ckpt_path={ckpt}", "data=digits", "data.batch_size=90",

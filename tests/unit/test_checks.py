@@ -63,6 +63,8 @@ def test_eval_arguments():
     with pytest.raises(ConfigError, match="unknown config key 'neuron'"):
         preflight(["ckpt_path=x.ckpt", "neuron.tau=2"], "eval")
     assert preflight(["ckpt_path=x.ckpt", "data=fashion_mnist"], "eval") == ["ckpt_path=x.ckpt", "data=fashion_mnist"]
+    with pytest.raises(ConfigError, match=r"^eval.py needs the checkpoint to test: ckpt_path=<.*python eval.py ckpt_path=last$"):
+        preflight([], "eval")
 
 
 def test_good_arguments_pass_unchanged():
@@ -254,3 +256,25 @@ def test_resumed_csv_keeps_earlier_epochs(tmp_path):
     with pytest.warns(UserWarning, match="exists and is not empty"):
         CSVLogger(save_dir=tmp_path, name="csv", version="").experiment  # noqa: B018
     assert not path.exists()
+
+
+def test_epoch_summary_and_model_summary_are_one_line_each():
+    """train.log gets one line per epoch; the model summary is one line with the input it is given
+    (no 'Total FLOPs: 0'): issue 23."""
+    from types import SimpleNamespace
+
+    from spikelight.data import DigitsDataModule
+    from spikelight.models import FCLIF
+    from spikelight.neurons import LIFNode
+    from spikelight.train.callbacks import EpochSummary, ModelSummaryLine
+
+    metrics = {"train/loss_epoch": torch.tensor(0.08576), "train/acc": torch.tensor(0.3397), "val/loss": 0.0591,
+               "val/acc": torch.tensor(0.7), "val/acc_best": 0.7, "train/fr/neuron": torch.tensor(0.0781)}
+    trainer = SimpleNamespace(callback_metrics=metrics, current_epoch=0, max_epochs=3)
+    assert EpochSummary.line(trainer, 1.94) == ("epoch 1/3: train loss 0.08576 acc 0.3397 | val loss 0.0591 acc 0.7000 "
+                                                "(best 0.7000) | firing neuron 0.078 / step | 1.9 s")
+    module = SimpleNamespace(model=FCLIF(neuron=LIFNode(tau=2.0)))
+    module.parameters = module.model.parameters
+    assert ModelSummaryLine.line(module, DigitsDataModule()) == (
+        "model FCLIF: 7.8 K parameters (all trainable, 0.0299 MB); input per step [1, 28, 28] from "
+        "DigitsDataModule (8x8 digits upsampled to 28x28)")

@@ -155,11 +155,20 @@ def preflight(argv: list[str], config_name: str, conf_dir: Path = CONF) -> list[
         overrides = OverridesParser.create().parse_overrides(
             [o.input_line for o in overrides if o.input_line in argv] + reused)
     cfg = _compose_and_check(overrides, name, conf_dir) if composable else None
+    if cfg is not None and "ckpt_path" in cfg.keys() and _missing(cfg, "ckpt_path"):
+        raise ConfigError(f"{name}.py needs the checkpoint to test: ckpt_path=<file.ckpt | run folder | last>, "
+                          f"e.g. python {name}.py ckpt_path=last")
     if not resuming:
         argv, overrides = _resolve_last(argv, overrides, lambda: _log_dir(overrides, name, conf_dir, cfg))
     if name != "train":
         return argv
     return _with_resume_dir(argv, args.multirun, overrides)
+
+
+def _missing(cfg: Any, key: str) -> bool:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.is_missing(cfg, key)
 
 
 def _log_dir(overrides: list, config_name: str, conf_dir: Path, cfg: Any = None) -> str:

@@ -193,6 +193,13 @@ def _wandb_run_fields(cfg: DictConfig, conf: DictConfig) -> dict[str, Any]:
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
+    """The ``callbacks`` group's callbacks, plus :class:`~spikelight.train.callbacks.ModelSummaryLine`
+    (one line, where Lightning would add its table) unless the config has a model summary of its own
+    or ``trainer.enable_model_summary=false``."""
+    from lightning.pytorch.callbacks import ModelSummary
+
+    from spikelight.train.callbacks import ModelSummaryLine
+
     callbacks: list[Callback] = []
     for conf in (cfg.get("callbacks") or {}).values():
         if not isinstance(conf, DictConfig) or "_target_" not in conf:
@@ -201,6 +208,9 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
         if isinstance(cb, LearningRateMonitor) and not has_logger:
             continue  # Lightning refuses an LR monitor without a logger
         callbacks.append(cb)
+    wanted = OmegaConf.select(cfg, "trainer.enable_model_summary", default=True) is not False
+    if wanted and not any(isinstance(cb, ModelSummary) for cb in callbacks):
+        callbacks.append(ModelSummaryLine())
     return callbacks
 
 

@@ -27,10 +27,13 @@ NOISE = (
 
 
 class _DropTips(logging.Filter):
-    """Drop Lightning's advertising lines ("💡 Tip: ... litlogger / litmodels")."""
+    """Drop Lightning's advertising lines ("💡 Tip: ... litlogger / litmodels") and its note that a model
+    summary callback was given."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip:" not in str(record.msg)
+        text = str(record.msg)
+        # spikelight's one-line model summary replaces Lightning's table (which Lightning then announces)
+        return "Tip:" not in text and "Trainer already configured with model summary callbacks" not in text
 
 
 _TIPS = _DropTips()

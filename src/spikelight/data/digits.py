@@ -29,6 +29,8 @@ class DigitsDataModule(ClassificationDataModule):
 
     name = "digits"
     mean, std = (0.3053,), (0.3247,)  # of all 1,797 upsampled digits
+    #: said beside the input shape when a run starts (a conv net on digits sees 28x28, not 8x8)
+    shape_note = "8x8 digits upsampled to 28x28"
 
     def __init__(
         self,

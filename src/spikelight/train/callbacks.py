@@ -3,6 +3,8 @@ logged into whatever logger the run uses."""
 
 from __future__ import annotations
 
+import logging
+import math
 import sys
 import time
 from collections.abc import Mapping
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelSummary
 from torch import Tensor
 
 from spikelight.synops import E_AC_PJ, E_MAC_PJ, SynOpCounter
@@ -17,7 +20,12 @@ from spikelight.train.figures import plot_curves, sample_figures
 from spikelight.train.gradient_flow import GradientFlowCallback
 from spikelight.train.loggers import log_figure
 
-__all__ = ["SpikePlotCallback", "SynOpsCallback", "GradientFlowCallback", "EpochTimeCallback", "log_figure"]
+__all__ = [
+    "SpikePlotCallback", "SynOpsCallback", "GradientFlowCallback", "EpochTimeCallback", "EpochSummary", "ModelSummaryLine",
+    "log_figure",
+]
+
+log = logging.getLogger("spikelight")
 
 
 class SpikePlotCallback(L.Callback):
@@ -171,3 +179,78 @@ class EpochTimeCallback(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             pl_module.log("time/elapsed_s", time.perf_counter() - self._fit_start)
+
+
+def _short(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else str(value)
+
+
+class EpochSummary(L.Callback):
+    """One line per training epoch in the run log (``train.log``) and on the console:
+    ``epoch 3/10: train loss 0.0432 acc 0.762 | val loss 0.041 acc 0.778 (best 0.778) | firing neuron 0.101 | 4.2 s``.
+    The firing rates are spikes per neuron and step of each spiking layer (their mean beyond three layers)."""
+
+    def __init__(self) -> None:
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        log.info("[spikelight] " + self.line(trainer, time.perf_counter() - self._start))
+
+    @staticmethod
+    def line(trainer: L.Trainer, seconds: float) -> str:
+        m = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+        epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        parts = []
+        for stage, loss_key in (("train", "train/loss_epoch"), ("val", "val/loss")):
+            got = [f"loss {_short(m[loss_key])}"] if loss_key in m else []
+            if f"{stage}/acc" in m:
+                got.append(f"acc {m[f'{stage}/acc']:.4f}")
+            if stage == "val" and "val/acc_best" in m:
+                got.append(f"(best {m['val/acc_best']:.4f})")
+            if got:
+                parts.append(f"{stage} " + " ".join(got))
+        rates = {k.removeprefix("train/fr/"): v for k, v in m.items() if k.startswith("train/fr/")}
+        if rates:
+            shown = (" ".join(f"{k} {v:.3f}" for k, v in rates.items()) if len(rates) <= 3
+                     else f"mean of {len(rates)} layers {sum(rates.values()) / len(rates):.3f}")
+            parts.append(f"firing {shown} / step")
+        parts.append(f"{seconds:.1f} s")
+        return f"epoch {trainer.current_epoch + 1}{epochs}: " + " | ".join(parts)
+
+
+class ModelSummaryLine(ModelSummary):
+    """Lightning's model summary as one line (Lightning's table counted ``Total FLOPs: 0``: spikelight
+    counts synaptic operations instead, at test time): the model, its parameters and the input it is
+    given, e.g. ``model ConvSNN: 13.0 M parameters (all trainable, 52.0 MB); input per step [1, 28, 28]
+    from DigitsDataModule (8x8 images upsampled to 28x28)``."""
+
+    def __init__(self) -> None:
+        super().__init__(max_depth=0)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            log.info("[spikelight] " + self.line(pl_module, trainer.datamodule))
+
+    @staticmethod
+    def line(pl_module: L.LightningModule, datamodule=None) -> str:
+        from lightning.pytorch.utilities.model_summary import get_human_readable_count
+
+        model = getattr(pl_module, "model", pl_module)
+        params = list(pl_module.parameters())
+        total = sum(p.numel() for p in params)
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        size_mb = sum(p.numel() * p.element_size() for p in params) / 2**20
+        which = "all trainable" if trainable == total else f"{get_human_readable_count(trainable)} trainable"
+        text = f"model {type(model).__name__}: {get_human_readable_count(total)} parameters ({which}, {size_mb:.3g} MB)"
+        if datamodule is not None:
+            shape = getattr(datamodule, "num_features", None)
+            shape = f"{shape} features" if shape is not None else list(getattr(datamodule, "in_shape", []) or [])
+            if shape:
+                note = getattr(datamodule, "shape_note", "")
+                text += f"; input per step {shape} from {type(datamodule).__name__}" + (f" ({note})" if note else "")
+        return text
