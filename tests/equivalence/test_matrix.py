@@ -46,8 +46,8 @@ BACKENDS = {
     ("dual_exp", "alone"): ("fused",),
     ("lif", "layer"): ("fused", "native", "triton"),
     ("alif", "layer"): ("fused", "native", "triton"),
-    ("official", "alone"): ("fused",),  # the lsnn_official convention: its own loop, plain PyTorch
-    ("official", "layer"): ("fused",),
+    ("official", "alone"): ("fused", "native"),  # the lsnn_official convention: its own loop (no Triton kernel)
+    ("official", "layer"): ("fused", "native"),
 }
 AUTOGRAD_NODE = {
     "leaky": "LeakyFunctionBackward", "dual_exp": "DualExpFunctionBackward", "official": "OfficialALIFFunctionBackward"
@@ -146,7 +146,7 @@ def _ran_on(out, name: str) -> str:
     kind = type(node).__name__
     if kind.startswith("Triton"):
         return "triton"
-    if kind == "RecurrentFunctionBackward":
+    if kind in ("RecurrentFunctionBackward", "OfficialALIFFunctionBackward"):
         return node.backend
     return "fused" if kind == AUTOGRAD_NODE.get(family(name)) else "torch"
 

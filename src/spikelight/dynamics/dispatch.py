@@ -17,7 +17,7 @@ surrogate has its own ``forward`` has the reference loop only):
     IF / LIF                  yes    yes    yes     yes (element-wise; fp32/bf16/fp16 I/O)
     Leaky (snnTorch)          yes    yes    no      yes (element-wise; fp32/bf16/fp16 I/O)
     ALIF                      yes    yes    yes     yes (persistent kernel; fp32, H <= 512)
-    ALIF, lsnn_official       yes    yes    no      no
+    ALIF, lsnn_official       yes    yes    yes     no
     dual-exponential          yes    yes    no      no
     recurrent layer (IF/LIF/  yes    yes    yes     yes (persistent kernels; fp32, H <= 512)
     ALIF), LSNN
@@ -114,8 +114,8 @@ def why_not(
     compute = torch.promote_types(x.dtype, torch.float32)
     if backend == "fused":
         return None
-    if isinstance(spec, ALIFSpec) and spec.lif.convention == "lsnn_official":
-        return "runs the lsnn_official convention fused or torch only (its own loop: no C or Triton kernel)"
+    if backend == "triton" and isinstance(spec, ALIFSpec) and spec.lif.convention == "lsnn_official":
+        return "runs the lsnn_official convention fused, native or torch (its own loop: no Triton kernel yet)"
     if backend == "native":
         if not steps_once:
             return f"has no C loops (IF, LIF and ALIF have; {type(spec).__name__[:-4]} runs fused)"
@@ -332,7 +332,8 @@ def _run_alif(backend, ff, w_rec, spec: ALIFSpec, surrogate, state, z0, beta, tb
     rec: list[Any] | None = [] if record else None
     v0, a0, ref0 = state[0], state[1], state[2]
     if spec.lif.convention == "lsnn_official":
-        s, h, v, a, ref = official_multi_step(ff, w_rec, spec, surrogate, v0, a0, ref0, z0, state[3], beta, tbptt, rec)
+        s, h, v, a, ref = official_multi_step(ff, w_rec, spec, surrogate, v0, a0, ref0, z0, state[3], beta, tbptt, rec,
+                                              backend)  # fmt: skip
     else:
         z_in = None if w_rec is None else z0  # alone, nothing reads the last spike
         s, h, v, a, ref = recurrent_multi_step(

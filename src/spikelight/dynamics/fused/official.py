@@ -11,7 +11,9 @@ LSNN-official (``lsnn/spiking_models.py``: ``ALIF.__call__`` and ``LIF_dynamic``
     a_t = ρ a_{t−1} + (1 − ρ) s_t;   v_t = h_t
 
 The other conventions' steps (fire from h_t) are those of :mod:`spikelight.dynamics.fused.recurrent`;
-this one has its own loop because the spike and the reset it causes are a step apart.
+this one has its own loop because the spike and the reset it causes are a step apart: in plain PyTorch
+(``fused``, any device) or in C (``native``: ``spikelight_official_forward`` / ``_backward_step`` in
+``cpu_native.c``, fp32 CPU; the recurrent current summed over the spikes, an ulp from BLAS's).
 The reference is :meth:`spikelight.neurons.ALIFNode._official_step`; the equivalence tests hold
 this Function to it (spikes equal, gradients to rounding) and both to a float64 transcription
 of LSNN-official (``tests/equivalence/test_conventions.py``).
@@ -32,7 +34,10 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+import ctypes
+
 from spikelight.core.surrogate import Surrogate
+from spikelight.dynamics.native import library as native
 from spikelight.dynamics.spec import ALIFSpec, step_args
 
 __all__ = ["OfficialALIFFunction", "official_multi_step"]
@@ -70,8 +75,12 @@ class OfficialALIFFunction(torch.autograd.Function):
         surrogate: Surrogate,
         tbptt: int | None,
         record: list | None,
+        backend: str = "fused",
     ):
         args = step_args(spec)
+        ctx.backend = backend
+        if backend == "native":
+            return _native_forward(ctx, ff, w_rec, v0, a0, ref0, z0, zr0, beta, spec, surrogate, tbptt, record)
         T, shape = ff.shape[0], ff.shape[1:]
         dt = ff.dtype
         v = v0.to(dt).expand(shape)
@@ -113,6 +122,8 @@ class OfficialALIFFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_s, g_h, g_v, g_a, g_ref):  # type: ignore[override]
         s, u, A_all, mask, z0, zr0, w, b = ctx.saved_tensors
+        if ctx.backend == "native":
+            return _native_backward(ctx, s, u, A_all, mask, z0, zr0, w, b, g_s, g_h, g_v, g_a)
         args = step_args(ctx.spec)
         T, shape = s.shape[0], s.shape[1:]
         H = shape[-1]
@@ -150,7 +161,71 @@ class OfficialALIFFunction(torch.autograd.Function):
             zs = torch.cat([z0.unsqueeze(0), s[:-1]])
             g_w = torch.mm(gI.reshape(-1, H).t(), zs.reshape(-1, H))
         # what reaches the initial state: V = dL/dv_{-1}, alpha = dL/da_{-1}, Z = dL/dz_{-1} (reset), Zw (W_rec)
-        return gI, g_w, V, alpha, None, Zw, None if args.detach else Z, None, None, None, None, None
+        return gI, g_w, V, alpha, None, Zw, None if args.detach else Z, None, None, None, None, None, None
+
+
+def _native_forward(ctx, ff, w_rec, v0, a0, ref0, z0, zr0, beta, spec, surrogate, tbptt, record):
+    """The forward on the C loops (``spikelight_official_forward``): the same values as the loop above but for
+    the recurrent sum (over the spikes, in neuron order: an ulp from BLAS's)."""
+    args = step_args(spec)
+    T, shape = ff.shape[0], ff.shape[1:]
+    f32 = torch.float32
+    v = v0.to(f32).expand(shape).contiguous().clone()
+    a = a0.to(f32).expand(shape).contiguous().clone()
+    ref = ref0.to(f32).expand(shape).contiguous().clone()
+    z = z0.to(f32).expand(shape).contiguous()
+    zr = zr0.to(f32).expand(shape).contiguous()
+    b = None if beta is None or not args.adaptive else beta.to(f32).expand(shape[-1:]).contiguous()
+    h, s, u, A = (torch.empty_like(ff) for _ in range(4))
+    mask = torch.empty(ff.shape, dtype=torch.bool) if args.refractory else None
+    rec = (torch.empty_like(ff), torch.empty_like(ff), torch.empty_like(ff)) if record is not None else (None,)
+    native.official_forward(ff.contiguous(), None if w_rec is None else w_rec.t().contiguous(), z, zr, (v, a, ref), b,
+                            (h, s, u, A, mask), rec, args)  # fmt: skip
+    if record is not None:
+        record.extend(rec)
+    ctx.save_for_backward(s, u, A, mask, z, zr, w_rec, b)
+    ctx.spec, ctx.surrogate, ctx.tbptt = spec, surrogate, tbptt or 0
+    ctx.mark_non_differentiable(ref)
+    ctx.set_materialize_grads(False)
+    return s, h, v, a, ref
+
+
+def _native_backward(ctx, s, u, A_all, mask, z0, zr0, w, b, g_s, g_h, g_v, g_a):
+    """The reverse-time loop with the element-wise work of each step in C (``spikelight_official_backward_step``)
+    and torch's product p_{t+1} W between steps."""
+    args = step_args(ctx.spec)
+    T, shape = s.shape[0], s.shape[1:]
+    H, k = shape[-1], ctx.tbptt
+    f32 = torch.float32
+    V = torch.zeros(shape, dtype=f32) if g_v is None else g_v.to(f32).expand(shape).contiguous().clone()
+    alpha = torch.zeros(shape, dtype=f32) if g_a is None else g_a.to(f32).expand(shape).contiguous().clone()
+    Z, GS = torch.zeros(shape, dtype=f32), torch.zeros(shape, dtype=f32)
+    gI = torch.empty_like(s)
+    D = ctx.surrogate.derivative(u).to(f32)
+    if mask is not None:
+        D.mul_(mask)
+    D = D.contiguous()
+    g_h = None if g_h is None else g_h.to(f32).contiguous()
+    g_s = None if g_s is None else g_s.to(f32).contiguous()
+    beta = torch.zeros(H, dtype=f32) if b is None else b
+    block = native.official_backward_args(gI, GS, V, alpha, Z, D, u, A_all, s, zr0, g_h, g_s, beta, args)
+    step, ref = native.library().spikelight_official_backward_step, ctypes.byref(block)
+    gIs, live = gI.unbind(0), False
+    for t in range(T - 1, -1, -1):
+        if live and w is not None:  # dL/dz_t through W_rec: p_{t+1} W
+            torch.mm(gIs[t + 1].reshape(-1, H), w, out=GS.view(-1, H))
+        else:
+            GS.zero_()
+        cut = bool(k and t > 0 and t % k == 0)
+        step(ref, t, cut)
+        live = not cut
+    g_w = g_z0 = None
+    if w is not None:
+        if ctx.needs_input_grad[1]:
+            zs = torch.cat([z0.unsqueeze(0), s[:-1]])
+            g_w = torch.mm(gI.reshape(-1, H).t(), zs.reshape(-1, H))
+        g_z0 = torch.mm(gI[0].reshape(-1, H), w).view(shape)
+    return gI, g_w, V, alpha, None, g_z0, None if args.detach else Z, None, None, None, None, None, None
 
 
 def official_multi_step(
@@ -166,6 +241,7 @@ def official_multi_step(
     beta: Tensor | None = None,
     tbptt: int | None = None,
     record: list | None = None,
+    backend: str = "fused",
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """All T steps of the ``lsnn_official`` ALIF (module docstring); arguments as
     :func:`spikelight.dynamics.fused.recurrent.recurrent_multi_step`, and zr0 the last spike as the reset
@@ -173,4 +249,5 @@ def official_multi_step(
     compute = torch.promote_types(ff.dtype, torch.float32)
     w = None if w_rec is None else w_rec.to(compute)
     zr0 = z0 if zr0 is None else zr0
-    return OfficialALIFFunction.apply(ff.to(compute), w, v0, a0, ref0, z0, zr0, beta, spec, surrogate, tbptt, record)
+    return OfficialALIFFunction.apply(ff.to(compute), w, v0, a0, ref0, z0, zr0, beta, spec, surrogate, tbptt, record,
+                                      backend)

@@ -35,7 +35,7 @@ typedef struct {
     int64_t spikes;        /* out: number of non-zero spikes written */
 } fwd_args;
 
-int64_t spikelight_abi_version(void) { return 3; }
+int64_t spikelight_abi_version(void) { return 4; }
 
 /* One row of one step: the element-wise update of H neurons. Always inlined into the specialised
  * copies below, where CHARGE / KIND / NORMALIZE / REFR are constants and the loop vectorises; the
@@ -302,5 +302,136 @@ void spikelight_mm_small_k(const float *A, const float *B, int64_t M, int64_t K,
             const float *restrict b = B + k * N;
             for (int64_t i = 0; i < N; i++) o[i] = o[i] + ak * b[i];
         }
+    }
+}
+
+/* ---- the lsnn_official convention (spikelight.dynamics.fused.official): fire from v_{t-1} against A_t,
+ * normalised by A_t; v_t = charge(v_{t-1}, I_t) - A_t z_{t-1}. Op for op the reference's rounding. ---- */
+typedef struct {
+    int64_t T, R, H;
+    const float *ff, *w_t, *z0;   /* z0: the spikes before step 0 the recurrence reads (NULL = none) */
+    const float *zr0;             /* [R, H] the last spike the reset reads (the neuron state's) */
+    float *v, *a, *ref;           /* [R, H] state: initial in, final out */
+    const float *beta;            /* [H] (adaptive only) */
+    float *h, *s, *u, *A;         /* [T, R, H] potential v_t, spikes, surrogate input, adaptive threshold */
+    uint8_t *mask;                /* [T, R, H] steps that could fire (refractory only) */
+    float *rec_v, *rec_a, *rec_ref, *cur;
+    float tau, thr, rho, keep;
+    int32_t charge, adaptive, refractory;
+    int64_t spikes;
+} off_fwd_args;
+
+static inline __attribute__((always_inline)) int64_t official_row(
+        const int64_t H, const float *restrict ff, const float *restrict cur, const float *restrict zr,
+        float *restrict v, float *restrict a, float *restrict rf, const float *restrict beta, float *restrict h,
+        float *restrict s, float *restrict u, float *restrict Ao, uint8_t *restrict mask, const float tau,
+        const float thr, const float rho, const float keep, const float frefr, const int recur, const int CHARGE,
+        const int ADAPTIVE, const int REFR) {
+    int64_t count = 0;
+    for (int64_t i = 0; i < H; i++) {
+        const float x = recur ? ff[i] + cur[i] : ff[i];
+        const float vv = v[i];
+        const float A = ADAPTIVE ? beta[i] * a[i] + thr : thr;    /* v_th + β a */
+        const float ut = (vv - A) / A;                             /* (v_{t-1} - A_t) / A_t */
+        float sp = ut > 0.0f ? 1.0f : 0.0f;
+        if (REFR) {
+            const float r0 = rf[i];
+            const float m = r0 <= 0.0f ? 1.0f : 0.0f;
+            mask[i] = (uint8_t)m;
+            sp = sp * m;
+            float rn = r0 - 1.0f;
+            rn = rn < 0.0f ? 0.0f : rn;
+            rn = sp > 0.0f ? frefr : rn;
+            rf[i] = rn;
+        }
+        float hh;
+        if (CHARGE == 0) hh = vv + x;                              /* v + x */
+        else if (CHARGE == 1) hh = vv + (x - vv) / tau;            /* v + (x - (v - 0)) / tau */
+        else hh = (vv - vv / tau) + x;                             /* v - (v - 0) / tau + x */
+        hh = hh - A * zr[i];                                       /* - A_t z_{t-1} */
+        a[i] = a[i] * rho + sp * keep;
+        v[i] = hh;
+        h[i] = hh;
+        s[i] = sp;
+        u[i] = ut;
+        Ao[i] = A;
+        count += sp != 0.0f;
+    }
+    return count;
+}
+
+#define OROW(CHARGE, ADAPTIVE, REFR)                                                                       \
+    official_row(H, ff, cur, zr, v, a, rf, beta, h, sp, u, Ao, mk, tau, thr, rho, keep, frefr, recur, CHARGE, \
+                 ADAPTIVE, REFR)
+#define OKINDS(CHARGE)                                                                                     \
+    switch (adaptive * 2 + refractory) {                                                                    \
+    case 0: n = OROW(CHARGE, 0, 0); break;                                                                  \
+    case 1: n = OROW(CHARGE, 0, 1); break;                                                                  \
+    case 2: n = OROW(CHARGE, 1, 0); break;                                                                  \
+    default: n = OROW(CHARGE, 1, 1); break;                                                                 \
+    }
+
+void spikelight_official_forward(off_fwd_args *p) {
+    const int64_t T = p->T, R = p->R, H = p->H, N = R * H;
+    const float tau = p->tau, thr = p->thr, rho = p->rho, keep = p->keep, frefr = (float)p->refractory;
+    const int charge = p->charge, adaptive = p->adaptive, refractory = p->refractory > 0, recur = p->w_t != NULL;
+    const float *w_t = p->w_t, *beta = p->beta;
+    float *cur = p->cur;
+    int64_t count = 0;
+    for (int64_t t = 0; t < T; t++) {
+        const float *z = t ? p->s + (t - 1) * N : p->z0;
+        const float *zrs = t ? p->s + (t - 1) * N : p->zr0;
+        for (int64_t r = 0; r < R; r++) {
+            const int64_t row = t * N + r * H;
+            const float *ff = p->ff + row, *zr = zrs + r * H;
+            if (recur) spike_row(H, H, z ? z + r * H : NULL, w_t, cur);
+            float *v = p->v + r * H, *a = p->a + r * H, *rf = p->ref + r * H;
+            float *h = p->h + row, *sp = p->s + row, *u = p->u + row, *Ao = p->A + row;
+            uint8_t *mk = p->mask ? p->mask + row : NULL;
+            int64_t n;
+            if (charge == 0) { OKINDS(0) } else if (charge == 1) { OKINDS(1) } else { OKINDS(2) }
+            count += n;
+            const size_t bytes = (size_t)H * sizeof(float);
+            if (p->rec_v) memcpy(p->rec_v + row, v, bytes);
+            if (p->rec_a) memcpy(p->rec_a + row, a, bytes);
+            if (p->rec_ref) memcpy(p->rec_ref + row, rf, bytes);
+        }
+    }
+    p->spikes = count;
+}
+
+typedef struct {
+    int64_t N, H;
+    float *gI;                    /* [T, N] dL/dI_t (written) */
+    const float *GS;              /* [N] p_{t+1} W (torch's product), or zeros */
+    float *V, *alpha, *Z;         /* [N] carried: dL/dv_t, dL/da_t, dL/dz_t through the next step's reset */
+    const float *D;               /* [T, N] surrogate'(u_t) · mask */
+    const float *u, *A, *s, *zr0; /* [T, N] x3, [N] */
+    const float *g_h, *g_s;       /* [T, N] or NULL */
+    const float *beta;            /* [H] (adaptive only) */
+    float leak, gain, rho, keep;
+    int32_t adaptive, detach;
+} off_bwd_args;
+
+/* Step t of OfficialALIFFunction.backward (see its docstring); cut: the state before step t was detached. */
+void spikelight_official_backward_step(off_bwd_args *p, int64_t t, int32_t cut) {
+    const int64_t N = p->N, H = p->H, base = t * N;
+    const float leak = p->leak, gain = p->gain, rho = p->rho, keep = p->keep;
+    const int adaptive = p->adaptive, detach = p->detach;
+    const float *zp = t ? p->s + base - N : p->zr0;
+    for (int64_t i = 0; i < N; i++) {
+        float V = p->V[i];
+        if (p->g_h) V = V + p->g_h[base + i];
+        float S = p->Z[i] + p->GS[i];
+        S = S + keep * p->alpha[i];
+        if (p->g_s) S = S + p->g_s[base + i];
+        const float q = p->D[base + i] * S;
+        const float A = p->A[base + i];
+        p->gI[base + i] = gain * V;
+        const float dA = -V * zp[i] - q * (p->u[base + i] + 1.0f) / A;
+        p->Z[i] = detach ? 0.0f : -A * V;
+        p->V[i] = leak * V + q / A;
+        p->alpha[i] = adaptive ? rho * p->alpha[i] + p->beta[i % H] * dA : rho * p->alpha[i];
+        if (cut) p->V[i] = p->alpha[i] = p->Z[i] = 0.0f;
     }
 }

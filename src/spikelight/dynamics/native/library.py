@@ -34,10 +34,11 @@ from spikelight.dynamics.spec import StepArgs
 
 __all__ = [
     "available", "library", "forward", "backward_step_args", "grad_w_sparse", "spike_linear", "mm_small_k",
-    "ABI_VERSION", "FwdArgs", "BwdArgs", "FWD_CONSTS",
+    "ABI_VERSION", "FwdArgs", "BwdArgs", "FWD_CONSTS", "OfficialFwdArgs", "OfficialBwdArgs", "official_forward",
+    "official_backward_args",
 ]
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 SOURCE = Path(__file__).with_name("cpu_native.c")
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c99"]
 ARCH_FLAGS = ["-march=native"]  # this machine's vector width; the cache key names the CPU
@@ -74,6 +75,32 @@ class BwdArgs(ctypes.Structure):
         ("t0", _I64),
         ("leak", _F), ("gain", _F), ("rho", _F), ("e0", _F), ("e1", _F), ("e_soft", _F), ("dbn", _F),
         ("hard", _I32), ("has_e", _I32), ("adaptive", _I32),
+    ]  # fmt: skip
+
+
+class OfficialFwdArgs(ctypes.Structure):
+    """``off_fwd_args``: the lsnn_official convention's forward (``spikelight_official_forward``)."""
+
+    _fields_ = [
+        ("T", _I64), ("R", _I64), ("H", _I64),
+        ("ff", _P), ("w_t", _P), ("z0", _P), ("zr0", _P), ("v", _P), ("a", _P), ("ref", _P), ("beta", _P),
+        ("h", _P), ("s", _P), ("u", _P), ("A", _P), ("mask", _P), ("rec_v", _P), ("rec_a", _P), ("rec_ref", _P),
+        ("cur", _P),
+        ("tau", _F), ("thr", _F), ("rho", _F), ("keep", _F),
+        ("charge", _I32), ("adaptive", _I32), ("refractory", _I32),
+        ("spikes", _I64),
+    ]  # fmt: skip
+
+
+class OfficialBwdArgs(ctypes.Structure):
+    """``off_bwd_args``: one reverse step of the lsnn_official convention (``spikelight_official_backward_step``)."""
+
+    _fields_ = [
+        ("N", _I64), ("H", _I64),
+        ("gI", _P), ("GS", _P), ("V", _P), ("alpha", _P), ("Z", _P), ("D", _P), ("u", _P), ("A", _P), ("s", _P),
+        ("zr0", _P), ("g_h", _P), ("g_s", _P), ("beta", _P),
+        ("leak", _F), ("gain", _F), ("rho", _F), ("keep", _F),
+        ("adaptive", _I32), ("detach", _I32),
     ]  # fmt: skip
 
 
@@ -115,7 +142,7 @@ def _build(cc: str, out: Path) -> None:
     try:
         for arch in (ARCH_FLAGS, []):  # a compiler without -march=native still builds
             cmd = [*cc.split(), *FLAGS, *arch, str(SOURCE), "-o", tmp]
-            if subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0:
+            if subprocess.run(cmd, capture_output=True, timeout=600).returncode == 0:  # ~30 s of CPU; more when loaded
                 os.replace(tmp, out)
                 return
         raise OSError(f"{cc} could not compile {SOURCE.name}")
@@ -168,6 +195,10 @@ def _build_and_load() -> ctypes.CDLL | None:
         lib.spikelight_forward.restype = None
         lib.spikelight_backward_step.argtypes = [ctypes.POINTER(BwdArgs), _I64, _I32, _I32]
         lib.spikelight_backward_step.restype = None
+        lib.spikelight_official_forward.argtypes = [ctypes.POINTER(OfficialFwdArgs)]
+        lib.spikelight_official_forward.restype = None
+        lib.spikelight_official_backward_step.argtypes = [ctypes.POINTER(OfficialBwdArgs), _I64, _I32]
+        lib.spikelight_official_backward_step.restype = None
         lib.spikelight_grad_w_sparse.argtypes = [_P, _P, _I64, _I64, _I64, _P]
         lib.spikelight_spike_linear.argtypes = [_P, _P, _I64, _I64, _I64, _P]
         lib.spikelight_mm_small_k.argtypes = [_P, _P, _I64, _I64, _I64, _P]
@@ -259,6 +290,54 @@ def backward_step_args(
         leak=leak, gain=gain, rho=args.rho, e0=args.vr * leak / gain, e1=-leak / gain,
         e_soft=-args.soft * leak / gain, dbn=(args.rho - 1.0) / gain,
         hard=args.hard, has_e=not args.detach, adaptive=args.adaptive,
+    )  # fmt: skip
+
+
+def official_forward(
+    ff: Tensor,
+    w_t: Tensor | None,
+    z0: Tensor | None,
+    zr0: Tensor,
+    state: tuple[Tensor, Tensor, Tensor],
+    beta: Tensor | None,
+    out: tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None],
+    rec: tuple[Tensor | None, ...],
+    args: StepArgs,
+) -> int:
+    """All T steps of the lsnn_official convention (``spikelight_official_forward``): fp32, contiguous, CPU.
+
+    ff [T, R, H]; state = (v, a, ref) [R, H] updated in place; z0 (recurrence) / zr0 (reset) [R, H];
+    out = (h, s, u, A, mask) [T, R, H] written (mask only with a refractory period); rec: (v, a, ref) per
+    step or (None,). Returns the number of spikes."""
+    (v, a, ref), (h, s, u, A, mask) = state, out
+    lib = library()
+    assert lib is not None
+    T, H = ff.shape[0], ff.shape[-1]
+    step = ff.shape[1:]
+    rec = (*rec, None, None, None)[:3]
+    _check("official_forward", [(w_t, (H, H)), (z0, step), (zr0, step), (v, step), (a, step), (ref, step),
+                                (beta, (H,)), (h, ff.shape), (s, ff.shape), (u, ff.shape), (A, ff.shape),
+                                (mask, ff.shape), *((r, ff.shape) for r in rec)])  # fmt: skip
+    cur = torch.empty(H, dtype=torch.float32)
+    fwd = OfficialFwdArgs(
+        T, ff[0].numel() // H if T else 0, H,
+        _ptr(ff), _ptr(w_t), _ptr(z0), _ptr(zr0), _ptr(v), _ptr(a), _ptr(ref), _ptr(beta),
+        _ptr(h), _ptr(s), _ptr(u), _ptr(A), _ptr(mask), _ptr(rec[0]), _ptr(rec[1]), _ptr(rec[2]), _ptr(cur),
+        tau=args.tau, thr=args.thr, rho=args.rho, keep=args.keep, charge=args.charge, adaptive=args.adaptive,
+        refractory=args.refractory,
+    )  # fmt: skip
+    lib.spikelight_official_forward(ctypes.byref(fwd))
+    return int(fwd.spikes)
+
+
+def official_backward_args(gI, GS, V, alpha, Z, D, u, A, s, zr0, g_h, g_s, beta, args: StepArgs) -> OfficialBwdArgs:
+    """The argument block of ``spikelight_official_backward_step`` (every [T, N] / [N] tensor fp32, contiguous)."""
+    _check("official_backward_step", [(x, gI.shape) for x in (D, u, A, s, g_h, g_s)] + [(x, gI.shape[1:]) for x in
+                                                                                          (GS, V, alpha, Z, zr0)])
+    return OfficialBwdArgs(
+        N=gI[0].numel(), H=gI.shape[-1], gI=_ptr(gI), GS=_ptr(GS), V=_ptr(V), alpha=_ptr(alpha), Z=_ptr(Z),
+        D=_ptr(D), u=_ptr(u), A=_ptr(A), s=_ptr(s), zr0=_ptr(zr0), g_h=_ptr(g_h), g_s=_ptr(g_s), beta=_ptr(beta),
+        leak=args.leak, gain=args.gain, rho=args.rho, keep=args.keep, adaptive=args.adaptive, detach=args.detach,
     )  # fmt: skip
 
 
