@@ -46,8 +46,8 @@ BACKENDS = {
     ("dual_exp", "alone"): ("fused",),
     ("lif", "layer"): ("fused", "native", "triton"),
     ("alif", "layer"): ("fused", "native", "triton"),
-    ("official", "alone"): ("fused", "native"),  # the lsnn_official convention: its own loop (no Triton kernel)
-    ("official", "layer"): ("fused", "native"),
+    ("official", "alone"): ("fused", "native", "triton"),  # the lsnn_official convention: its own loops
+    ("official", "layer"): ("fused", "native", "triton"),
 }
 AUTOGRAD_NODE = {
     "leaky": "LeakyFunctionBackward", "dual_exp": "DualExpFunctionBackward", "official": "OfficialALIFFunctionBackward"

@@ -17,7 +17,7 @@ surrogate has its own ``forward`` has the reference loop only):
     IF / LIF                  yes    yes    yes     yes (element-wise; fp32/bf16/fp16 I/O)
     Leaky (snnTorch)          yes    yes    no      yes (element-wise; fp32/bf16/fp16 I/O)
     ALIF                      yes    yes    yes     yes (persistent kernel; fp32, H <= 512)
-    ALIF, lsnn_official       yes    yes    yes     no
+    ALIF, lsnn_official       yes    yes    yes     yes (its own persistent kernels; fp32, H <= 512)
     dual-exponential          yes    yes    no      no
     recurrent layer (IF/LIF/  yes    yes    yes     yes (persistent kernels; fp32, H <= 512)
     ALIF), LSNN
@@ -114,8 +114,6 @@ def why_not(
     compute = torch.promote_types(x.dtype, torch.float32)
     if backend == "fused":
         return None
-    if backend == "triton" and isinstance(spec, ALIFSpec) and spec.lif.convention == "lsnn_official":
-        return "runs the lsnn_official convention fused, native or torch (its own loop: no Triton kernel yet)"
     if backend == "native":
         if not steps_once:
             return f"has no C loops (IF, LIF and ALIF have; {type(spec).__name__[:-4]} runs fused)"

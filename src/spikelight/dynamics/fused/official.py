@@ -12,8 +12,10 @@ LSNN-official (``lsnn/spiking_models.py``: ``ALIF.__call__`` and ``LIF_dynamic``
 
 The other conventions' steps (fire from h_t) are those of :mod:`spikelight.dynamics.fused.recurrent`;
 this one has its own loop because the spike and the reset it causes are a step apart: in plain PyTorch
-(``fused``, any device) or in C (``native``: ``spikelight_official_forward`` / ``_backward_step`` in
-``cpu_native.c``, fp32 CPU; the recurrent current summed over the spikes, an ulp from BLAS's).
+(``fused``, any device), in C (``native``: ``spikelight_official_forward`` / ``_backward_step`` in
+``cpu_native.c``, fp32 CPU) or as two persistent Triton kernels (``triton``: ``_off_fwd_kernel`` /
+``_off_bwd_kernel`` in :mod:`spikelight.dynamics.triton.recurrent`, CUDA, fp32, H <= 512); the last two
+sum the recurrent current in another order than BLAS's (an ulp).
 The reference is :meth:`spikelight.neurons.ALIFNode._official_step`; the equivalence tests hold
 this Function to it (spikes equal, gradients to rounding) and both to a float64 transcription
 of LSNN-official (``tests/equivalence/test_conventions.py``).
@@ -79,8 +81,8 @@ class OfficialALIFFunction(torch.autograd.Function):
     ):
         args = step_args(spec)
         ctx.backend = backend
-        if backend == "native":
-            return _native_forward(ctx, ff, w_rec, v0, a0, ref0, z0, zr0, beta, spec, surrogate, tbptt, record)
+        if backend in ("native", "triton"):
+            return _kernel_forward(ctx, ff, w_rec, v0, a0, ref0, z0, zr0, beta, spec, surrogate, tbptt, record)
         T, shape = ff.shape[0], ff.shape[1:]
         dt = ff.dtype
         v = v0.to(dt).expand(shape)
@@ -124,6 +126,8 @@ class OfficialALIFFunction(torch.autograd.Function):
         s, u, A_all, mask, z0, zr0, w, b = ctx.saved_tensors
         if ctx.backend == "native":
             return _native_backward(ctx, s, u, A_all, mask, z0, zr0, w, b, g_s, g_h, g_v, g_a)
+        if ctx.backend == "triton":
+            return _triton_backward(ctx, s, u, A_all, mask, z0, zr0, w, b, g_s, g_h, g_v, g_a)
         args = step_args(ctx.spec)
         T, shape = s.shape[0], s.shape[1:]
         H = shape[-1]
@@ -164,30 +168,70 @@ class OfficialALIFFunction(torch.autograd.Function):
         return gI, g_w, V, alpha, None, Zw, None if args.detach else Z, None, None, None, None, None, None
 
 
-def _native_forward(ctx, ff, w_rec, v0, a0, ref0, z0, zr0, beta, spec, surrogate, tbptt, record):
-    """The forward on the C loops (``spikelight_official_forward``): the same values as the loop above but for
-    the recurrent sum (over the spikes, in neuron order: an ulp from BLAS's)."""
+def _kernel_forward(ctx, ff, w_rec, v0, a0, ref0, z0, zr0, beta, spec, surrogate, tbptt, record):
+    """The forward on the C loops (``spikelight_official_forward``) or the persistent Triton kernel
+    (:func:`spikelight.dynamics.triton.recurrent.official_forward`): the same values as the loop above but for
+    the recurrent sum (in another order than BLAS's: an ulp or so)."""
     args = step_args(spec)
     T, shape = ff.shape[0], ff.shape[1:]
-    f32 = torch.float32
+    f32, dev = torch.float32, ff.device
     v = v0.to(f32).expand(shape).contiguous().clone()
     a = a0.to(f32).expand(shape).contiguous().clone()
     ref = ref0.to(f32).expand(shape).contiguous().clone()
     z = z0.to(f32).expand(shape).contiguous()
     zr = zr0.to(f32).expand(shape).contiguous()
     b = None if beta is None or not args.adaptive else beta.to(f32).expand(shape[-1:]).contiguous()
-    h, s, u, A = (torch.empty_like(ff) for _ in range(4))
-    mask = torch.empty(ff.shape, dtype=torch.bool) if args.refractory else None
-    rec = (torch.empty_like(ff), torch.empty_like(ff), torch.empty_like(ff)) if record is not None else (None,)
-    native.official_forward(ff.contiguous(), None if w_rec is None else w_rec.t().contiguous(), z, zr, (v, a, ref), b,
-                            (h, s, u, A, mask), rec, args)  # fmt: skip
-    if record is not None:
-        record.extend(rec)
+    h, u, A = (torch.empty_like(ff) for _ in range(3))
+    mask = torch.empty(ff.shape, dtype=torch.bool, device=dev) if args.refractory else None
+    if ctx.backend == "triton":
+        from spikelight.dynamics.triton import recurrent as triton_recurrent  # only where triton is installed
+
+        H = shape[-1]
+        R = shape.numel() // H
+        t3 = lambda x: None if x is None else x.view(T, R, H)  # noqa: E731
+        s = triton_recurrent.official_forward(
+            ff.reshape(T, R, H).contiguous(), w_rec, z.view(R, H), zr.view(R, H),
+            (v.view(R, H), a.view(R, H), ref.view(R, H)), b,
+            (t3(h), t3(u), t3(A), None if mask is None else mask.view(torch.int8).view(T, R, H)), args,
+        ).view(T, *shape)  # fmt: skip
+    else:
+        s = torch.empty_like(ff)
+        rec = (torch.empty_like(ff), torch.empty_like(ff), torch.empty_like(ff)) if record is not None else (None,)
+        native.official_forward(ff.contiguous(), None if w_rec is None else w_rec.t().contiguous(), z, zr,
+                                (v, a, ref), b, (h, s, u, A, mask), rec, args)  # fmt: skip
+        if record is not None:
+            record.extend(rec)
     ctx.save_for_backward(s, u, A, mask, z, zr, w_rec, b)
     ctx.spec, ctx.surrogate, ctx.tbptt = spec, surrogate, tbptt or 0
     ctx.mark_non_differentiable(ref)
     ctx.set_materialize_grads(False)
     return s, h, v, a, ref
+
+
+def _triton_backward(ctx, s, u, A_all, mask, z0, zr0, w, b, g_s, g_h, g_v, g_a):
+    """The reverse-time loop in one persistent Triton kernel (:func:`spikelight.dynamics.triton.recurrent.official_backward`)."""
+    from spikelight.dynamics.triton import recurrent as triton_recurrent  # only where triton is installed
+
+    args = step_args(ctx.spec)
+    T, shape = s.shape[0], s.shape[1:]
+    H = shape[-1]
+    R = shape.numel() // H
+    t3 = lambda x: None if x is None else x.reshape(T, R, H)  # noqa: E731
+    gI, gv, ga, gz = triton_recurrent.official_backward(
+        t3(g_s), t3(g_h), None if g_v is None else g_v.to(torch.float32).expand(shape).reshape(R, H),
+        None if g_a is None else g_a.to(torch.float32).expand(shape).reshape(R, H), w, s.reshape(T, R, H),
+        u.reshape(T, R, H), A_all.reshape(T, R, H), None if mask is None else mask.view(torch.int8).view(T, R, H),
+        zr0.reshape(R, H).contiguous(), b, args, ctx.surrogate.kernel_form(), ctx.tbptt,
+    )  # fmt: skip
+    gI = gI.view(s.shape)
+    g_w = g_z0 = None
+    if w is not None:
+        if ctx.needs_input_grad[1]:
+            zs = torch.cat([z0.unsqueeze(0), s[:-1]])
+            g_w = torch.mm(gI.reshape(-1, H).t(), zs.reshape(-1, H))
+        g_z0 = torch.mm(gI[0].reshape(-1, H), w).view(shape)
+    return (gI, g_w, gv.view(shape), ga.view(shape), None, g_z0, None if args.detach else gz.view(shape), None, None,
+            None, None, None, None)  # fmt: skip
 
 
 def _native_backward(ctx, s, u, A_all, mask, z0, zr0, w, b, g_s, g_h, g_v, g_a):

@@ -44,7 +44,7 @@ os.environ.pop("TRITON_INTERPRET", None)  # interpreted kernels cannot be compil
 SMEM_PER_BLOCK = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 REGS_PER_SM = 65536
 #: kernels whose element-wise arithmetic must round op by op like the reference loop (checked in their PTX)
-FORWARD_KERNELS = ("_lif_fwd_kernel", "_leaky_fwd_kernel", "_rec_fwd_kernel")
+FORWARD_KERNELS = ("_lif_fwd_kernel", "_leaky_fwd_kernel", "_rec_fwd_kernel", "_off_fwd_kernel")
 
 _PTXAS = {
     "regs": re.compile(r"Used (\d+) registers"),
@@ -197,10 +197,25 @@ def _recurrent_cases(all_cases: bool):
     return cases
 
 
+def _official_cases(all_cases: bool):
+    from spikelight.dynamics.dispatch import TRITON_MAX_H
+    from spikelight.dynamics.spec import ALIFSpec, LIFSpec
+
+    specs = [
+        ALIFSpec(LIFSpec(20.5, True, 0.01, None, False, convention="lsnn_official"), 0.9986, 5, True, True),  # Bellec
+        ALIFSpec(LIFSpec(3.0, False, 0.8, None, True, convention="lsnn_official"), 0.9, 0, True, False),
+    ]
+    Hs = (20, 220, TRITON_MAX_H) if all_cases else (220, TRITON_MAX_H)
+    sur = _surrogates()
+    return [(spec, H, rec, sur[(i + 3) % len(sur)], (None, 3)[i % 2])
+            for i, (spec, H, rec) in enumerate(itertools.product(specs, Hs, (True, False)))]  # fmt: skip
+
+
 def run_wrappers(arch: int, all_cases: bool = False) -> list[dict]:
     """Compile (only) what the wrappers launch for ``sm_<arch>``; returns one record per specialisation."""
     import torch
 
+    from spikelight.dynamics.fused.official import OfficialALIFFunction
     from spikelight.dynamics.fused.recurrent import RecurrentFunction
     from spikelight.dynamics.spec import ALIFSpec
     from spikelight.dynamics.triton.neurons import TritonNeuronFunction
@@ -227,6 +242,17 @@ def run_wrappers(arch: int, all_cases: bool = False) -> list[dict]:
                                            "triton")  # fmt: skip
             sel = [o for o in outs[:4] if o is not None and o.requires_grad]
             ins = [t for t in (ff, w, v0, a0) if t is not None]
+            torch.autograd.grad(sel, ins, [torch.ones_like(o) for o in sel], allow_unused=True)
+        for spec, H, rec, sur, tbptt in _official_cases(all_cases):  # the lsnn_official convention's own kernels
+            B = 5
+            ff = torch.randn(6, B, H, requires_grad=True)
+            w = torch.randn(H, H, requires_grad=True) if rec else None
+            v0, a0 = torch.zeros(B, H, requires_grad=True), torch.zeros(B, H, requires_grad=True)
+            z0, ref0 = torch.zeros(B, H, requires_grad=True), torch.zeros(B, H)
+            beta = torch.full((H,), 1.8) if spec.adaptive else None
+            outs = OfficialALIFFunction.apply(ff, w, v0, a0, ref0, z0, z0, beta, spec, sur, tbptt, None, "triton")
+            sel = [o for o in outs[:4] if o.requires_grad]
+            ins = [t for t in (ff, w, v0, a0, z0) if t is not None]
             torch.autograd.grad(sel, ins, [torch.ones_like(o) for o in sel], allow_unused=True)
     return list(records.values())
 

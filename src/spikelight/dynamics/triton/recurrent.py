@@ -35,7 +35,7 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
-__all__ = ["recurrent_forward", "recurrent_backward", "BLOCK_R"]
+__all__ = ["recurrent_forward", "recurrent_backward", "official_forward", "official_backward", "BLOCK_R"]
 
 BLOCK_R = 16  # rows (batch elements) per program; tl.dot needs >= 16
 BLOCK_K = 16  # reduction tile of the recurrent products
@@ -194,6 +194,195 @@ if triton is not None:
                         live = 0
             tl.debug_barrier()  # p_t, written by every thread, is read by the next (earlier) step's dot
         tl.store(ga_ptr + off, ga, mask=m2)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _recurrent_current(x, sx_ptr, wt_ptr, base, rows, cols, rmask, cmask, H, BLOCK_R: tl.constexpr,
+                           BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+        # x + z_{t-1} W_recᵀ, z_{t-1} = the spikes at sx[t] (written by this program, after a barrier)
+        acc = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
+        for k0 in range(0, H, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            kmask = ks < H
+            z = tl.load(sx_ptr + base + rows[:, None].to(tl.int64) * H + ks[None, :],
+                        mask=rmask[:, None] & kmask[None, :], other=0.0)  # fmt: skip
+            w = tl.load(wt_ptr + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
+            acc += tl.dot(z, w, input_precision="ieee")
+        return x + acc
+
+    @triton.jit
+    def _off_fwd_kernel(
+        ff_ptr, wt_ptr, sx_ptr, zr_ptr, v_ptr, a_ptr, ref_ptr, beta_ptr, h_ptr, u_ptr, A_ptr, mask_ptr,
+        T, R, H,
+        tau, inv_tau, thr, rho, keep, frefr,
+        CHARGE: tl.constexpr, ADAPTIVE: tl.constexpr, REFR: tl.constexpr, RECUR: tl.constexpr,
+        RECIP_DIV: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):  # fmt: skip
+        # the lsnn_official convention (spikelight.dynamics.fused.official): fire from v_{t-1} on (v - A)/A > 0,
+        # then v_t = charge(v_{t-1}, I_t) - A_t z_{t-1}. sx_ptr: spikes [T + 1, R, H], row 0 = z0 (recurrence).
+        rows, cols, rmask, cmask, m2, off, N = _program_block(R, H, BLOCK_R, BLOCK_H)
+        v = tl.load(v_ptr + off, mask=m2, other=0.0)
+        a = tl.load(a_ptr + off, mask=m2, other=0.0)
+        zr = tl.load(zr_ptr + off, mask=m2, other=0.0)
+        if REFR:
+            rf = tl.load(ref_ptr + off, mask=m2, other=0.0)
+        if ADAPTIVE:
+            beta = tl.load(beta_ptr + cols, mask=cmask, other=0.0)[None, :]
+        for t in range(T):
+            base = tl.cast(t, tl.int64) * N
+            x = tl.load(ff_ptr + base + off, mask=m2, other=0.0)
+            if RECUR:
+                x = _recurrent_current(x, sx_ptr, wt_ptr, base, rows, cols, rmask, cmask, H, BLOCK_R, BLOCK_H, BLOCK_K)
+            if ADAPTIVE:
+                A = a * beta + thr
+            else:
+                A = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32) + thr
+            ut = tl.div_rn(v - A, A)  # IEEE division, as the reference's tensor division on CUDA
+            spike = ut > 0.0
+            if REFR:  # no spike while ref > 0
+                ok = rf <= 0.0
+                tl.store(mask_ptr + base + off, ok.to(tl.int8), mask=m2)
+                spike = spike & ok
+                rf = tl.where(spike, frefr, tl.maximum(rf - 1.0, 0.0))
+            sp = spike.to(tl.float32)
+            hh = _charge(v, x, tau, inv_tau, 0.0, CHARGE, True, RECIP_DIV) - A * zr
+            a = a * rho + sp * keep
+            v = hh
+            zr = sp
+            tl.store(h_ptr + base + off, hh, mask=m2)
+            tl.store(u_ptr + base + off, ut, mask=m2)
+            tl.store(A_ptr + base + off, A, mask=m2)
+            tl.store(sx_ptr + base + N + off, sp, mask=m2)
+            tl.debug_barrier()  # this step's spikes are read by the next step's dot
+        tl.store(v_ptr + off, v, mask=m2)
+        tl.store(a_ptr + off, a, mask=m2)
+        if REFR:
+            tl.store(ref_ptr + off, rf, mask=m2)
+
+    @triton.jit
+    def _off_bwd_kernel(
+        gI_ptr, gs_ptr, gh_ptr, gv_ptr, ga_ptr, gz_ptr, w_ptr, s_ptr, u_ptr, A_ptr, mask_ptr, zr_ptr, beta_ptr,
+        T, R, H, tbptt,
+        leak, gain, rho, keep, p1, p2,
+        HAS_GS: tl.constexpr, HAS_GH: tl.constexpr, HAS_GV: tl.constexpr, HAS_GA: tl.constexpr,
+        ADAPTIVE: tl.constexpr, REFR: tl.constexpr, DETACH: tl.constexpr, RECUR: tl.constexpr, SURR: tl.constexpr,
+        BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):  # fmt: skip
+        # reverse time (OfficialALIFFunction.backward): carries V = dL/dv_t, al = dL/da_t, Z = dL/dz_t through the
+        # next step's reset; writes gI = dL/dI_t, and at the end dL/dv0 (gv_ptr), dL/da0 (ga_ptr), dL/dzr0 (gz_ptr)
+        rows, cols, rmask, cmask, m2, off, N = _program_block(R, H, BLOCK_R, BLOCK_H)
+        V = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
+        if HAS_GV:
+            V = tl.load(gv_ptr + off, mask=m2, other=0.0)
+        al = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
+        if HAS_GA:
+            al = tl.load(ga_ptr + off, mask=m2, other=0.0)
+        Z = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
+        if ADAPTIVE:
+            beta = tl.load(beta_ptr + cols, mask=cmask, other=0.0)[None, :]
+        live = 0
+        for i in range(T):
+            t = T - 1 - i
+            base = tl.cast(t, tl.int64) * N
+            if HAS_GH:
+                V += tl.load(gh_ptr + base + off, mask=m2, other=0.0)
+            S = Z + keep * al
+            if HAS_GS:
+                S += tl.load(gs_ptr + base + off, mask=m2, other=0.0)
+            if RECUR:
+                if live != 0:  # + p_{t+1} W_rec
+                    acc = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
+                    for k0 in range(0, H, BLOCK_K):
+                        ks = k0 + tl.arange(0, BLOCK_K)
+                        kmask = ks < H
+                        p = tl.load(gI_ptr + base + N + rows[:, None].to(tl.int64) * H + ks[None, :],
+                                    mask=rmask[:, None] & kmask[None, :], other=0.0)  # fmt: skip
+                        w = tl.load(w_ptr + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :],
+                                    other=0.0)  # fmt: skip
+                        acc += tl.dot(p, w, input_precision="ieee")
+                    S += acc
+            ut = tl.load(u_ptr + base + off, mask=m2, other=0.0)
+            A = tl.load(A_ptr + base + off, mask=m2, other=1.0)
+            D = _surrogate_grad(ut, SURR, p1, p2)
+            if REFR:
+                D = D * tl.load(mask_ptr + base + off, mask=m2, other=0).to(tl.float32)
+            q = D * S
+            if t > 0:
+                zp = tl.load(s_ptr + base - N + off, mask=m2, other=0.0)
+            else:
+                zp = tl.load(zr_ptr + off, mask=m2, other=0.0)
+            tl.store(gI_ptr + base + off, gain * V, mask=m2)
+            dA = -V * zp - tl.div_rn(q * (ut + 1.0), A)
+            if DETACH:
+                Z = V * 0.0
+            else:
+                Z = -A * V
+            V = leak * V + tl.div_rn(q, A)
+            if ADAPTIVE:
+                al = rho * al + beta * dA
+            else:
+                al = rho * al
+            live = 1
+            if tbptt > 0:
+                if t > 0:
+                    if t % tbptt == 0:  # the state before step t was detached
+                        V = V * 0.0
+                        al = al * 0.0
+                        Z = Z * 0.0
+                        live = 0
+            tl.debug_barrier()  # gI[t], written by every thread, is read by the next (earlier) step's dot
+        tl.store(gv_ptr + off, V, mask=m2)
+        tl.store(ga_ptr + off, al, mask=m2)
+        tl.store(gz_ptr + off, Z, mask=m2)
+
+
+def official_forward(ff, w_rec, z0, zr0, state, beta, out, args: StepArgs) -> Tensor:
+    """The lsnn_official convention's T steps in one launch. ff [T, R, H]; state = (v, a, ref) [R, H] fp32
+    updated in place; z0 (recurrence; None = zeros) / zr0 (reset) [R, H]; out = (h, u, A, mask) [T, R, H]
+    written (mask int8, None without a refractory period). Returns the spikes [T, R, H]."""
+    (v, a, ref), (h, u, A, mask) = state, out
+    T, R, H = ff.shape
+    sx = torch.empty((T + 1, R, H), dtype=torch.float32, device=ff.device)
+    sx[0].copy_(z0) if z0 is not None else sx[0].zero_()
+    grid = (triton.cdiv(R, BLOCK_R),)
+    _off_fwd_kernel[grid](
+        ff, h if w_rec is None else w_rec.t().contiguous(), sx, zr0, v, a, h if ref is None else ref,
+        h if beta is None else beta, h, u, A, h if mask is None else mask,
+        T, R, H,
+        args.tau, fp32_reciprocal(args.tau), args.thr, args.rho, args.keep, float(args.refractory),
+        CHARGE=args.charge, ADAPTIVE=args.adaptive, REFR=args.refractory > 0, RECUR=w_rec is not None,
+        RECIP_DIV=ff.is_cuda, BLOCK_R=BLOCK_R, BLOCK_H=_block_h(H), BLOCK_K=BLOCK_K, num_warps=NUM_WARPS,
+        enable_fp_fusion=False,  # the reference rounds every op
+    )  # fmt: skip
+    return sx[1:]
+
+
+def official_backward(g_s, g_h, g_v, g_a, w_rec, s, u, A, mask, zr0, beta, args: StepArgs, sur, tbptt):
+    """The reverse-time loop in one launch: (gI [T, R, H], dL/dv0, dL/da0, dL/dzr0 [R, H])."""
+    T, R, H = s.shape
+    gI = torch.empty_like(s)
+    gv = torch.zeros((R, H), dtype=torch.float32, device=s.device)
+    ga = torch.zeros((R, H), dtype=torch.float32, device=s.device)
+    gz = torch.empty((R, H), dtype=torch.float32, device=s.device)
+    if g_v is not None:
+        gv.copy_(g_v.expand(R, H))
+    if g_a is not None:
+        ga.copy_(g_a.expand(R, H))
+    c = lambda g: s if g is None else g.to(torch.float32).contiguous()  # noqa: E731
+    sid, p1, p2 = sur
+    grid = (triton.cdiv(R, BLOCK_R),)
+    _off_bwd_kernel[grid](
+        gI, c(g_s), c(g_h), gv, ga, gz, s if w_rec is None else w_rec.contiguous(), s, u, A,
+        s if mask is None else mask, zr0, s if beta is None else beta,
+        T, R, H, tbptt or 0,
+        args.leak, args.gain, args.rho, args.keep, p1, p2,
+        HAS_GS=g_s is not None, HAS_GH=g_h is not None, HAS_GV=g_v is not None, HAS_GA=g_a is not None,
+        ADAPTIVE=args.adaptive, REFR=args.refractory > 0, DETACH=args.detach, RECUR=w_rec is not None, SURR=sid,
+        BLOCK_R=BLOCK_R, BLOCK_H=_block_h(H), BLOCK_K=BLOCK_K, num_warps=NUM_WARPS,
+    )  # fmt: skip
+    return gI, gv, ga, gz
 
 
 def recurrent_forward(
