@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PYTEST  := $(BIN)/python -m pytest
 
-.PHONY: install demo train test test-slow test-gpu-compile gpu-compile gpu-check bench lint clean
+.PHONY: install docs docs-serve docs-test demo train test test-slow test-gpu-compile gpu-compile gpu-check bench lint clean
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -26,7 +26,7 @@ train: install  ## python train.py with ARGS="model=... neuron=..."
 	$(BIN)/python train.py $(ARGS)
 
 test: install  ## fast tests (need no network or GPU)
-	$(PYTEST) -m "not slow and not gpu_compile" -q
+	$(PYTEST) -m "not slow and not gpu_compile and not docs" -q
 
 test-gpu-check: install  ## on a CUDA machine: every backend against the reference on the GPU, then bench.py --device cuda (RESULTS-gpu.md/.json)
 	$(BIN)/python experiments/benchmarks/gpu_check.py
@@ -49,6 +49,19 @@ bench: install  ## CPU speed side by side with SpikingJelly / snnTorch (writes e
 lint: install  ## ruff, then the package's layers (import-linter contracts in pyproject.toml)
 	$(BIN)/python -m ruff check src tests train.py eval.py experiments
 	$(BIN)/lint-imports --no-cache
+
+$(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.docs-installed  ## build the site into site/, strictly: every page's code runs (offline data), a failing page, broken link or missing reference fails
+	WANDB_MODE=disabled $(BIN)/mkdocs build --strict
+
+docs-serve: $(VENV)/.docs-installed  ## serve the site at http://127.0.0.1:8000 and rebuild on edits
+	WANDB_MODE=disabled $(BIN)/mkdocs serve
+
+docs-test: docs  ## the built site in headless Chromium (Debian's chromium; skipped without it), page code failing the build
+	$(PYTEST) -m docs -q
 
 clean:
 	rm -rf $(VENV) logs .pytest_cache

@@ -38,10 +38,10 @@ def _keys(text: str) -> str:
 
 
 def cell(text: str) -> str:
-    """Text for a table cell: pipes escaped, and ``<`` / ``>`` outside code spans (they would be HTML)."""
+    """Text for a table cell: pipes escaped, and ``<`` / ``>`` outside code spans (they would be HTML), ``[`` / ``]`` too (links)."""
     parts = text.replace("|", "\\|").replace("\n", " ").split("`")
     for i in range(0, len(parts), 2):
-        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;")
+        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;").replace("[", "\\[").replace("]", "\\]")
     return "`".join(parts)
 
 
@@ -57,13 +57,13 @@ def groups() -> list[Path]:
 def markdown() -> str:
     out = []
     top = sorted(CONF.glob("*.yaml"))
-    out.append("## Top-level files\n")
+    out.append("### Top-level files\n")
     out.append("| file | what it is |\n|---|---|")
     for f in top:
         out.append(f"| `conf/{f.name}` | {cell(_comment(f.read_text()))} |")
     for folder in groups():
         group = folder.relative_to(CONF).as_posix()
-        out.append(f"\n## `{group}`\n")
+        out.append(f"\n### `{group}`\n")
         out.append(f"`python train.py {group}=<option>`\n")
         out.append("| option | description | keys |\n|---|---|---|")
         for f in sorted(folder.glob("*.yaml")):

@@ -44,13 +44,21 @@ def tree(folder: Path, depth: int = 2) -> str:
     return "\n".join(lines)
 
 
-def refusal(command: str, timeout: int = 300) -> str:
-    """``$ command`` and the one ``error:`` line it must stop with (exit code 2); anything else raises."""
-    args = shlex.split(command)
-    args[0] = sys.executable
+
+def refusals(commands: list[str], timeout: int = 300) -> str:
+    """``$ command`` and the one ``error:`` line each must stop with (exit code 2), run side by side;
+    any other outcome raises."""
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error:")]
-    if proc.returncode != 2 or len(lines) != 1:
-        raise RuntimeError(f"{command!r} should stop with one error line (exit 2), got {proc.returncode}: {lines}")
-    return f"$ {command}\n{lines[0]}"
+    procs = [
+        subprocess.Popen([sys.executable, *shlex.split(c)[1:]], cwd=ROOT, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for c in commands
+    ]
+    out = []
+    for command, proc in zip(commands, procs):
+        text, _ = proc.communicate(timeout=timeout)
+        lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
+        if proc.returncode != 2 or len(lines) != 1:
+            raise RuntimeError(f"{command!r} should stop with one error line (exit 2), got {proc.returncode}: {lines}")
+        out += [f"$ {command}", lines[0]]
+    return "\n".join(out)
