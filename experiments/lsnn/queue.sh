@@ -1,7 +1,8 @@
 #!/bin/bash
 # Run the experiments/lsnn runs of one lane one after the other (one lane per core), each to the end:
 # a run already finished (its results.json says "ok" and has a test accuracy) is skipped, a run cut off
-# (a session ended) continues from its last checkpoint (ckpt_path=last), the others start fresh.
+# (a session ended) continues from its last checkpoint, a run that diverged (a NaN / Inf loss or gradient)
+# is left as it is (that is its result), the others start fresh.
 #   nohup experiments/lsnn/queue.sh a > experiments/lsnn/logs/lane_a.log 2>&1 &
 #   nohup experiments/lsnn/queue.sh b > experiments/lsnn/logs/lane_b.log 2>&1 &
 set -uo pipefail
@@ -10,16 +11,19 @@ E="trainer.max_epochs=20"
 lane_a=(
   "sfa_bptt_s0|model=lsnn neuron=sfa seed=0 $E"
   "sfa_tbptt50_s0|model=lsnn neuron=sfa model.tbptt_steps=50 seed=0 $E"
+  "sfa_bptt_lr3e3_s0|model=lsnn neuron=sfa optimizer.lr=0.003 seed=0 $E"
   "sfa_bptt_s1|model=lsnn neuron=sfa seed=1 $E"
   "sfa_tbptt50_s1|model=lsnn neuron=sfa model.tbptt_steps=50 seed=1 $E"
   "sfa_bptt_s2|model=lsnn neuron=sfa seed=2 $E"
   "sfa_tbptt50_s2|model=lsnn neuron=sfa model.tbptt_steps=50 seed=2 $E"
 )
+# the LSTM last: nn.LSTM on this CPU takes 50-85 s per step of 256 sequences of 784 steps (1 thread, load ~7,
+# 2026-12-06), i.e. hours per epoch; the LSNN's C path a few seconds (its spikes are sparse)
 lane_b=(
-  "lstm_s0|model=lstm model.hidden=110 seed=0 trainer.gradient_clip_val=1.0 $E"
   "lif_bptt_s0|model=lsnn neuron=lif seed=0 $E"
   "bellec_s0|experiment=lsnn_smnist data=sfmnist seed=0 $E"
   "sfa_eprop_s0|model=lsnn neuron=sfa learning=eprop seed=0 $E"
+  "lstm_s0|model=lstm model.hidden=110 seed=0 trainer.gradient_clip_val=1.0 $E"
 )
 case "${1:-}" in a) runs=("${lane_a[@]}") ;; b) runs=("${lane_b[@]}") ;; *) echo "usage: $0 a|b"; exit 2 ;; esac
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 WANDB_MODE=disabled
@@ -30,8 +34,13 @@ for entry in "${runs[@]}"; do
   if grep -ls '"status": "ok"' $dir/*/results.json 2>/dev/null | xargs -r grep -l '"test/acc"' | grep -q .; then
     echo "$(date -u +%FT%TZ) $name: finished, skipped"; continue
   fi
+  # diverged (NaN / Inf): resuming would replay the same batches into the same blow-up; it is a result
+  if grep -lsE '"error": "error: (gradient norm|training loss) is (nan|inf)' $dir/*/results.json | grep -q .; then
+    echo "$(date -u +%FT%TZ) $name: diverged, skipped"; continue
+  fi
   resume=()
-  if ls $dir/*/checkpoints/last.ckpt >/dev/null 2>&1; then resume=(ckpt_path=last); fi
+  last=$(ls -td $dir/*/checkpoints/last.ckpt 2>/dev/null | head -1)
+  if [ -n "$last" ]; then resume=("ckpt_path=$last"); fi
   echo "$(date -u +%FT%TZ) $name: ${resume[*]:-fresh} $overrides"
   # shellcheck disable=SC2086
   .venv/bin/python train.py data=sfmnist data.order=pixel task_name="lsnn_$name" print_config=false \

@@ -43,6 +43,16 @@ def load(run: Path) -> dict:
             t = _float(row, "test/acc")
             if t is not None:
                 test = t
+    status = "running or cut off"
+    for folder in folders:
+        res = folder / "results.json"
+        if res.is_file():
+            r = json.loads(res.read_text())
+            err = r.get("error") or ""
+            if r.get("status") == "ok":
+                status = "finished"
+            elif "gradient norm is" in err or "training loss is" in err:
+                status = "diverged: " + err.removeprefix("error: ").split(" (")[0].split(";")[0]
     command = ""
     if folders:
         overrides = folders[-1] / ".hydra" / "overrides.yaml"
@@ -59,6 +69,7 @@ def load(run: Path) -> dict:
         "rate": [per_epoch[e].get("val/fr/rec.neuron") for e in epochs],
         "test": test,
         "folders": len(folders),
+        "status": status,
         "command": command,
     }
 
@@ -130,15 +141,15 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(OUT / "curves.png", dpi=120)
     lines = [
-        "| run | epochs | best val % | last val % | test % | s / epoch | peak RSS MB | resumed | command |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | epochs | best val % | last val % | test % | s / epoch | peak RSS MB | resumed | status | command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         sec = sum(r["epoch_s"]) / len(r["epoch_s"]) if r["epoch_s"] else math.nan
         test = "—" if r["test"] is None else f"{100 * r['test']:.2f}"
         lines.append(
             f"| {r['name']} | {len(r['epochs'])} | {100 * max(r['val']):.2f} | {100 * r['val'][-1]:.2f} | {test} "
-            f"| {sec:.0f} | {r['mem']:.0f} | {r['folders'] - 1}× | `{r['command']}` |"
+            f"| {sec:.0f} | {r['mem']:.0f} | {r['folders'] - 1}× | {r['status']} | `{r['command']}` |"
         )
     (OUT / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
