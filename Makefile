@@ -13,10 +13,10 @@ $(BIN)/activate:
 
 $(VENV)/.installed: $(BIN)/activate pyproject.toml
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev,sweep]"
+	$(BIN)/python -m pip install -q -e ".[dev,sweep,events]"
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv and install spikelight (+ dev tools, the Optuna sweeper)
+install: $(VENV)/.installed  ## create .venv and install spikelight (+ dev tools, the Optuna sweeper, tonic)
 
 demo: install  ## train the single-layer LIF on the built-in digits (offline, ~30 s on 2 CPU cores)
 	$(BIN)/python train.py experiment=demo_digits

@@ -14,6 +14,7 @@ __all__ = [
     "DirectEncoder",
     "LatencyEncoder",
     "SequenceEncoder",
+    "FramesEncoder",
     "ThresholdCrossingEncoder",
 ]
 
@@ -70,6 +71,9 @@ class DirectEncoder(Encoder):
     Any range (normalised images included): the first layer's synapse is the encoder."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 5:  # [B, T, C, H, W]: event frames already have their time axis
+            raise ShapeError(f"encoder=direct repeats one image [B, C, H, W] T times, got {tuple(x.shape)}: event "
+                             "frames [B, T, C, H, W] (data=nmnist|dvs_gesture) need encoder=frames")
         return x.unsqueeze(0).expand(self.T, *x.shape)
 
 
@@ -99,7 +103,7 @@ def _check_sequence(x: Tensor, steps: int | None, who: str) -> None:
     if x.dim() != 3:
         raise ShapeError(
             f"{who} expects batch-first sequences [B, T, F] from a sequence dataset (data=smnist|sfmnist|psmnist|"
-            f"sdigits), got shape {tuple(x.shape)}"
+            f"sdigits|shd|ssc), got shape {tuple(x.shape)}"
         )
     if steps is not None and x.shape[1] != steps:
         raise ShapeError(
@@ -130,6 +134,24 @@ class SequenceEncoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"steps={self.steps}"
+
+
+class FramesEncoder(SequenceEncoder):
+    """Event frames, batch-first [B, T, C, H, W] (data=nmnist|dvs_gesture) → time-major [T, B, C, H, W]
+    (a view). No re-encoding: each time bin's event counts are the input of that step.
+
+    ``steps`` (T) guards the layout as in :class:`SequenceEncoder`; SpikingClassifier sets it from
+    the DataModule's ``seq_len`` when it is None (and leaves it None when T varies per batch).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 5:
+            raise ShapeError(f"encoder=frames expects batch-first event frames [B, T, C, H, W] (data=nmnist|dvs_gesture), "
+                             f"got shape {tuple(x.shape)}")
+        if self.steps is not None and x.shape[1] != self.steps:
+            raise ShapeError(f"encoder=frames expects [B, T={self.steps}, C, H, W], got shape {tuple(x.shape)}: "
+                             "DataLoaders yield batch-first; is this batch already time-major?")
+        return x.transpose(0, 1)
 
 
 class ThresholdCrossingEncoder(nn.Module):

@@ -63,7 +63,11 @@ def _build_and_run(cfg, batch: int = 3):
     fill_in_features(cfg, dm)
     module = build_module(cfg)
     steps = getattr(dm, "seq_len", None)
-    x = torch.rand(batch, steps, dm.num_features) if steps else torch.rand(batch, *getattr(dm, "in_shape", (1, 28, 28)))
+    features = getattr(dm, "num_features", None)
+    if steps:  # sequences [B, T, F]; camera event frames [B, T, C, H, W]
+        x = torch.rand(batch, steps, *((features,) if features else dm.in_shape))
+    else:
+        x = torch.rand(batch, *getattr(dm, "in_shape", (1, 28, 28)))
     out = module(x)
     T = steps + getattr(module.encoder, "cue_steps", 0) if steps else cfg.T
     return module, out, T
@@ -86,7 +90,8 @@ def test_data(opt, tmp_path):
     cfg = compose_cfg("train", [f"data={opt}"], tmp_path)
     dm = instantiate(cfg.data)
     assert isinstance(dm, ClassificationDataModule)
-    assert dm.num_classes == cfg.num_classes == {"cifar100": 100}.get(opt, 10)  # num_classes follows the data
+    # num_classes follows the data
+    assert dm.num_classes == cfg.num_classes == {"cifar100": 100, "shd": 20, "ssc": 35, "dvs_gesture": 11}.get(opt, 10)
     assert tuple(cfg.data.get("in_shape", dm.in_shape)) == tuple(dm.in_shape)  # image data states its shape
 
 
@@ -133,6 +138,8 @@ def test_loggers_and_callbacks(tmp_path):
 def test_experiments(opt, tmp_path):
     # the event-driven CIFAR net (11 layers, up to 512 channels) at its T=12/16 costs ~15 s a forward here
     fewer_steps = ["T=2"] if opt.startswith("event_driven_cifar") else []
+    if opt == "conv_dvs_gesture":  # its 128x128 frames x 16 bins cost seconds a forward here: 32x32, 4 bins
+        fewer_steps = ["data.frames.width=32", "data.frames.height=32", "data.frames.n_event_bins=4"]
     cfg = compose_cfg("train", [f"experiment={opt}", *fewer_steps], tmp_path)
     _, out, T = _build_and_run(cfg, batch=2)
     assert out.membrane.shape[:2] == (T, 2)

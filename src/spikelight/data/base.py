@@ -159,6 +159,9 @@ class ClassificationDataModule(L.LightningDataModule):
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
     name: str = "dataset"
+    #: how a loader stacks samples into a batch; None = torch's default (event data pads recordings of
+    #: different lengths: :func:`spikelight.data.events.pad_time`)
+    collate = None
 
     def __init__(
         self,
@@ -287,6 +290,7 @@ class ClassificationDataModule(L.LightningDataModule):
             # (the Poisson encoder's), or resumed runs would see different spikes
             generator=torch.Generator().manual_seed(self.seed),
             drop_last=self.drop_last if train else False,
+            collate_fn=self.collate,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

@@ -20,12 +20,14 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from spikelight.encoding import FramesEncoder  # noqa: E402
 from spikelight.monitor import Monitor  # noqa: E402
 
 __all__ = [
     "plot_output_traces",
     "plot_membrane_heatmap",
     "plot_input_raster",
+    "plot_event_frames",
     "plot_spike_raster",
     "plot_firing_rate_hist",
     "plot_curves",
@@ -154,12 +156,37 @@ def _as_images(x: np.ndarray) -> np.ndarray | None:
     return None
 
 
+def plot_event_frames(x_seq: Tensor, labels: Tensor, max_bins: int = 8) -> Figure:
+    """Camera event input: one row per sample, one panel per time bin (up to ``max_bins``, evenly
+    spaced), ON minus OFF events per pixel (red ON, blue OFF, one colour scale per sample).
+    x_seq: [T, S, 2, H, W] (``encoder=frames``)."""
+    x = _np(x_seq)
+    T, S = x.shape[:2]
+    bins = np.unique(np.linspace(0, T - 1, min(max_bins, T)).round().astype(int))
+    fig, axes = plt.subplots(S, len(bins), figsize=(1.9 * len(bins) + 1.2, 2.0 * S + 0.4), squeeze=False,
+                             layout="constrained")
+    for i in range(S):
+        diff = x[:, i, 1] - x[:, i, 0] if x.shape[2] == 2 else x[:, i].sum(1)  # ON - OFF: [T, H, W]
+        scale = max(float(np.abs(diff[bins]).max()), 1e-9)
+        for j, t in enumerate(bins):
+            ax = axes[i, j]
+            im = ax.imshow(diff[t], cmap="bwr", vmin=-scale, vmax=scale, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"bin {t}: {int(x[t, i].sum())} events", fontsize=8)
+        axes[i, 0].set_ylabel(f"label {int(labels[i])}")
+        fig.colorbar(im, ax=axes[i, :], label="ON − OFF", shrink=0.85)
+    fig.suptitle(f"event frames: {len(bins)} of {T} time bins", fontsize=10)
+    return fig
+
+
 def plot_input_raster(x_seq: Tensor, labels: Tensor, max_channels: int = 64) -> Figure:
     """The encoded input per sample (columns). Images: the input summed over
     time, and below it the spike trains of the busiest pixel row (marked on the
-    image). Other inputs: a raster of up to ``max_channels`` evenly spaced
-    channels. Analog (non-binary) inputs are drawn as intensities.
-    x_seq: [T, S, ...]."""
+    image). Other inputs: a raster of the channels over time, every channel when
+    there are more than ``max_channels`` (drawn as an image: channel × time, e.g. the
+    700 cochlea channels of SHD), else one row of spike ticks per channel. Analog
+    (non-binary) inputs are drawn as intensities. x_seq: [T, S, ...]."""
     x = _np(x_seq)
     T, S = x.shape[:2]
     binary = bool(np.isin(x, (0.0, 1.0)).all())
@@ -191,10 +218,18 @@ def plot_input_raster(x_seq: Tensor, labels: Tensor, max_channels: int = 64) -> 
             ylabel = f"column of pixel row {row} (red)"
         else:
             flat = x[:, i].reshape(T, -1)
-            keep = np.unique(np.linspace(0, flat.shape[1] - 1, min(max_channels, flat.shape[1])).round().astype(int))
-            trains = flat[:, keep]
             ax_r = axes[0, i]
-            ylabel = f"input channel ({len(keep)} of {flat.shape[1]})"
+            if flat.shape[1] > max_channels:  # too many rows for spike ticks: every channel, as an image
+                im = ax_r.imshow(flat.T, aspect="auto", cmap="gray_r", interpolation="nearest")
+                fig.colorbar(im, ax=ax_r, label="spikes" if binary else "input", shrink=0.85)
+                total = f"{flat.sum():.0f} input spikes" if binary else f"input summed {flat.sum():.4g}"
+                ax_r.set_title(f"label {label}: {total}", fontsize=9)
+                ax_r.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
+                ax_r.set_xlabel("time step")
+                ax_r.set_ylabel(f"input channel (all {flat.shape[1]})")
+                continue
+            trains = flat
+            ylabel = f"input channel ({flat.shape[1]})"
         if binary:
             _raster(ax_r, trains)
             ax_r.set_title(f"spikes of pixel row {row}: {int(trains.sum())}" if images is not None
@@ -363,7 +398,9 @@ def sample_figures(module, x: Tensor, y: Tensor, num_samples: int = 3) -> dict[s
         "output_heatmap": plot_membrane_heatmap(
             out.membrane[:, :S], y[:S], preds[:S], MEMBRANE if out.spikes is not None else READOUT
         ),
-        "input_raster": plot_input_raster(x_seq[:, :S], y[:S]),
+        # camera events: a frame per time bin; anything else (audio events: channel x time) the input raster
+        "input_raster": plot_event_frames(x_seq[:, :S], y[:S]) if isinstance(module.encoder, FramesEncoder)
+        else plot_input_raster(x_seq[:, :S], y[:S]),
     }
     layer_spikes = {n: mon[n]["spikes"][-1] for n in names} or dict(out.hidden)
     if layer_spikes:
