@@ -440,17 +440,53 @@ def case_lsnn(ctx: Ctx) -> list[Case]:
             name = "spikelight auto" if backend == "auto" else "plain BPTT loop (spikelight backend=torch)"
             c[name] = _train_step(model, SequenceEncoder(784), loss, x, y, 1e-3)
         ours.append("spikelight auto")
+        anchors = ["plain BPTT loop (spikelight backend=torch)"]
+        norse_step = _norse_lsnn_step(dev, x, y)
+        if norse_step is not None:
+            c["Norse 1.1 LSNNRecurrent"] = norse_step
+            anchors.append("Norse 1.1 LSNNRecurrent")
         cases.append(
             Case(
                 f"lsnn train step T=784 B={B} H=220",
-                "forward + backward + Adam step; input: uniform random pixels, 1 per step",
+                "forward + backward + Adam step; input: uniform random pixels, 1 per step. Norse's row: its "
+                "LSNNRecurrent (220 adaptive neurons: no LIF/ALIF mix, current-based synapse, recurrent spikes two "
+                "steps late, no gradient through the adaptation) and the same leaky readout and loss",
                 c,
                 ours,
-                ["plain BPTT loop (spikelight backend=torch)"],
+                anchors,
                 reps=max(5, ctx.reps // 2),
             )
         )
     return cases
+
+
+def _norse_lsnn_step(dev: torch.device, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None] | None:
+    """A training step of Norse's LSNNRecurrent (1 → 220) with our leaky readout, rate readout and CE, or None
+    where norse is not installed (its sdist carries no version: ``SETUPTOOLS_SCM_PRETEND_VERSION=1.1.0 pip
+    install --no-build-isolation norse==1.1.0``). Norse's dt = 1 ms and tau_mem 20 ms, tau_adapt 200 ms."""
+    try:
+        from norse.torch import LSNNParameters, LSNNRecurrent
+    except ImportError:
+        return None
+    from spikelight.layers.recurrent import LeakyReadout
+
+    torch.manual_seed(0)
+    p = LSNNParameters(tau_mem_inv=torch.as_tensor(1 / 20e-3), tau_adapt_inv=torch.as_tensor(1 / 200e-3),
+                       tau_syn_inv=torch.as_tensor(1 / 1e-3))  # fmt: skip
+    rec = LSNNRecurrent(1, 220, p=p, dt=1e-3).to(dev)
+    readout = LeakyReadout(220, 10, 20.0).to(dev)
+    params = list(rec.parameters()) + list(readout.parameters())
+    opt = torch.optim.Adam(params, 1e-3)
+    xt = x.transpose(0, 1).contiguous()  # [T, B, 1]
+
+    def step() -> None:
+        opt.zero_grad()
+        z, _ = rec(xt)
+        logits, _ = readout(z)
+        torch.nn.functional.cross_entropy(logits.mean(0), y).backward()
+        opt.step()
+
+    return step
 
 
 def _image_train_steps(dev: torch.device, make_model: Callable[[str], nn.Module], encoder, loss_fn, lr: float):
