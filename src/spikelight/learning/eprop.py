@@ -24,6 +24,13 @@ traces follow v_{t-1} and b_t (z_{t-1} detached in the reset, not in the adaptat
     e_t   = ψ_t/A_t·ε^v_{t-1} − ψ_t·β·v_{t-1}/A_t²·ε^b_t
     ε^v_t = α·ε^v_{t-1} + c·p_t − β·z_{t-1}·ε^b_t
 
+The traces are linear recurrences in the presynaptic activity p_t with coefficients from the
+forward pass alone, so they are advanced K steps at a time (:mod:`spikelight.learning.trace_chunks`:
+a backward sweep over the K steps' [B, H] coefficients, then one batched matrix product with the
+K steps' p_t) instead of several passes over the [B, H, P] traces at every step: the same sums in
+another order, 17× faster for B = 256, H = 220, P = 222 (one CPU thread; 8 ms a step against
+136 ms), memory still independent of T.
+
 B is W_outᵀ (``feedback=symmetric``), a fixed random matrix (``random``) or a matrix
 that receives W_out's updates (``adaptive``, Kolen–Pollack). The readout weights get
 their exact gradients, and the firing-rate regulariser adds
@@ -53,6 +60,7 @@ from torch import Tensor, nn
 from spikelight.core.errors import ConfigError
 from spikelight.core.types import SpikeOutput
 from spikelight.dynamics.spec import ALIFSpec, LIFSpec, StepArgs, step_args
+from spikelight.learning.trace_chunks import TraceChunks
 from spikelight.losses import CEMembranePerStepLoss, FiringRateRegularizer, ReadoutCrossEntropyLoss
 from spikelight.models.lsnn import LSNN
 from spikelight.readout import MembraneReadout, RateReadout
@@ -204,14 +212,16 @@ class EProp(nn.Module):
 
         state = neuron.initial_state(torch.zeros(batch, H, dtype=dt, device=x.device))
         z = torch.zeros(batch, H, dtype=dt, device=x.device)
-        eps_h = torch.zeros((batch, H, P) if dyn.hard else (batch, P), dtype=dt, device=x.device)
-        eps_a = torch.zeros(batch, H, P, dtype=dt, device=x.device) if dyn.adaptive and not dyn.official else None
-        # every [B, H, P] buffer is allocated once: a fresh temporary per step lets glibc's heap grow with T
-        e = torch.empty(batch, H, P, dtype=dt, device=x.device)
-        ebar = e if kappa == 0.0 else torch.zeros(batch, H, P, dtype=dt, device=x.device)
-        signal_e = torch.empty_like(e) if kind != "window" else None
-        ebar_sum = torch.zeros_like(ebar) if kind == "window" else None
-        reg_e = torch.zeros(H, P, dtype=dt, device=x.device) if regularizer is not None else None
+        # the traces, K steps at a time (spikelight.learning.trace_chunks): per (b, j) a state S of
+        # D traces per input — (ε^h, ε^a) here, (ε^v, ε^b, e) in LSNN-official's convention, the
+        # filtered trace ē last for a per-step signal — and the sums the gradients need: output 0 the
+        # task's (Σ over the window of ē, or Σ_t L_t ē_t), output 1 the regulariser's (Σ_t e_t)
+        official = dyn.official  # LSNN-official's convention: traces of v_{t-1} and b_t (module docstring)
+        D0 = (3 if dyn.adaptive else 1) if official else (2 if dyn.adaptive else 1)
+        per_step = kind != "window"
+        D = D0 + (1 if per_step else 0)
+        chunks = self._trace_chunks(batch, H, P, D, 1 + (regularizer is not None), dt, x.device,
+                                    (kind, official, dyn.adaptive, dyn.hard))
         g_w = torch.zeros(H, P, dtype=dt, device=x.device)
         g_out, g_bout = torch.zeros_like(w_out), torch.zeros_like(b_out)
         ybar = torch.zeros(batch, H, dtype=dt, device=x.device)
@@ -219,12 +229,7 @@ class EProp(nn.Module):
         logits, count = [], torch.zeros(batch, H, dtype=dt, device=x.device)
         ones = torch.ones(batch, 1, dtype=dt, device=x.device)
         loss_steps = x.new_zeros(())
-
-        official = dyn.official  # LSNN-official's convention: traces of v_{t-1} and b_t (module docstring)
-        if official:
-            e.zero_()  # e_{t-1} feeds ε^b_t
-            eps_v = torch.zeros(batch, H, P, dtype=dt, device=x.device)
-            eps_b = torch.zeros(batch, H, P, dtype=dt, device=x.device) if dyn.adaptive else None
+        rho, leak, gain = dyn.rho, dyn.leak, dyn.gain
         for t in range(T):
             p = torch.cat([x[t], z] + ([ones] if b_in is not None else []), dim=1)  # presynaptic activity [B, P]
             current = F.linear(x[t], w_in, b_in) + F.linear(z, w_rec)
@@ -238,51 +243,58 @@ class EProp(nn.Module):
                 psi = neuron.surrogate.derivative((h - threshold) / sg_scale) / sg_scale
             if refractory is not None:
                 psi = psi.masked_fill(refractory, 0.0)
-            # traces
-            if official:
-                if eps_b is not None:  # ε^b_t = ρ ε^b_{t-1} + (1-ρ) e_{t-1}
-                    eps_b.mul_(dyn.rho).add_(e, alpha=1.0 - dyn.rho)
-                torch.mul(eps_v, (psi / threshold).unsqueeze(-1), out=e)  # e_t = ψ/A ε^v_{t-1} − ψ β v_{t-1}/A² ε^b_t
-                if eps_b is not None:
-                    e.addcmul_(eps_b, (-psi * beta * v_prev / threshold**2).unsqueeze(-1))
-                eps_v.mul_(dyn.leak).add_(p.unsqueeze(1), alpha=dyn.gain)  # ε^v_t = α ε^v + c p_t − β z_{t-1} ε^b_t
-                if eps_b is not None:
-                    eps_v.addcmul_(eps_b, (-beta * z_prev).unsqueeze(-1))
-            else:
-                if dyn.hard:
-                    eps_h.mul_((dyn.leak * (1.0 - z_prev)).unsqueeze(-1)).add_(p.unsqueeze(1), alpha=dyn.gain)
-                    eps_hb = eps_h
-                else:
-                    eps_h.mul_(dyn.leak).add_(p, alpha=dyn.gain)
-                    eps_hb = eps_h.unsqueeze(1)
-                if eps_a is not None:
-                    torch.mul(eps_a, -beta[None, :, None], out=e).add_(eps_hb).mul_(psi.unsqueeze(-1))
-                    rho = dyn.rho
-                    eps_a.mul_((rho - (1.0 - rho) * beta * psi).unsqueeze(-1))
-                    eps_a.addcmul_(((1.0 - rho) * psi).unsqueeze(-1), eps_hb)
-                else:
-                    torch.mul(psi.unsqueeze(-1), eps_hb, out=e)
-            if ebar is not e:  # kappa = 0: the filtered trace is e itself
-                ebar.mul_(kappa).add_(e, alpha=1.0 - kappa)
-            if reg_e is not None:
-                reg_e.add_(e.sum(0))
             # readout (leaky, non-spiking) and the learning signal
             ybar.mul_(kappa).add_(z, alpha=1.0 - kappa)
             logit = F.linear(ybar, w_out, b_out)
             logits.append(logit)
             count.add_(z)
+            M, m, R, n, h_out, g_out_t = chunks.slot()
             if kind == "window":
                 if t >= T - w:
-                    ebar_sum.add_(ebar)
                     ybar_sum.add_(ybar)
+                last = max(t, T - w)  # e_t's weight in Σ_{t' in window} ē_t'
+                h_out[0] = kappa ** (last - t) * (1.0 - kappa ** (T - last))
             else:
                 scale = 1.0 / (batch * (T if loss.time_reduction == "mean" else 1))
                 delta = (torch.softmax(logit, -1) - onehot) * scale  # dE/dlogit_t [B, C]
                 loss_steps = loss_steps + F.cross_entropy(logit, y) * scale * batch
-                torch.mul(ebar, (delta @ fb.t()).unsqueeze(-1), out=signal_e)
-                g_w.add_(signal_e.sum(0))
+                g_out_t[0, D0] = delta @ fb.t()  # L_t on ē_t
                 g_out.add_(delta.t() @ ybar)
                 g_bout.add_(delta.sum(0))
+            if regularizer is not None:
+                h_out[1] = 1.0
+            # the traces' step: S_t = M S_{t-1} + m p_t, e_t = R·S_{t-1} + n p_t (module docstring's equations)
+            if official:
+                A1 = psi / threshold  # e_t = ψ/A ε^v_{t-1} − ψ β v_{t-1}/A² ε^b_t
+                M[0, 0] = leak  # ε^v_t = α ε^v_{t-1} + c p_t − β z_{t-1} ε^b_t
+                m[0] = gain
+                if dyn.adaptive:  # ε^b_t = ρ ε^b_{t-1} + (1−ρ) e_{t-1}
+                    A2 = -psi * beta * v_prev / threshold**2
+                    bz = -beta * z_prev
+                    M[0, 1], M[0, 2] = bz * rho, bz * (1.0 - rho)
+                    M[1, 1], M[1, 2] = rho, 1.0 - rho
+                    R[0], R[1], R[2] = A1, A2 * rho, A2 * (1.0 - rho)
+                    M[2, :3] = R[:3]
+                else:
+                    R[0] = A1
+            else:
+                a = leak * (1.0 - z_prev) if dyn.hard else leak  # ε^h_t = α r_{t-1} ε^h_{t-1} + c p_t
+                M[0, 0] = a
+                m[0] = gain
+                R[0] = psi * a  # e_t = ψ (ε^h_t − β ε^a_{t-1})
+                n.copy_(psi * gain)
+                if dyn.adaptive:  # ε^a_t = (ρ − (1−ρ) β ψ) ε^a_{t-1} + (1−ρ) ψ ε^h_t
+                    u = (1.0 - rho) * psi
+                    M[1, 0] = u * a
+                    M[1, 1] = rho - u * beta
+                    m[1] = u * gain
+                    R[1] = -psi * beta
+            if per_step:  # ē_t = κ ē_{t-1} + (1−κ) e_t
+                M[D0, :D0] = R[:D0] * (1.0 - kappa)
+                M[D0, D0] = kappa
+                m[D0] = n * (1.0 - kappa)
+            chunks.push(p)
+        chunks.finish()
 
         logits_t = torch.stack(logits)
         out = SpikeOutput(None, logits_t, {"rec.neuron": (count / T).unsqueeze(0)})
@@ -290,19 +302,19 @@ class EProp(nn.Module):
             mean_logits = logits_t[T - w :].mean(0)
             delta = (torch.softmax(mean_logits, -1) - onehot) / batch  # dE/d(mean logits)
             task_loss = F.cross_entropy(mean_logits, y)
-            g_w.add_(torch.einsum("bj,bjp->jp", (delta @ fb.t()) / w, ebar_sum))
+            g_w.add_(torch.einsum("bj,bjp->jp", (delta @ fb.t()) / w, chunks.O[:, :, 0]))
             g_out.add_(delta.t() @ ybar_sum / w)
             g_bout.add_(delta.sum(0))
         else:
             task_loss = loss_steps
+            g_w.add_(chunks.O[:, :, 0].sum(0))
         total = task_loss
         if regularizer is not None:
             rate = count.sum(0) / (batch * T)  # spikes per step of each neuron
             total = total + regularizer.weight * (rate - regularizer.target).pow(2).sum()
+            reg_e = chunks.O[:, :, 1].sum(0)  # Σ_b Σ_t e_t
             g_w.add_((2.0 * regularizer.weight * (rate - regularizer.target) / (batch * T)).unsqueeze(-1) * reg_e)
-        extra = (eps_v, eps_b) if official else ()
-        buffers = {id(b): b for b in (eps_h, eps_a, e, ebar, ebar_sum, signal_e, reg_e, *extra) if b is not None}
-        trace_bytes = sum(b.numel() * b.element_size() for b in buffers.values())
+        trace_bytes = chunks.nbytes
         grads = {
             "w_in": g_w[:, :n_in],
             "w_rec": g_w[:, n_in : n_in + H] * layer.rec_mask,
@@ -311,6 +323,16 @@ class EProp(nn.Module):
             "b_out": g_bout,
         }
         return EPropResult(out, total, grads, trace_bytes)
+
+    def _trace_chunks(self, *shape_and_layout) -> TraceChunks:
+        """The trace buffers of the last pass when this one has the same shapes and the same kind of
+        coefficients (a training run: every batch), else new ones; zeroed for this pass."""
+        key = shape_and_layout
+        if getattr(self, "_chunks_key", None) != key:
+            self._chunks = TraceChunks(*shape_and_layout[:-1])
+            self._chunks_key = key
+        self._chunks.reset()
+        return self._chunks
 
     def apply(self, model: LSNN, grads: dict[str, Tensor | None]) -> None:
         """Write the gradients into the parameters' ``.grad`` (for the optimizer)."""
