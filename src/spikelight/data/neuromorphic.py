@@ -88,8 +88,6 @@ class EventDataModule(ClassificationDataModule):
     size_keys: tuple[str, ...] = ()
     binning_options: tuple[str, ...] = ()
     binning_defaults: Mapping[str, Any] = {}
-    #: what the input figures draw: a frame per time bin (camera) or a channel x time raster (audio)
-    input_kind: str = ""
     collate = staticmethod(pad_time)
 
     def __init__(self, *args: Any, binning: Mapping | None = None, download: bool = True, cache: bool = True,
@@ -256,7 +254,6 @@ class _CameraDataModule(EventDataModule):
     binning_key = "frames"
     size_keys = ("width", "height")
     binning_options = ("denoise",)
-    input_kind = "event_frames"
     mean, std = (0.0, 0.0), (1.0, 1.0)
 
     def __init__(self, *args: Any, frames: Mapping | None = None, **kwargs: Any) -> None:
@@ -271,7 +268,6 @@ class _AudioDataModule(EventDataModule):
     sensor = (700,)
     binning_key = "bins"
     size_keys = ("channels",)
-    input_kind = "event_channels"
     in_shape = (700,)
     mean, std = (0.0,) * 700, (1.0,) * 700
 
