@@ -278,3 +278,41 @@ def test_epoch_summary_and_model_summary_are_one_line_each():
     assert ModelSummaryLine.line(module, DigitsDataModule()) == (
         "model FCLIF: 7.8 K parameters (all trainable, 0.0299 MB); input per step [1, 28, 28] from "
         "DigitsDataModule (8x8 digits upsampled to 28x28)")
+
+
+def test_ckpt_path_last_looks_in_its_own_tasks_runs(tmp_path):
+    """A run started with task_name=x is resumed by ckpt_path=last from logs/x/runs, not from logs/train/runs
+    (found by the LSNN queue: a resume picked another task's newer checkpoint)."""
+    from spikelight.app.checks import preflight
+
+    for task, stamp in (("mytask", "2026-01-01_00-00-00-000001"), ("train", "2026-01-02_00-00-00-000001")):
+        ck = tmp_path / task / "runs" / stamp / "checkpoints"
+        ck.mkdir(parents=True)
+        (ck / "last.ckpt").write_bytes(b"x")  # the train task's is newer
+    argv = ["ckpt_path=last", f"paths.log_dir={tmp_path}", "task_name=mytask"]
+    try:
+        out = preflight(argv, "train")
+    except Exception as err:  # the fake file is not a checkpoint: the path it chose is in the message
+        out = [str(err)]
+    assert any("mytask" in a for a in out) and not any(f"{tmp_path}/train/" in a for a in out), out
+
+
+def test_a_slow_run_says_early_what_an_epoch_takes(monkeypatch, caplog):
+    """Measured, not guessed: batches 2-3 of the first epoch give the seconds per batch (issue 23:
+    e-prop on sfmnist showed 0.00 it/s and nothing else)."""
+    import logging
+    from types import SimpleNamespace
+
+    from spikelight.train import callbacks
+
+    clock = iter([0.0, 12.0, 24.0])  # the ends of batches 1 (after its warm-up), 2 and 3: 12 s per batch
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock))
+    trainer = SimpleNamespace(is_global_zero=True, num_training_batches=215,
+                              train_dataloader=SimpleNamespace(batch_size=256))
+    cb = callbacks.EpochSummary()
+    with caplog.at_level(logging.INFO, logger="spikelight"):
+        for i in range(4):
+            cb.on_train_batch_end(trainer, None, None, None, i)
+    assert [r.getMessage() for r in caplog.records] == [
+        "[spikelight] 12.0 s per training batch of 256 (measured on batches 2-3): an epoch of 215 batches takes "
+        "about 43 min here"]

@@ -188,13 +188,32 @@ def _short(value: float) -> str:
 class EpochSummary(L.Callback):
     """One line per training epoch in the run log (``train.log``) and on the console:
     ``epoch 3/10: train loss 0.0432 acc 0.762 | val loss 0.041 acc 0.778 (best 0.778) | firing neuron 0.101 | 4.2 s``.
-    The firing rates are spikes per neuron and step of each spiking layer (their mean beyond three layers)."""
+    The firing rates are spikes per neuron and step of each spiking layer (their mean beyond three layers).
 
-    def __init__(self) -> None:
+    A slow run also says early what an epoch will take: when the first epoch's second and third
+    batches (the first warms up) take ``slow_s`` or more per batch, one line gives the measured
+    seconds per batch and the epoch's expected minutes."""
+
+    def __init__(self, slow_s: float = 5.0) -> None:
+        self.slow_s = slow_s
         self._start = 0.0
+        self._marks: list[float] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if len(self._marks) > 2 or not trainer.is_global_zero:
+            return
+        self._marks.append(time.perf_counter())
+        if len(self._marks) == 3:
+            per_batch = (self._marks[2] - self._marks[0]) / 2
+            batches = trainer.num_training_batches
+            if per_batch >= self.slow_s and batches and batches != float("inf"):
+                size = getattr(trainer.train_dataloader, "batch_size", None)
+                of = f" of {size}" if size else ""
+                log.info(f"[spikelight] {per_batch:.1f} s per training batch{of} (measured on batches 2-3): "
+                         f"an epoch of {int(batches)} batches takes about {per_batch * batches / 60:.0f} min here")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
