@@ -219,9 +219,10 @@ class EventSource:
             events, target = self.dataset[i]
             return self.binning.convert(events), int(target)
         except Exception as err:  # noqa: BLE001 - h5py / numpy / zip errors on a damaged file
+            why = type(err).__name__ + (f": {str(err).splitlines()[0][:80]}" if str(err).strip() else "")
             raise DatasetCorruptError(
-                f"{self.name} file {self.describe(i)} is truncated or corrupt ({type(err).__name__}: "
-                f"{str(err).splitlines()[0][:80] if str(err) else ''}); delete it and extract or download it again"
+                f"{self.name} file {self.describe(i)} is truncated or corrupt ({why}); delete it and extract or "
+                "download it again"
             ) from None
 
     def sample(self, i: int) -> tuple[Tensor, int]:

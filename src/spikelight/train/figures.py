@@ -220,7 +220,8 @@ def plot_input_raster(x_seq: Tensor, labels: Tensor, max_channels: int = 64) -> 
             flat = x[:, i].reshape(T, -1)
             ax_r = axes[0, i]
             if flat.shape[1] > max_channels:  # too many rows for spike ticks: every channel, as an image
-                im = ax_r.imshow(flat.T, aspect="auto", cmap="gray_r", interpolation="nearest")
+                # antialiased: hundreds of channels on fewer pixel rows keep their lone spikes visible
+                im = ax_r.imshow(flat.T, aspect="auto", cmap="gray_r", interpolation="antialiased")
                 fig.colorbar(im, ax=ax_r, label="spikes" if binary else "input", shrink=0.85)
                 total = f"{flat.sum():.0f} input spikes" if binary else f"input summed {flat.sum():.4g}"
                 ax_r.set_title(f"label {label}: {total}", fontsize=9)
