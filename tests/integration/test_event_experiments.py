@@ -46,8 +46,8 @@ SMALL = ["model.hidden=64", "callbacks=none"]  # the plots are drawn once, for l
     ["experiment=lsnn_shd"],
     ["experiment=lsnn_ssc", *SMALL],
     ["experiment=lsnn_shd", "learning=eprop", *SMALL],
-    ["data=nmnist", "model=event_driven", "encoder=frames", "data.frames.n_time_bins=4", "data.val_size=2",
-     "callbacks=none"],
+    ["data=nmnist", "model=event_driven", "encoder=frames", "data.frames.n_time_bins=4", "data.frames.width=17",
+     "data.frames.height=17", "data.val_size=2", "callbacks=none"],
 ], ids=["lsnn_shd", "lsnn_ssc", "lsnn_shd-eprop", "event_driven-nmnist"])
 def test_experiments_in_process(tmp_path, overrides):
     root = tmp_path / "data"
