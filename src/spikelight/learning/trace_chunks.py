@@ -40,7 +40,8 @@ class TraceChunks:
     """The state S [B, H, D, P] and the output sums O [B, H, n_out, P] of one e-prop pass.
 
     Per step, :meth:`slot` gives the step's coefficient buffers ``M`` [D, D, B, H], ``m`` / ``R``
-    [D, B, H], ``n`` [B, H], ``h`` [n_out, B, H] and ``g`` [n_out, D, B, H] for the caller to fill
+    [D, B, H], ``n`` [B, H], ``h`` [n_out, B, H] and ``g`` [n_out, D, B, H] (None unless ``with_g``)
+    for the caller to fill
     (index ``M[c, d]``: the weight of S_{t-1}[d] in S_t[c]); they start at zero and are not cleared,
     so a caller writes the same entries at every step. :meth:`push` records the presynaptic activity
     p [B, P] with them. Every K steps (and at :meth:`finish`) they are folded into S and O. (The
@@ -49,7 +50,7 @@ class TraceChunks:
     """
 
     def __init__(self, batch: int, hidden: int, P: int, D: int, n_out: int, dtype: torch.dtype,
-                 device: torch.device, K: int | None = None) -> None:
+                 device: torch.device, with_g: bool = True, K: int | None = None) -> None:
         self.B, self.H, self.P, self.D, self.n_out = batch, hidden, P, D, n_out
         self.K = K = K or chunk_steps(P, D)
         n = D + n_out
@@ -64,8 +65,8 @@ class TraceChunks:
         self._m = torch.zeros(K, D, batch, hidden, **kw)
         self._R = torch.zeros(K, D, batch, hidden, **kw)
         self._n = torch.zeros(K, batch, hidden, **kw)
-        self._h = torch.zeros(K, n, batch, hidden, **kw)  # rows of the state: 0
-        self._g = torch.zeros(K, n, D, batch, hidden, **kw)
+        self._h = torch.zeros(K, n_out, batch, hidden, **kw)  # the outputs' rows (the state's are 0)
+        self._g = torch.zeros(K, n_out, D, batch, hidden, **kw) if with_g else None
         self._lam = torch.empty(n, D, batch, hidden, **kw)
         self._q = torch.empty(K, n, batch, hidden, **kw)
         self._k = 0
@@ -80,12 +81,12 @@ class TraceChunks:
     def nbytes(self) -> int:
         bufs = (self.S, self._S_next, self.O, self._Qs, self._Qo, self._p, self._M, self._m, self._R, self._n,
                 self._h, self._g, self._lam, self._q)
-        return sum(b.numel() * b.element_size() for b in bufs)
+        return sum(b.numel() * b.element_size() for b in bufs if b is not None)
 
     def slot(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """(M, m, R, n, h, g) of the next step: views of the chunk's buffers."""
-        k, D = self._k, self.D
-        return self._M[k], self._m[k], self._R[k], self._n[k], self._h[k, D:], self._g[k, D:]
+        k = self._k
+        return self._M[k], self._m[k], self._R[k], self._n[k], self._h[k], None if self._g is None else self._g[k]
 
     def push(self, p: Tensor) -> None:
         """Record the step whose coefficients were written into :meth:`slot`; fold the chunk in when full."""
@@ -105,18 +106,21 @@ class TraceChunks:
         lam.zero_()
         for c in range(D):  # the state at the chunk's end: g = the unit vectors
             lam[c, c] = 1.0
-        lam[D:] = self._g[k - 1, D:]
+        g = self._g
+        if g is not None:
+            lam[D:] = g[k - 1]
         for i in range(k - 1, -1, -1):
-            h = self._h[i]  # [n, B, H] (0 on the state's rows)
+            h = self._h[i]  # [n_out, B, H] (the state's rows have none)
             # q_t = λ_t · m_t + h_t n_t
-            torch.mul(h, self._n[i], out=q[i])
+            q[i].zero_()
+            torch.mul(h, self._n[i], out=q[i, D:])
             for d in range(D):
                 q[i].addcmul_(lam[:, d], self._m[i, d])
             # ν_{t-1} = M_tᵀ λ_t + h_t R_t, i.e. ν[o, e] = Σ_d λ[o, d] M[d, e] + h[o] R[e];  λ_{t-1} = g_{t-1} + ν_{t-1}
             nu = (lam.unsqueeze(2) * self._M[i].unsqueeze(0)).sum(1)
-            nu.addcmul_(h.unsqueeze(1), self._R[i].unsqueeze(0))
-            if i > 0:
-                nu.add_(self._g[i - 1])
+            nu[D:].addcmul_(h.unsqueeze(1), self._R[i].unsqueeze(0))
+            if i > 0 and g is not None:
+                nu[D:].add_(g[i - 1])
             lam.copy_(nu)
         # Σ_t q_t p_t: [B, H·rows, k] @ [B, k, P]
         self._Qs[..., :k].copy_(q[:k, :D].permute(2, 3, 1, 0))
