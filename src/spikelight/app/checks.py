@@ -148,7 +148,7 @@ def preflight(argv: list[str], config_name: str, conf_dir: Path = CONF) -> list[
     if resuming:
         # the run's own overrides first (they may choose the groups the command line's keys are in),
         # then the whole is checked
-        argv, overrides = _resolve_last(argv, overrides, lambda: _log_dir(overrides, name, conf_dir))
+        argv, overrides = _resolve_last(argv, overrides, lambda: _runs_dir(overrides, name, conf_dir))
         argv, reused = _reuse_run_overrides(argv, overrides)
         # a downloaded checkpoint's overrides may name code: trusted targets only, as typed ones
         _check_command_line_targets(OverridesParser.create().parse_overrides(reused), "the overrides stored in the checkpoint")
@@ -159,7 +159,7 @@ def preflight(argv: list[str], config_name: str, conf_dir: Path = CONF) -> list[
         raise ConfigError(f"{name}.py needs the checkpoint to test: ckpt_path=<file.ckpt | run folder | last>, "
                           f"e.g. python {name}.py ckpt_path=last")
     if not resuming:
-        argv, overrides = _resolve_last(argv, overrides, lambda: _log_dir(overrides, name, conf_dir, cfg))
+        argv, overrides = _resolve_last(argv, overrides, lambda: _runs_dir(overrides, name, conf_dir, cfg))
     if name != "train":
         return argv
     return _with_resume_dir(argv, args.multirun, overrides)
@@ -171,18 +171,26 @@ def _missing(cfg: Any, key: str) -> bool:
     return OmegaConf.is_missing(cfg, key)
 
 
-def _log_dir(overrides: list, config_name: str, conf_dir: Path, cfg: Any = None) -> str:
-    """``paths.log_dir`` of the command line's config (where ``ckpt_path=last`` looks)."""
-    given = next((o.value() for o in overrides if o.key_or_group == "paths.log_dir" and not o.is_sweep_override()), None)
-    if isinstance(given, str) and given:
-        return given
+def _runs_dir(overrides: list, config_name: str, conf_dir: Path, cfg: Any = None) -> str:
+    """``<paths.log_dir>/<task_name>/runs`` of the command line's config: where ``ckpt_path=last`` looks (a run
+    started with ``task_name=x``, or an experiment that names its task, is found under its own folder).
+    eval.py's own task_name names where its outputs go: it looks in ``<log_dir>/train/runs``."""
+    def given(key: str) -> Any:
+        return next((o.value() for o in overrides if o.key_or_group == key and not o.is_sweep_override()), None)
+
+    log_dir, task = given("paths.log_dir"), given("task_name") if config_name == "train" else "train"
     for lines in ([] if cfg is not None else [_compose_lines(overrides)], []):
+        if isinstance(log_dir, str) and log_dir and isinstance(task, str) and task:
+            break
         try:
             cfg = cfg if cfg is not None else _compose(config_name, lines, conf_dir)
-            return str(cfg.paths.log_dir)
-        except Exception:  # noqa: BLE001 - a config that does not compose (yet): the defaults', else logs
+            log_dir = log_dir if isinstance(log_dir, str) and log_dir else str(cfg.paths.log_dir)
+            task = task if isinstance(task, str) and task else str(cfg.task_name)
+        except Exception:  # noqa: BLE001 - a config that does not compose (yet): the defaults', else logs/train
             cfg = None
-    return "logs"
+    log_dir = log_dir if isinstance(log_dir, str) and log_dir else "logs"
+    task = task if isinstance(task, str) and task else "train"
+    return str(Path(log_dir) / task / "runs")
 
 
 def _override_id(o: Any) -> tuple[str, str | None]:
@@ -250,7 +258,7 @@ def _check_command_line_targets(overrides: list, source: str = "the command line
         check_trusted(value, source, key)
 
 
-def _resolve_last(argv: list[str], overrides: list, log_dir: Callable[[], str]) -> tuple[list[str], list]:
+def _resolve_last(argv: list[str], overrides: list, runs_dir: Callable[[], str]) -> tuple[list[str], list]:
     """``ckpt_path=last`` / ``ckpt_path=<run folder>`` → the checkpoint file it means
     (:func:`spikelight.app.ckpt.resolve_ckpt_path`), rewritten in ``argv`` so the resume
     folder logic and the run's saved overrides see the real file."""
@@ -265,7 +273,7 @@ def _resolve_last(argv: list[str], overrides: list, log_dir: Callable[[], str]) 
         if not isinstance(value, str) or not value or (value != "last" and not Path(value).is_dir()):
             continue
         try:
-            path = resolve_ckpt_path(value, Path(log_dir()) / "train" / "runs")
+            path = resolve_ckpt_path(value, Path(runs_dir()))
         except Exception as err:  # CheckpointError: one line, as every preflight error
             raise ConfigError(str(err)) from None
         line = f"ckpt_path={_quote(path)}"

@@ -292,9 +292,11 @@ def _summary(metrics: dict[str, float], out: Path | None) -> None:
     log.info("[spikelight] " + "; ".join([*shown, where] if where else shown))
 
 
-def runs_dir(cfg: DictConfig) -> Path:
-    """Where train.py's run folders are (``ckpt_path=last`` looks there)."""
-    return Path(OmegaConf.select(cfg, "paths.log_dir", default="logs")) / "train" / "runs"
+def runs_dir(cfg: DictConfig, task: str | None = None) -> Path:
+    """Where train.py's run folders are (``ckpt_path=last`` looks there): ``<log_dir>/<task>/runs``, the task
+    by default this config's ``task_name`` (eval.py passes ``train``: its own task_name names its outputs)."""
+    task = task or str(OmegaConf.select(cfg, "task_name", default="train") or "train")
+    return Path(OmegaConf.select(cfg, "paths.log_dir", default="logs")) / task / "runs"
 
 
 def _prepare_resume(ckpt: str, out: Path | None) -> tuple[bool, dict]:
@@ -434,7 +436,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     out = _output_dir(cfg)
     _save_config(cfg, out)
-    module, saved = load_trained(resolve_ckpt_path(str(cfg.ckpt_path), runs_dir(cfg)))
+    module, saved = load_trained(resolve_ckpt_path(str(cfg.ckpt_path), runs_dir(cfg, "train")))
     if cfg.get("data") is not None:
         # resolved here: ${paths.data_dir} and ${seed} live in eval's config, not in the saved one
         saved.data = OmegaConf.create(_plain(cfg.data))
