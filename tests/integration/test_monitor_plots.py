@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -212,3 +213,58 @@ def test_plot_callback_keeps_a_bounded_per_step_history():
     assert again.steps == cb.steps and again.stride == 4
     ckpt = {"callbacks": {"ModelCheckpoint{}": {}, "SpikePlotCallback": {**state, "history": [{"epoch": 0}]}}}
     assert curves_from_checkpoint(ckpt) == ([{"epoch": 0}], cb.steps)
+
+
+def test_sequence_direct_and_sparse_figures_show_what_is_there():
+    """Issue 23: a one-channel analog sequence (LSNN's pixel by pixel) is a line over time with a few
+    time ticks, not a 1-row image on a -0.5..0.5 axis; direct input (the same analog frame at every step)
+    is that frame, not constant stripes; a sparse layer's rate is not printed as 0.000."""
+    from spikelight.train.figures import plot_input_raster, plot_spike_raster
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([1, 2, 3])
+    pixels = torch.rand(784, 3, 1, generator=g)
+    fig = plot_input_raster(pixels, labels)
+    assert [len(ax.lines) for ax in fig.axes] == [1, 1, 1] and not any(ax.get_images() for ax in fig.axes)
+    assert all(len(ax.lines[0].get_xdata()) == 784 and len(ax.get_xticks()) <= 7 for ax in fig.axes)
+    _close(fig)
+    fig = plot_input_raster((pixels > 0.8).float(), labels)  # one binary channel: one row, one tick
+    assert all(list(ax.get_yticks()) == [0] for ax in fig.axes)
+    _close(fig)
+
+    frame = torch.rand(3, 1, 28, 28, generator=g)
+    fig = plot_input_raster(frame.expand(4, -1, -1, -1, -1), labels)  # encoder=direct, T=4
+    assert len(fig.axes) == 2 * 3  # one panel (and its colour bar) per sample: no second row of stripes
+    shown = [ax.get_images()[0].get_array() for ax in fig.axes if ax.get_images()]
+    assert len(shown) == 3 and np.allclose(shown[0], frame[0, 0].numpy())  # the frame, not 4x it
+    assert "the same at each of 4 steps" in fig.axes[0].get_title()
+    _close(fig)
+
+    sparse = torch.zeros(1000, 220)
+    sparse[::10, 0] = 1.0  # 100 spikes in 220,000 neuron-steps
+    fig = plot_spike_raster({"rec.neuron": sparse})
+    assert "rate 0.000455 / neuron / step" in fig.axes[0].get_title(loc="left")
+    _close(fig)
+
+
+def test_gradient_flow_figure_labels_clear_the_title_and_one_epoch_is_bars():
+    """Issue 23: the ×ratio labels sit below the panel's top (they met the title), and one recorded
+    epoch is a bar per layer, not points on a -0.04..0.04 epoch axis."""
+    from matplotlib.patches import Rectangle
+
+    from spikelight.train.gradient_flow import plot_gradient_flow
+
+    rows = [{"epoch": 0, "layer": f"blocks.{i}.neuron", "grad_out": 0.04 * 0.85 ** (4 - i),
+             "grad_in": 0.04 * 0.85 ** (5 - i), "steps": 10} for i in range(5)]
+    fig = plot_gradient_flow(rows)
+    left, right = fig.axes
+    fig.canvas.draw()
+    top = left.get_window_extent().y1
+    labels = [t for t in left.texts if t.get_text().startswith("×")]
+    assert len(labels) == 5 and all(t.get_window_extent().y1 < top for t in labels)
+    bars = [p for p in right.patches if isinstance(p, Rectangle)]
+    assert len(bars) == 5 and right.get_title().endswith("(epoch 1)") and not right.lines[1:]
+    _close(fig)
+    fig = plot_gradient_flow([{**r, "epoch": e} for e in range(3) for r in rows])
+    assert [list(line.get_xdata()) for line in fig.axes[1].lines[:5]] == [[1, 2, 3]] * 5  # epochs from 1
+    _close(fig)

@@ -191,6 +191,8 @@ def plot_input_raster(x_seq: Tensor, labels: Tensor, max_channels: int = 64) -> 
     T, S = x.shape[:2]
     binary = bool(np.isin(x, (0.0, 1.0)).all())
     images = _as_images(x)
+    if T > 1 and not binary and bool((x == x[:1]).all()):  # direct input: one analog frame, repeated
+        return _plot_constant_input(x[0], images[0] if images is not None else None, labels, T)
     rows = 2 if images is not None else 1
     fig, axes = plt.subplots(
         rows, S, figsize=(3.9 * S, 3.4 * rows), squeeze=False, layout="constrained",
@@ -231,19 +233,66 @@ def plot_input_raster(x_seq: Tensor, labels: Tensor, max_channels: int = 64) -> 
                 continue
             trains = flat
             ylabel = f"input channel ({flat.shape[1]})"
+        # time on x: a few ticks (784 steps in a 4-inch panel would overlap)
+        ax_r.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
+        ax_r.set_xlabel("time step")
         if binary:
             _raster(ax_r, trains)
             ax_r.set_title(f"spikes of pixel row {row}: {int(trains.sum())}" if images is not None
                            else f"label {label}: {int(x[:, i].sum())} input spikes", fontsize=9)
+            if trains.shape[1] <= 8:  # one tick per channel (a lone channel is not a -0.5..0.5 axis)
+                ax_r.set_yticks(range(trains.shape[1]))
+            else:
+                _int_ticks(ax_r.yaxis)
+            ax_r.set_ylabel(ylabel)
+        elif images is None and trains.shape[1] <= ANALOG_LINES:  # a few analog channels: their values as lines
+            for c in range(trains.shape[1]):
+                ax_r.plot(np.arange(T), trains[:, c], lw=0.9, label=f"channel {c}")
+            if trains.shape[1] > 1:
+                ax_r.legend(fontsize=7, loc="upper right")
+            ax_r.set_xlim(-0.5, T - 0.5)
+            ax_r.set_title(f"label {label}: input over {T} steps (analog)", fontsize=9)
+            ax_r.set_ylabel("input value" + (" (the one channel)" if trains.shape[1] == 1 else ""))
+            ax_r.grid(alpha=0.3)
         else:
             im = ax_r.imshow(trains.T, aspect="auto", cmap="gray_r", interpolation="nearest")
             fig.colorbar(im, ax=ax_r, label="input", shrink=0.85)
             ax_r.set_title(f"pixel row {row} over time (analog input)" if images is not None
                            else f"label {label}: input (analog)", fontsize=9)
-        _int_ticks(ax_r.xaxis)
-        _int_ticks(ax_r.yaxis)
-        ax_r.set_xlabel("time step")
-        ax_r.set_ylabel(ylabel)
+            _int_ticks(ax_r.yaxis)
+            ax_r.set_ylabel(ylabel)
+    return fig
+
+
+#: analog inputs with at most this many channels are drawn as one line per channel (e.g. pixel-by-pixel MNIST)
+ANALOG_LINES = 8
+
+
+def _plot_constant_input(frame: np.ndarray, image: np.ndarray | None, labels: Tensor, T: int) -> Figure:
+    """Input that is the same at every step (``encoder=direct``): the analog values once, per sample.
+    frame: [S, ...]; image: [S, C, H, W] when the input is an image."""
+    S = frame.shape[0]
+    fig, axes = plt.subplots(1, S, figsize=(3.9 * S, 3.6), squeeze=False, layout="constrained")
+    for i, ax in enumerate(axes[0]):
+        title = f"label {int(labels[i])}: analog input\n(the same at each of {T} steps)"
+        if image is not None and image.shape[1] == 3:
+            rgb = np.transpose(image[i], (1, 2, 0))
+            lo, hi = float(rgb.min()), float(rgb.max())
+            ax.imshow((rgb - lo) / max(hi - lo, 1e-9))  # normalised inputs: shown stretched to [0, 1]
+            ax.set_xticks([])
+            ax.set_yticks([])
+        elif image is not None:
+            im = ax.imshow(image[i].sum(0), cmap="gray_r", interpolation="nearest")
+            fig.colorbar(im, ax=ax, label="input", shrink=0.85)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            values = frame[i].reshape(-1)
+            ax.plot(np.arange(values.size), values, lw=0.9)
+            ax.set_xlabel("input channel")
+            ax.set_ylabel("input value")
+            ax.grid(alpha=0.3)
+        ax.set_title(title, fontsize=9)
     return fig
 
 
@@ -264,8 +313,9 @@ def plot_spike_raster(layers: dict[str, Tensor], title: str = "", max_neurons: i
         keep = np.unique(np.linspace(0, N - 1, min(max_neurons, N)).round().astype(int))
         _raster(ax, s[:, keep], linewidth=1.0 if s.shape[0] <= 60 else 0.6)
         which = "all" if len(keep) == N else f"{len(keep)} of {N}, evenly spaced"
-        ax.set_title(f"{name}: {int(s.sum())} spikes from {N} neurons, rate {s.mean():.3f} / step ({which} shown)",
-                     fontsize=9, loc="left")
+        # 3 significant digits: a sparse layer's rate (0.00041) is not "0.000"
+        ax.set_title(f"{name}: {int(s.sum())} spikes from {N} neurons, rate {s.mean():.3g} / neuron / step "
+                     f"({which} shown)", fontsize=9, loc="left")
         ax.set_ylabel("neuron")
         if len(keep) < N:  # label rows with the real neuron index
             ticks = np.linspace(0, len(keep) - 1, min(5, len(keep))).round().astype(int)

@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from spikelight.layers.event_driven.functions import GradStats  # noqa: E402
 from spikelight.train.loggers import log_figure  # noqa: E402
@@ -69,20 +70,34 @@ def plot_gradient_flow(rows: list[dict]) -> Figure:
     for x, n in zip(xs, layers):
         if total_in[n] is not None and total_out[n] != 0:
             ax0.annotate(f"×{total_in[n] / total_out[n]:.3f}", (x, max(total_out[n], total_in[n], 0)),
-                         ha="center", va="bottom", fontsize=8)
-    ax0.set_xticks(list(xs), [n.replace(".neuron", "") for n in layers], rotation=30, ha="right", fontsize=8)
+                         xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=8)
+    names = [n.replace(".neuron", "") for n in layers]
+    ax0.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
     ax0.axhline(0, color="k", lw=0.5)
+    # headroom above the tallest bar for its ×ratio label and the legend (they met the title)
+    values = [v for n in layers for v in (total_out[n], total_in[n] or 0.0)] + [0.0]
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    ax0.set_ylim(lo - 0.05 * span, hi + 0.3 * span)
     ax0.set_title("gradient sums per layer (all epochs)")
-    ax0.legend(fontsize=8)
+    ax0.legend(fontsize=8, loc="upper left")
     epochs = sorted({r["epoch"] for r in rows})
-    for n in layers:
-        by_epoch = {r["epoch"]: r["grad_out"] / max(r["steps"], 1) for r in rows if r["layer"] == n}
-        ax1.plot(epochs, [by_epoch.get(e, float("nan")) for e in epochs], marker="o", ms=3,
-                 label=n.replace(".neuron", ""))
+    per_step = {n: {r["epoch"]: r["grad_out"] / max(r["steps"], 1) for r in rows if r["layer"] == n} for n in layers}
+    if len(epochs) == 1:  # one epoch is no curve: the layers side by side
+        e = epochs[0]
+        ax1.bar(list(xs), [per_step[n].get(e, float("nan")) for n in layers],
+                color=[f"C{i % 10}" for i in range(len(layers))])
+        ax1.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
+        ax1.set_title(f"Σ dL/d output spikes per training step (epoch {e + 1})")
+    else:
+        for n, name in zip(layers, names):
+            ax1.plot([e + 1 for e in epochs], [per_step[n].get(e, float("nan")) for e in epochs], marker="o", ms=3,
+                     label=name)
+        ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax1.set_xlabel("epoch")
+        ax1.set_title("Σ dL/d output spikes per training step (epoch mean)")
+        ax1.legend(fontsize=7)
     ax1.axhline(0, color="k", lw=0.5)
-    ax1.set_xlabel("epoch")
-    ax1.set_title("Σ dL/d output spikes per training step (epoch mean)")
-    ax1.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
