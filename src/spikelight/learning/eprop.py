@@ -220,7 +220,7 @@ class EProp(nn.Module):
         D0 = (3 if dyn.adaptive else 1) if official else (2 if dyn.adaptive else 1)
         per_step = kind != "window"
         D = D0 + (1 if per_step else 0)
-        chunks = self._trace_chunks(batch, H, P, D, 1 + (regularizer is not None), dt, x.device,
+        chunks = self._trace_chunks(batch, H, P, D, 1 + (regularizer is not None), dt, x.device, per_step,
                                     (kind, official, dyn.adaptive, dyn.hard))
         g_w = torch.zeros(H, P, dtype=dt, device=x.device)
         g_out, g_bout = torch.zeros_like(w_out), torch.zeros_like(b_out)
