@@ -18,7 +18,7 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv and install spikelight (+ dev tools, the Optuna sweeper, tonic)
 
-demo: install  ## train the single-layer LIF on the built-in digits (offline, ~30 s on 2 CPU cores)
+demo: install  ## train the single-layer LIF on the built-in digits (offline; 40 s on 2 busy CPU cores, 2026-12-06)
 	$(BIN)/python train.py experiment=demo_digits
 	@echo "next: source $(VENV)/bin/activate, then the README's python train.py ... commands"
 
