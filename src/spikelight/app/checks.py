@@ -78,11 +78,9 @@ def _quote(value: str) -> str:
 def resume_run_dir(ckpt_path: str) -> Path | None:
     """The run folder a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` with
     ``<run>/.hydra``), or None if it is not inside one."""
-    ckpt = Path(ckpt_path).expanduser().resolve()
-    run = ckpt.parent.parent
-    if ckpt.is_file() and ckpt.parent.name == "checkpoints" and (run / ".hydra").is_dir():
-        return run
-    return None
+    from spikelight.app.ckpt import run_dir_of
+
+    return run_dir_of(ckpt_path)
 
 
 def preflight(argv: list[str], config_name: str, conf_dir: Path = CONF) -> list[str]:

@@ -25,8 +25,8 @@ from torch import nn
 from spikelight.core.errors import CheckpointError
 
 __all__ = [
-    "load_checkpoint", "check_fits", "newest_checkpoint", "resolve_ckpt_path", "run_overrides", "LAST", "OVERRIDES",
-    "NOT_REUSED",
+    "load_checkpoint", "check_fits", "newest_checkpoint", "resolve_ckpt_path", "run_overrides", "run_dir_of", "LAST",
+    "OVERRIDES", "NOT_REUSED",
 ]
 
 #: the ``ckpt_path`` value meaning "the newest checkpoint of the most recent run"
@@ -134,9 +134,7 @@ def run_overrides(path: str | os.PathLike, ckpt: dict[str, Any] | None = None) -
     stored = ckpt.get(OVERRIDES)
     if isinstance(stored, (list, tuple)) and all(isinstance(x, str) for x in stored):
         return list(stored)
-    from spikelight.app.checks import resume_run_dir
-
-    run = resume_run_dir(str(path))
+    run = run_dir_of(str(path))
     saved = run / ".hydra" / "overrides.yaml" if run is not None else None
     if saved is None or not saved.is_file():
         return None
@@ -149,3 +147,13 @@ def run_overrides(path: str | os.PathLike, ckpt: dict[str, Any] | None = None) -
     if not isinstance(lines, list):
         return None
     return [str(x) for x in lines if not str(x).startswith(tuple(f"{k}=" for k in NOT_REUSED))]
+
+
+def run_dir_of(ckpt_path: str | os.PathLike) -> Path | None:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` with
+    ``<run>/.hydra``), or None if it is not inside one."""
+    ckpt = Path(ckpt_path).expanduser().resolve()
+    run = ckpt.parent.parent
+    if ckpt.is_file() and ckpt.parent.name == "checkpoints" and (run / ".hydra").is_dir():
+        return run
+    return None
