@@ -19,8 +19,8 @@ from spikelight.neurons import ALIFNode, LIFNode
 @pytest.fixture
 def failing_triton(monkeypatch):
     """Triton offered first (as on CUDA) and every Triton launch failing like a ptxas error."""
-    from spikelight.dynamics.triton import recurrent as tr
     from spikelight.dynamics.triton import neurons as tn
+    from spikelight.dynamics.triton import recurrent as tr
 
     def boom(*args, **kwargs):
         raise RuntimeError("PTXASError: ptxas fatal : Entry function uses too much shared data")

@@ -32,11 +32,11 @@ Shapes: ff [T, B, ..., H]; W_rec [H, H] or None; every state tensor [B, ..., H];
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-
-import ctypes
 
 from spikelight.core.surrogate import Surrogate
 from spikelight.dynamics.native import library as native
@@ -160,10 +160,7 @@ class OfficialALIFFunction(torch.autograd.Function):
             alpha = args.rho * alpha + (b * dA if args.adaptive else 0.0)
             if k and t > 0 and t % k == 0:  # truncated BPTT: the state before step t was detached
                 V, alpha, Z = zero.clone(), zero.clone(), zero.clone()
-        g_w = None
-        if w is not None and ctx.needs_input_grad[1]:
-            zs = torch.cat([z0.unsqueeze(0), s[:-1]])
-            g_w = torch.mm(gI.reshape(-1, H).t(), zs.reshape(-1, H))
+        g_w, _ = _recurrence_grads(ctx, gI, s, z0, w)
         # what reaches the initial state: V = dL/dv_{-1}, alpha = dL/da_{-1}, Z = dL/dz_{-1} (reset), Zw (W_rec)
         return gI, g_w, V, alpha, None, Zw, None if args.detach else Z, None, None, None, None, None, None
 
@@ -224,12 +221,7 @@ def _triton_backward(ctx, s, u, A_all, mask, z0, zr0, w, b, g_s, g_h, g_v, g_a):
         zr0.reshape(R, H).contiguous(), b, args, ctx.surrogate.kernel_form(), ctx.tbptt,
     )  # fmt: skip
     gI = gI.view(s.shape)
-    g_w = g_z0 = None
-    if w is not None:
-        if ctx.needs_input_grad[1]:
-            zs = torch.cat([z0.unsqueeze(0), s[:-1]])
-            g_w = torch.mm(gI.reshape(-1, H).t(), zs.reshape(-1, H))
-        g_z0 = torch.mm(gI[0].reshape(-1, H), w).view(shape)
+    g_w, g_z0 = _recurrence_grads(ctx, gI, s, z0, w)
     return (gI, g_w, gv.view(shape), ga.view(shape), None, g_z0, None if args.detach else gz.view(shape), None, None,
             None, None, None, None)  # fmt: skip
 
@@ -263,13 +255,20 @@ def _native_backward(ctx, s, u, A_all, mask, z0, zr0, w, b, g_s, g_h, g_v, g_a):
         cut = bool(k and t > 0 and t % k == 0)
         step(ref, t, cut)
         live = not cut
-    g_w = g_z0 = None
-    if w is not None:
-        if ctx.needs_input_grad[1]:
-            zs = torch.cat([z0.unsqueeze(0), s[:-1]])
-            g_w = torch.mm(gI.reshape(-1, H).t(), zs.reshape(-1, H))
-        g_z0 = torch.mm(gI[0].reshape(-1, H), w).view(shape)
+    g_w, g_z0 = _recurrence_grads(ctx, gI, s, z0, w)
     return gI, g_w, V, alpha, None, g_z0, None if args.detach else Z, None, None, None, None, None, None
+
+
+def _recurrence_grads(ctx, gI: Tensor, s: Tensor, z0: Tensor, w: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    """dL/dW_rec = Σ_t p_tᵀ z_{t-1} and dL/dz0 = p_0 W_rec from p_t = dL/dI_t (gI [T, ...]); (None, None) alone."""
+    if w is None:
+        return None, None
+    H, shape = s.shape[-1], s.shape[1:]
+    g_w = None
+    if ctx.needs_input_grad[1]:
+        zs = torch.cat([z0.unsqueeze(0), s[:-1]])
+        g_w = torch.mm(gI.reshape(-1, H).t(), zs.reshape(-1, H))
+    return g_w, torch.mm(gI[0].reshape(-1, H), w).view(shape)
 
 
 def official_multi_step(

@@ -37,6 +37,20 @@ typedef struct {
 
 int64_t spikelight_abi_version(void) { return 4; }
 
+/* The refractory gate of one neuron (reference.refractory_gate): no spike while ref > 0 (the mask, saved for
+ * backward, says whether it could fire); ref = R after a spike, else counts down to 0. Returns the spike. */
+static inline __attribute__((always_inline)) float refractory_gate(float sp, float *restrict rf,
+                                                                   uint8_t *restrict mask, const float frefr) {
+    const float r0 = *rf;
+    const float m = r0 <= 0.0f ? 1.0f : 0.0f;
+    *mask = (uint8_t)m;
+    sp = sp * m;
+    float rn = r0 - 1.0f;
+    rn = rn < 0.0f ? 0.0f : rn;
+    *rf = sp > 0.0f ? frefr : rn;
+    return sp;
+}
+
 /* One row of one step: the element-wise update of H neurons. Always inlined into the specialised
  * copies below, where CHARGE / KIND / NORMALIZE / REFR are constants and the loop vectorises; the
  * remaining flags are selects. v - v_rest with v_rest = 0, and v + s·v_reset with v_reset = 0, give
@@ -77,16 +91,7 @@ static inline __attribute__((always_inline)) int64_t fwd_row(
         } else {
             sp = (strict ? hh > thr : hh >= thr) ? 1.0f : 0.0f;
         }
-        if (REFR) {                                        /* no spike while ref > 0 */
-            const float r0 = rf[i];
-            const float m = r0 <= 0.0f ? 1.0f : 0.0f;
-            mask[i] = (uint8_t)m;
-            sp = sp * m;
-            float rn = r0 - 1.0f;
-            rn = rn < 0.0f ? 0.0f : rn;
-            rn = sp > 0.0f ? frefr : rn;
-            rf[i] = rn;
-        }
+        if (REFR) sp = refractory_gate(sp, rf + i, mask + i, frefr);  /* no spike while ref > 0 */
         if (KIND != KIND_LIF) {                            /* a = ρ a + (1 - ρ) s */
             const float an = a[i] * rho + sp * keep;
             a[i] = an;
@@ -334,16 +339,7 @@ static inline __attribute__((always_inline)) int64_t official_row(
         const float A = ADAPTIVE ? beta[i] * a[i] + thr : thr;    /* v_th + β a */
         const float ut = (vv - A) / A;                             /* (v_{t-1} - A_t) / A_t */
         float sp = ut > 0.0f ? 1.0f : 0.0f;
-        if (REFR) {
-            const float r0 = rf[i];
-            const float m = r0 <= 0.0f ? 1.0f : 0.0f;
-            mask[i] = (uint8_t)m;
-            sp = sp * m;
-            float rn = r0 - 1.0f;
-            rn = rn < 0.0f ? 0.0f : rn;
-            rn = sp > 0.0f ? frefr : rn;
-            rf[i] = rn;
-        }
+        if (REFR) sp = refractory_gate(sp, rf + i, mask + i, frefr);
         float hh;
         if (CHARGE == 0) hh = vv + x;                              /* v + x */
         else if (CHARGE == 1) hh = vv + (x - vv) / tau;            /* v + (x - (v - 0)) / tau */

@@ -61,6 +61,21 @@ if triton is not None:
         return rows, cols, rmask, cmask, m2, off, tl.cast(R, tl.int64) * H
 
     @triton.jit
+    def _rows_dot(src_ptr, base, rows, cols, rmask, cmask, H, mat_ptr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
+                  BLOCK_K: tl.constexpr):  # fmt: skip
+        # src[rows, :] @ mat[:, cols] for this program's rows: src a [R, H] step at ``base`` (spikes z_{t-1}, or
+        # p_{t+1} in backward), mat [H, H] (W_recᵀ, or W_rec); K tiles, IEEE fp32 (no TF32)
+        acc = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
+        for k0 in range(0, H, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            kmask = ks < H
+            a = tl.load(src_ptr + base + rows[:, None].to(tl.int64) * H + ks[None, :],
+                        mask=rmask[:, None] & kmask[None, :], other=0.0)  # fmt: skip
+            b = tl.load(mat_ptr + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
+            acc += tl.dot(a, b, input_precision="ieee")
+        return acc
+
+    @triton.jit
     def _rec_fwd_kernel(
         ff_ptr, wt_ptr, sx_ptr, v_ptr, a_ptr, ref_ptr, beta_ptr, h_ptr, u_ptr, mask_ptr,
         T, R, H,
@@ -82,15 +97,7 @@ if triton is not None:
             base = tl.cast(t, tl.int64) * N
             x = tl.load(ff_ptr + base + off, mask=m2, other=0.0)
             if RECUR:  # + z_{t-1} W_recᵀ
-                acc = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
-                for k0 in range(0, H, BLOCK_K):
-                    ks = k0 + tl.arange(0, BLOCK_K)
-                    kmask = ks < H
-                    z = tl.load(sx_ptr + base + rows[:, None].to(tl.int64) * H + ks[None, :],
-                                mask=rmask[:, None] & kmask[None, :], other=0.0)  # fmt: skip
-                    w = tl.load(wt_ptr + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
-                    acc += tl.dot(z, w, input_precision="ieee")
-                x = x + acc
+                x = x + _rows_dot(sx_ptr, base, rows, cols, rmask, cmask, H, wt_ptr, BLOCK_R, BLOCK_H, BLOCK_K)
             hh = _charge(v, x, tau, inv_tau, v_rest, CHARGE, REST_ZERO, RECIP_DIV)
             if KIND == 2:  # the adaptive threshold: u = (h - (β a + v_th)) [/ v_th]
                 ut = hh - (a * beta + thr)
@@ -153,16 +160,7 @@ if triton is not None:
                 GS += tl.load(gs_ptr + base + off, mask=m2, other=0.0)
             if RECUR:
                 if live != 0:  # + p_{t+1} W_rec
-                    acc = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
-                    for k0 in range(0, H, BLOCK_K):
-                        ks = k0 + tl.arange(0, BLOCK_K)
-                        kmask = ks < H
-                        p = tl.load(gI_ptr + base + N + rows[:, None].to(tl.int64) * H + ks[None, :],
-                                    mask=rmask[:, None] & kmask[None, :], other=0.0)  # fmt: skip
-                        w = tl.load(w_ptr + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :],
-                                    other=0.0)  # fmt: skip
-                        acc += tl.dot(p, w, input_precision="ieee")
-                    GS += acc
+                    GS += _rows_dot(gI_ptr, base + N, rows, cols, rmask, cmask, H, w_ptr, BLOCK_R, BLOCK_H, BLOCK_K)
             hh = tl.load(h_ptr + base + off, mask=m2, other=0.0)
             sp = tl.load(s_ptr + base + off, mask=m2, other=0.0)
             # D = gain · surrogate'(u) · mask (the surrogate's input scaled by 1/v_th under normalize)
@@ -199,20 +197,6 @@ if triton is not None:
 if triton is not None:
 
     @triton.jit
-    def _recurrent_current(x, sx_ptr, wt_ptr, base, rows, cols, rmask, cmask, H, BLOCK_R: tl.constexpr,
-                           BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
-        # x + z_{t-1} W_recᵀ, z_{t-1} = the spikes at sx[t] (written by this program, after a barrier)
-        acc = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
-        for k0 in range(0, H, BLOCK_K):
-            ks = k0 + tl.arange(0, BLOCK_K)
-            kmask = ks < H
-            z = tl.load(sx_ptr + base + rows[:, None].to(tl.int64) * H + ks[None, :],
-                        mask=rmask[:, None] & kmask[None, :], other=0.0)  # fmt: skip
-            w = tl.load(wt_ptr + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
-            acc += tl.dot(z, w, input_precision="ieee")
-        return x + acc
-
-    @triton.jit
     def _off_fwd_kernel(
         ff_ptr, wt_ptr, sx_ptr, zr_ptr, v_ptr, a_ptr, ref_ptr, beta_ptr, h_ptr, u_ptr, A_ptr, mask_ptr,
         T, R, H,
@@ -234,7 +218,7 @@ if triton is not None:
             base = tl.cast(t, tl.int64) * N
             x = tl.load(ff_ptr + base + off, mask=m2, other=0.0)
             if RECUR:
-                x = _recurrent_current(x, sx_ptr, wt_ptr, base, rows, cols, rmask, cmask, H, BLOCK_R, BLOCK_H, BLOCK_K)
+                x = x + _rows_dot(sx_ptr, base, rows, cols, rmask, cmask, H, wt_ptr, BLOCK_R, BLOCK_H, BLOCK_K)
             if ADAPTIVE:
                 A = a * beta + thr
             else:
@@ -293,16 +277,7 @@ if triton is not None:
                 S += tl.load(gs_ptr + base + off, mask=m2, other=0.0)
             if RECUR:
                 if live != 0:  # + p_{t+1} W_rec
-                    acc = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
-                    for k0 in range(0, H, BLOCK_K):
-                        ks = k0 + tl.arange(0, BLOCK_K)
-                        kmask = ks < H
-                        p = tl.load(gI_ptr + base + N + rows[:, None].to(tl.int64) * H + ks[None, :],
-                                    mask=rmask[:, None] & kmask[None, :], other=0.0)  # fmt: skip
-                        w = tl.load(w_ptr + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :],
-                                    other=0.0)  # fmt: skip
-                        acc += tl.dot(p, w, input_precision="ieee")
-                    S += acc
+                    S += _rows_dot(gI_ptr, base + N, rows, cols, rmask, cmask, H, w_ptr, BLOCK_R, BLOCK_H, BLOCK_K)
             ut = tl.load(u_ptr + base + off, mask=m2, other=0.0)
             A = tl.load(A_ptr + base + off, mask=m2, other=1.0)
             D = _surrogate_grad(ut, SURR, p1, p2)
