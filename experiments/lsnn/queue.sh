@@ -8,19 +8,21 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 E="trainer.max_epochs=20"
+# full BPTT, stated: model=lsnn truncates at 50 steps by default since 2026-12-06 (these runs began before)
+FULL="model.tbptt_steps=null"
 lane_a=(
-  "sfa_bptt_s0|model=lsnn neuron=sfa seed=0 $E"
+  "sfa_bptt_s0|model=lsnn neuron=sfa $FULL seed=0 $E"
   "sfa_tbptt50_s0|model=lsnn neuron=sfa model.tbptt_steps=50 seed=0 $E"
-  "sfa_bptt_lr3e3_s0|model=lsnn neuron=sfa optimizer.lr=0.003 seed=0 $E"
-  "sfa_bptt_s1|model=lsnn neuron=sfa seed=1 $E"
+  "sfa_bptt_lr3e3_s0|model=lsnn neuron=sfa $FULL optimizer.lr=0.003 seed=0 $E"
+  "sfa_bptt_s1|model=lsnn neuron=sfa $FULL seed=1 $E"
   "sfa_tbptt50_s1|model=lsnn neuron=sfa model.tbptt_steps=50 seed=1 $E"
-  "sfa_bptt_s2|model=lsnn neuron=sfa seed=2 $E"
+  "sfa_bptt_s2|model=lsnn neuron=sfa $FULL seed=2 $E"
   "sfa_tbptt50_s2|model=lsnn neuron=sfa model.tbptt_steps=50 seed=2 $E"
 )
 # the LSTM last: nn.LSTM on this CPU takes 50-85 s per step of 256 sequences of 784 steps (1 thread, load ~7,
 # 2026-12-06), i.e. hours per epoch; the LSNN's C path a few seconds (its spikes are sparse)
 lane_b=(
-  "lif_bptt_s0|model=lsnn neuron=lif seed=0 $E"
+  "lif_bptt_s0|model=lsnn neuron=lif $FULL seed=0 $E"
   "bellec_s0|experiment=lsnn_smnist data=sfmnist seed=0 $E"
   "sfa_eprop_s0|model=lsnn neuron=sfa learning=eprop seed=0 $E"
   "lstm_s0|model=lstm model.hidden=110 seed=0 trainer.gradient_clip_val=1.0 $E"

@@ -200,7 +200,6 @@ def test_eprop_allocates_its_trace_buffers_once(readout_tau, per_step):
     "kwargs,match",
     [
         ({"model": LSNN(lambda: LIFNode(), in_features=2, hidden=3, dropout=0.2)}, "dropout"),
-        ({"model": LSNN(lambda: LIFNode(), in_features=2, hidden=3, tbptt_steps=5)}, "tbptt"),
         ({"model": LSNN(lambda: LeakyNode(), in_features=2, hidden=3)}, "neuron=lif, if and sfa"),
         ({"readout": MembraneReadout("max")}, "readout=rate, last or membrane"),
         ({"loss": MSERateLoss()}, "needs output spikes"),
@@ -212,6 +211,26 @@ def test_unsupported_runs_are_refused_in_one_line(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ConfigError, match=match):
         SpikingClassifier(args["model"], None, args["readout"], args["loss"], torch.optim.Adam, learning=EProp())
+
+
+def test_eprop_ignores_the_bptt_truncation_window():
+    """model=lsnn's default model.tbptt_steps=50 is a BPTT setting: e-prop runs with it and its gradients are
+    those of the same network without it (bug caught: the traces or the forward truncated at the window)."""
+    x, y = _data()
+    grads = []
+    for k in (None, 3):
+        model = _model("alif_soft")
+        model.rec.tbptt_steps = k
+        readout = MembraneReadout("mean", window=7)
+        loss = ReadoutCrossEntropyLoss().bind(readout)
+        rule = EProp()
+        rule.attach(model, readout, loss, None)
+        grads.append(rule.gradients(model, x, y, readout, loss, None).grads)
+    assert set(grads[0]) == set(grads[1])
+    for name, g in grads[0].items():
+        assert (g is None) == (grads[1][name] is None), name
+        if g is not None:
+            torch.testing.assert_close(grads[1][name], g, rtol=0, atol=0)
 
 
 def test_eprop_lowers_the_loss():

@@ -50,6 +50,7 @@ Anything else is refused in one line when the run is built.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass
 
@@ -64,6 +65,8 @@ from spikelight.learning.trace_chunks import TraceChunks
 from spikelight.losses import CEMembranePerStepLoss, FiringRateRegularizer, ReadoutCrossEntropyLoss
 from spikelight.models.lsnn import LSNN
 from spikelight.readout import MembraneReadout, RateReadout
+
+log = logging.getLogger(__name__)
 
 __all__ = ["EProp", "EPropResult", "reference_gradients"]
 
@@ -146,9 +149,9 @@ class EProp(nn.Module):
                               f"got {type(model).__name__}")
         if model.dropout > 0:
             raise ConfigError("learning=eprop needs model.dropout=0 (the readout must see the spikes the traces saw)")
-        if model.rec.tbptt_steps is not None:
-            raise ConfigError("model.tbptt_steps has no meaning with learning=eprop (it never backpropagates "
-                              "through time); set it to null")
+        if model.rec.tbptt_steps is not None:  # model=lsnn's default is 50: a BPTT setting, not an error here
+            log.info("learning=eprop does not use model.tbptt_steps=%s (it never backpropagates through time)",
+                     model.rec.tbptt_steps)
         if regularizer is not None and not isinstance(regularizer, FiringRateRegularizer):
             raise ConfigError(f"learning=eprop supports regularizer=firing_rate, got {type(regularizer).__name__}")
         _dynamics(model.rec.neuron)
