@@ -7,8 +7,9 @@ touching this file:
 - ``python train.py|eval.py ...`` and ``python -m spikelight.plot ...`` run for
   real in a scratch folder (the repo root stands in for the clone: ``logs/`` and
   ``data/`` are relative to it), shortened by :func:`shorten` (one epoch of two
-  batches, no plots); MNIST / Fashion-MNIST are small files in their on-disk
-  format (:data:`DATA_WRITERS`). ``<ts>`` and ``<same overrides>`` are filled
+  batches, no plots); MNIST / Fashion-MNIST / CIFAR-10 and the event datasets
+  (SHD, SSC, N-MNIST, DVS Gesture) are small files in their on-disk formats
+  (:data:`DATA_WRITERS`). ``<ts>`` and ``<same overrides>`` are filled
   from the runs earlier README lines made.
 - ``$ python ...`` followed by an ``error: ...`` line must stop with exactly that line.
 - ``make X`` must be a Makefile target, ``pip install -e ".[x]"`` an extra of
@@ -42,6 +43,7 @@ from spikelight.data.cifar import write_cifar
 from spikelight.data.mnist import MNIST_FILES
 
 from ..conftest import ROOT, make_mnist_files
+from ..event_data import write_event_dataset
 
 README = ROOT / "README.md"
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
@@ -108,10 +110,17 @@ def _write_cifar10(data_root: Path) -> None:
     (data_root / "cifar-md5.json").write_text(json.dumps({"CIFAR10": md5}))
 
 
+def _write_events(name: str) -> Callable[[Path], None]:
+    def write(data_root: Path) -> None:  # tonic's layout under data/ (data.root is tonic's save_to)
+        write_event_dataset(data_root, name, sizes={"train": 40, "valid": 10, "test": 20})
+    return write
+
+
 DATA_WRITERS: dict[str, Callable[[Path], None]] = {
     "mnist": _write_mnist_like("MNIST"),
     "fashion_mnist": _write_mnist_like("FashionMNIST"),
     "cifar10": _write_cifar10,
+    **{name: _write_events(name) for name in ("shd", "ssc", "nmnist", "dvs_gesture")},
 }
 PRELOAD = ROOT / "tests" / "readme_preload.py"
 
