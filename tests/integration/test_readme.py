@@ -435,6 +435,18 @@ def test_readme_parser_finds_commands_comments_and_errors():
     assert resumed.count("trainer.max_epochs=2") == 1 and "trainer.max_epochs=1" not in resumed
 
 
+def test_readme_links_point_at_files():
+    """The README is the site's front door: its relative links (into docs/) name files that exist,
+    and every tutorial of the site's navigation is linked from it."""
+    text = README.read_text()
+    links = [t.split("#", 1)[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t]
+    assert links, "README links to no page of the site?"
+    missing = [t for t in links if t and not (ROOT / t).exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+    nav = re.findall(r"^\s+- [^:]+: (tutorials/\S+\.md)$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    assert nav and not [t for t in nav if f"docs/{t}" not in links], "a tutorial of mkdocs.yml's nav is not linked"
+
+
 def walk_readme(tmp_path: Path, full: bool) -> None:
     """Run every README command in order (see the module docstring); fail naming the lines that broke."""
     commands = readme_commands(README.read_text())
