@@ -1,9 +1,10 @@
 """The documentation site: built pages render in a real browser, and page code that fails fails the build.
 
 Marked ``docs``: outside ``make test``'s budget; ``make docs-test`` builds the site (``make docs``) and runs
-these. The browser is Debian's ``chromium`` (headless), driven over the DevTools protocol on a pipe
-(``--remote-debugging-pipe``: JSON messages separated by NUL bytes), so no driver or extra package is
-needed. Screenshots go to ``logs/docs-screenshots/``.
+these: the home page and two tutorials render (no console errors, failed requests or broken figures, a
+screenshot that is not blank). The browser is Debian's ``chromium`` (headless), driven over the DevTools
+protocol on a pipe (``--remote-debugging-pipe``: JSON messages separated by NUL bytes), so no driver or
+extra package is needed. Screenshots go to ``logs/docs-screenshots/``.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ pytestmark = pytest.mark.docs
 SITE = ROOT / "site"
 SHOTS = ROOT / "logs" / "docs-screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# the pages the browser opens: the front page and one tutorial with figures
-PAGES = {"home": ("index.html", 0), "tutorial": ("tutorials/lif-digits/index.html", 1)}
+# the pages the browser opens: the front page and two tutorials with figures (the second with a figure a run
+# drew, one the page drew, and a run's log)
+PAGES = {"home": ("index.html", 0), "tutorial": ("tutorials/lif-digits/index.html", 1),
+         "conv_tutorial": ("tutorials/conv-cifar/index.html", 2)}
 
 
 class Browser:
