@@ -8,8 +8,13 @@
    fast path equal the reference's under the same autocast).
 2. ``experiments/benchmarks/bench.py --device cuda``: the LIF layer (T=100, B=128, N=4096) next to
    SpikingJelly and snnTorch, the tutorial-5 step, the LSNN step (T=784, B=256) next to the plain loop
-   (and Norse where installed) — written to ``RESULTS-gpu.md``.
-3. Writes ``experiments/benchmarks/RESULTS-gpu.json`` (every comparison, pass/fail, device, versions).
+   (and Norse where installed), the LIF-RSNN step next to snnTorch's RLeaky — written to ``RESULTS-gpu.md``.
+3. The persistent recurrent kernels' launch options (docs/guides/speed.md, "Launch design"): the
+   recurrent layer alone (T=784; B=32 and 256; H=220 ALIF and H=512 LIF) forward + backward on
+   ``backend=triton`` with BLOCK_R = 4, 8, 16 (``SPIKELIGHT_TRITON_BLOCK_R``) and the launch's own
+   choice, CUDA-event medians; spikes and gradients must be bit-identical across the options (the
+   per-element arithmetic does not depend on BLOCK_R).
+4. Writes ``experiments/benchmarks/RESULTS-gpu.json`` (every comparison, pass/fail, device, versions).
 
 No network, no Hydra needed (``../shared/tools/gpu-carry`` prepares SpikingJelly / snnTorch wheels and
 Fashion-MNIST for a lent GPU machine). On a machine without CUDA it says so in one line and exits 2.
@@ -100,6 +105,65 @@ def correctness(quick: bool) -> list[dict]:
     return rows
 
 
+def launch_options(quick: bool, hs=(220, 512), batches=(32, 256)) -> list[dict]:
+    """Forward + backward of the recurrent layer on backend=triton under each BLOCK_R (see the module docstring)."""
+    import os
+
+    from spikelight.dynamics.triton.recurrent import launch
+    from spikelight.layers.recurrent import RecurrentSpikingLayer
+    from spikelight.neurons import ALIFNode, LIFNode
+
+    T = 64 if quick else 784
+    makers = {220: lambda: ALIFNode(tau=20.0, tau_adapt=200.0, beta=1.8, adaptive_fraction=100 / 220, backend="triton"),
+              512: lambda: LIFNode(tau=20.0, decay_input=False, backend="triton")}  # fmt: skip
+    rows = []
+    for H in hs:
+        make = makers[H]
+        for B in batches:
+            gen = torch.Generator().manual_seed(0)
+            x = (torch.rand(T, B, 1, generator=gen) * 2.0).cuda()
+            ref = None
+            for block in ("", "4", "8", "16"):
+                os.environ["SPIKELIGHT_TRITON_BLOCK_R"] = block
+                torch.manual_seed(0)
+                layer = RecurrentSpikingLayer(1, H, make).cuda()
+                with torch.no_grad():
+                    layer.fc.weight.mul_(4.0)  # a few spikes per step
+                xx = x.clone().requires_grad_()
+
+                def call(layer=layer, xx=xx):
+                    xx.grad, layer.rec.weight.grad = None, None
+                    out = layer(xx)
+                    out.spikes.sum().backward()
+                    return out.spikes
+
+                row = {"H": H, "B": B, "T": T, "BLOCK_R": int(block) if block else launch(B, H)["BLOCK_R"],
+                       "default": block == ""}  # fmt: skip
+                try:
+                    s = call()
+                    res = (s.detach().clone(), xx.grad.clone(), layer.rec.weight.grad.clone())
+                    ms = []
+                    for _ in range(3 if quick else 7):
+                        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                        a.record()
+                        call()
+                        b.record()
+                        b.synchronize()
+                        ms.append(a.elapsed_time(b))
+                    ms.sort()
+                    ref = res if ref is None else ref
+                    same = all(torch.equal(u, v) for u, v in zip(res, ref))
+                    row.update(ms=ms[len(ms) // 2], rate=float(res[0].mean()), identical=same, ok=same)
+                except Exception as e:  # noqa: BLE001 - recorded
+                    row.update(ok=False, error=str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+                rows.append(row)
+                print(f"{'ok ' if row['ok'] else 'FAIL'} launch H={H} B={B} BLOCK_R={row['BLOCK_R']}"
+                      f"{' (default)' if row['default'] else ''}: {row.get('ms', float('nan')):.2f} ms fwd+bwd, "
+                      f"rate {row.get('rate', float('nan')):.3f} {row.get('error', '')}", flush=True)  # fmt: skip
+    os.environ.pop("SPIKELIGHT_TRITON_BLOCK_R", None)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke test of the check itself)")
@@ -119,12 +183,14 @@ def main() -> int:
     print(f"gpu-check on {info['device']} (torch {info['torch']}, triton {info['triton']})", flush=True)
     rows = correctness(a.quick)
     failed = [r for r in rows if r["ok"] is False]
+    launch_rows = launch_options(a.quick)
+    failed += [r for r in launch_rows if not r["ok"]]
     bench_rc = None
     if not a.no_bench:
         cmd = [sys.executable, str(HERE / "bench.py"), "--device", "cuda", "--threads", "1", "--reps", "7",
-               "--cases", "lif_layer", "tutorial5", "lsnn", "--out", str(HERE / "RESULTS-gpu.md")]
+               "--cases", "lif_layer", "tutorial5", "lsnn", "lif_rsnn", "--out", str(HERE / "RESULTS-gpu.md")]
         bench_rc = subprocess.run(cmd).returncode
-    out = {"info": info, "correctness": rows, "failed": len(failed), "bench_rc": bench_rc,
+    out = {"info": info, "correctness": rows, "launch": launch_rows, "failed": len(failed), "bench_rc": bench_rc,
            "seconds": round(time.time() - t0)}
     (HERE / "RESULTS-gpu.json").write_text(json.dumps(out, indent=1))
     print(f"gpu-check: {len(rows)} comparisons, {len(failed)} failed; bench rc {bench_rc}; "

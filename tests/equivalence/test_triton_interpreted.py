@@ -75,3 +75,54 @@ _SCRIPT = textwrap.dedent(
 def test_triton_lsnn_bf16_gradients_and_monitors_under_interpreter():
     result = run_under_triton_interpreter(_SCRIPT, timeout=600)
     assert result["cases"] == 5 and result["failures"] == [], result["failures"]
+
+
+_BLOCKS_SCRIPT = textwrap.dedent(
+    """
+    import json, os, torch
+    from tests.equivalence.cases import STEPPED, SURROGATES
+    from spikelight.layers.recurrent import RecurrentSpikingLayer
+    from spikelight.dynamics.triton.recurrent import launch
+    T, F = 9, 4
+    failures, cases = [], 0
+    # several programs, the last one's rows masked (B=21), H with no power-of-two factor (37: unaligned rows, a
+    # masked reduction tile) and one of 8 (40); every BLOCK_R the launch can pick, and the default one
+    for name, sur in (("alif_refractory", "atan"), ("lif_soft_decay_input", "sigmoid"), ("official_alif", "triangle")):
+        for H in (37, 40):
+            gen = torch.Generator().manual_seed(H)
+            x = (torch.randn(T, 21, F, generator=gen) * 0.8 + 0.5) * 3.5
+            res = {}
+            for block in ("torch", "", "4", "8", "16"):
+                os.environ["SPIKELIGHT_TRITON_BLOCK_R"] = block if block != "torch" else ""
+                torch.manual_seed(0)
+                layer = RecurrentSpikingLayer(F, H, lambda: STEPPED[name](SURROGATES[sur](), False,
+                                                                          "torch" if block == "torch" else "triton"))
+                with torch.no_grad():
+                    layer.rec.weight.mul_(2.0)
+                xi = x.clone().requires_grad_()
+                out = layer(xi)
+                g = torch.randn(out.spikes.shape, generator=torch.Generator().manual_seed(1))
+                ((out.spikes * g).sum() + 0.3 * (out.membrane * g).sum()).backward()
+                res[block] = (out.spikes, xi.grad, layer.rec.weight.grad, out.spikes.grad_fn)
+            ref = res.pop("torch")
+            if ref[0].sum() == 0 or ref[0].mean() > 0.9:
+                failures.append(f"{name} H={H}: no spikes to compare")
+            for block, (s, gx, gw, fn) in res.items():
+                cases += 1
+                br = launch(21, H)["BLOCK_R"] if block == "" else int(block)
+                ok = fn.backend == "triton" and torch.equal(s, ref[0])
+                for a, b in ((gx, ref[1]), (gw, ref[2])):
+                    ok = ok and torch.allclose(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
+                if not ok:
+                    failures.append(f"{name} H={H} BLOCK_R={br}")
+    print(json.dumps({"cases": cases, "failures": failures}))
+    """
+)
+
+
+def test_triton_recurrent_block_sizes_under_interpreter():
+    """The persistent kernels with every BLOCK_R the launch picks (4, 8) and 16, several programs with the last
+    one's rows masked, and H with and without a power-of-two factor (H_DIV 1 and 8): the reference's spikes,
+    its gradients within 1e-5."""
+    result = run_under_triton_interpreter(_BLOCKS_SCRIPT, timeout=900)
+    assert result["cases"] == 24 and result["failures"] == [], result["failures"]

@@ -53,12 +53,13 @@ def test_forward_kernels_round_every_operation_like_the_reference(records):
     dot = {}
     for r in fwd:
         if r["spec"].get("RECUR") is True:
-            dot.setdefault((r["kernel"], r["spec"]["BLOCK_H"]), set()).add(fused_multiply_adds(r["ptx"]))
+            key = (r["kernel"], r["spec"]["BLOCK_H"], r["spec"]["BLOCK_R"], r["spec"]["BLOCK_K"])
+            dot.setdefault(key, set()).add(fused_multiply_adds(r["ptx"]))
         else:
             assert fused_multiply_adds(r["ptx"]) == 0, (r["kernel"], r["spec"])
     assert dot, "no recurrent forward kernel with W_rec was compiled"
-    for (kernel, block_h), counts in dot.items():
-        assert len(counts) == 1, f"{kernel} BLOCK_H={block_h}: FMA counts differ between neuron kinds: {counts}"
-    for (kernel, block_h), counts in dot.items():  # the lsnn_official kernel: the same dot, nothing more
-        if kernel == "_off_fwd_kernel" and ("_rec_fwd_kernel", block_h) in dot:
-            assert counts == dot[("_rec_fwd_kernel", block_h)], f"_off_fwd_kernel BLOCK_H={block_h}: FMAs beyond the dot"
+    for (kernel, *blocks), counts in dot.items():
+        assert len(counts) == 1, f"{kernel} BLOCK_H/R/K={blocks}: FMA counts differ between neuron kinds: {counts}"
+    for (kernel, *blocks), counts in dot.items():  # the lsnn_official kernel: the same dot, nothing more
+        if kernel == "_off_fwd_kernel" and ("_rec_fwd_kernel", *blocks) in dot:
+            assert counts == dot[("_rec_fwd_kernel", *blocks)], f"_off_fwd_kernel BLOCK_H/R/K={blocks}: FMAs beyond the dot"

@@ -64,10 +64,12 @@ T_ = TypeVar("T_")
 
 BACKENDS = ("auto", "torch", "fused", "native", "triton")
 
-#: the persistent Triton kernels hold [16, H] tiles per program. At H <= 512 they take at most 18,432 B of shared
-#: memory per block (``python -m spikelight.dynamics.triton.aot``, sm_80 and sm_90, 2026-12-06): within every
-#: NVIDIA GPU's per-block limit from sm_80 on (the smallest, sm_86 / sm_89, is 101,376 B). Register pressure
-#: is the tighter limit: 255 registers and up to ~300 B of spills per thread at H = 512 (same measurement).
+#: the persistent Triton kernels hold [BLOCK_R, H] tiles per program (BLOCK_R 4 or 8 rows). At H <= 512 (BLOCK_H
+#: <= 512) they take at most 33,280 B of shared memory per block and compile with at most 16 B of register spills
+#: (``python -m spikelight.dynamics.triton.aot``, sm_80 and sm_90, triton 3.8.0, 2026-12-06): within every NVIDIA
+#: GPU's per-block limit from sm_80 on (the smallest, sm_86 / sm_89, is 101,376 B). BLOCK_H 1024 would take
+#: 66,048 B (fits every GPU; spills 28-460 B at BLOCK_R 8, none at 4), 2048 131,584 B (not sm_86 / sm_89; KBs of
+#: spills): registers, not shared memory, bound H. Table: docs/guides/speed.md, "The persistent recurrent kernels".
 TRITON_MAX_H = 512
 
 #: I/O dtypes the element-wise Triton kernels take (their state is fp32 inside)

@@ -22,6 +22,7 @@ operation as the reference loop does (no ``fma``), or a membrane one ulp off cou
 It changes process-wide Triton state (the active driver, ``JITFunction.run``): run it in its own process,
 
     python -m spikelight.dynamics.triton.aot --arch 80,90 [--cases pairwise|all] [--json out.json]
+    python -m spikelight.dynamics.triton.aot --part recurrent --cases all --hs 100,220,256,512 --batch 256 --table
 
 (``make gpu-compile``; ``tests/gpu_compile/`` runs it for sm_80 and sm_90 in CI).
 """
@@ -43,6 +44,8 @@ os.environ.pop("TRITON_INTERPRET", None)  # interpreted kernels cannot be compil
 #: dynamic shared memory per block (opt-in maximum), bytes, by compute capability (CUDA programming guide)
 SMEM_PER_BLOCK = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 REGS_PER_SM = 65536
+#: the recurrent cases' batch sizes: the launch picks BLOCK_R from the batch (4 up to 64 rows, else 8)
+BATCHES = (5, 100)
 #: kernels whose element-wise arithmetic must round op by op like the reference loop (checked in their PTX)
 FORWARD_KERNELS = ("_lif_fwd_kernel", "_leaky_fwd_kernel", "_rec_fwd_kernel", "_off_fwd_kernel")
 
@@ -174,7 +177,7 @@ def _neuron_cases(all_cases: bool):
     return cases
 
 
-def _recurrent_cases(all_cases: bool):
+def _recurrent_cases(all_cases: bool, hs=None, batches=BATCHES):
     from spikelight.dynamics.dispatch import TRITON_MAX_H
     from spikelight.dynamics.spec import ALIFSpec, LIFSpec
 
@@ -188,16 +191,19 @@ def _recurrent_cases(all_cases: bool):
         ALIFSpec(LIFSpec(20.0, True, 1.0, 0.0, False), 0.95, 2, True, True),  # LSNN-like
         ALIFSpec(LIFSpec(20.0, False, 0.5, None, True, convention="eprop"), 0.9, 1, True, True),  # e-prop's order
     ]
-    Hs = (20, 128, TRITON_MAX_H) if not all_cases else (1, 20, 64, 100, 128, 256, 300, TRITON_MAX_H)
+    # H: a small block, the LSNN's 220 (rows not 16-aligned), an aligned one, the largest
+    Hs = hs or ((20, 128, 220, TRITON_MAX_H) if not all_cases else (1, 20, 64, 100, 128, 220, 256, 300, TRITON_MAX_H))
     sur = _surrogates()
     cases = []
     for i, (spec, H) in enumerate(itertools.product(lifs + alifs, Hs)):
+        # pairwise: every H with and without W_rec and under every batch's BLOCK_R (alternating by neuron)
         for rec in (True, False) if all_cases else ((i % 3) != 2,):
-            cases.append((spec, H, rec, sur[i % len(sur)], (None, 3)[i % 2]))
+            for B in batches if all_cases else (batches[(i // len(Hs)) % len(batches)],):
+                cases.append((spec, H, rec, sur[i % len(sur)], (None, 3)[i % 2], B))
     return cases
 
 
-def _official_cases(all_cases: bool):
+def _official_cases(all_cases: bool, hs=None, batches=BATCHES):
     from spikelight.dynamics.dispatch import TRITON_MAX_H
     from spikelight.dynamics.spec import ALIFSpec, LIFSpec
 
@@ -205,14 +211,19 @@ def _official_cases(all_cases: bool):
         ALIFSpec(LIFSpec(20.5, True, 0.01, None, False, convention="lsnn_official"), 0.9986, 5, True, True),  # Bellec
         ALIFSpec(LIFSpec(3.0, False, 0.8, None, True, convention="lsnn_official"), 0.9, 0, True, False),
     ]
-    Hs = (20, 220, TRITON_MAX_H) if all_cases else (220, TRITON_MAX_H)
+    Hs = hs or ((20, 220, TRITON_MAX_H) if all_cases else (220, TRITON_MAX_H))
     sur = _surrogates()
-    return [(spec, H, rec, sur[(i + 3) % len(sur)], (None, 3)[i % 2])
-            for i, (spec, H, rec) in enumerate(itertools.product(specs, Hs, (True, False)))]  # fmt: skip
+    cases = []
+    for i, (spec, H, rec) in enumerate(itertools.product(specs, Hs, (True, False))):
+        for B in batches if all_cases else (batches[(i // 2 + i // 4) % len(batches)],):
+            cases.append((spec, H, rec, sur[(i + 3) % len(sur)], (None, 3)[i % 2], B))
+    return cases
 
 
-def run_wrappers(arch: int, all_cases: bool = False) -> list[dict]:
-    """Compile (only) what the wrappers launch for ``sm_<arch>``; returns one record per specialisation."""
+def run_wrappers(arch: int, all_cases: bool = False, part: str = "all", hs=None, batches=BATCHES) -> list[dict]:
+    """Compile (only) what the wrappers launch for ``sm_<arch>``; returns one record per specialisation.
+    part: ``all``, ``neuron`` (the element-wise kernels) or ``recurrent`` (the persistent ones); hs: the
+    recurrent layers' sizes instead of the default ones; batches: their batch sizes (BLOCK_R depends on it)."""
     import torch
 
     from spikelight.dynamics.fused.official import OfficialALIFFunction
@@ -223,15 +234,14 @@ def run_wrappers(arch: int, all_cases: bool = False) -> list[dict]:
     records: dict = {}
     torch.manual_seed(0)
     with compile_only(arch, records):
-        for spec, dt, sur, which in _neuron_cases(all_cases):
+        for spec, dt, sur, which in _neuron_cases(all_cases) if part in ("all", "neuron") else ():
             x = torch.randn(5, 3, 40).to(dt).requires_grad_(True)
             v0 = torch.zeros(3, 40, requires_grad=True)
             outs = TritonNeuronFunction.apply(x, v0, spec, sur.kernel_form())
             sel = [outs[i] for i in which]
             torch.autograd.grad(sel, [x, v0], [torch.ones_like(o) for o in sel], allow_unused=True)
-        for spec, H, rec, sur, tbptt in _recurrent_cases(all_cases):
+        for spec, H, rec, sur, tbptt, B in _recurrent_cases(all_cases, hs, batches) if part != "neuron" else ():
             alif = isinstance(spec, ALIFSpec)
-            B = 5
             ff = torch.randn(6, B, H, requires_grad=True)
             w = torch.randn(H, H, requires_grad=True) if rec else None
             v0 = torch.zeros(B, H, requires_grad=True)
@@ -243,8 +253,8 @@ def run_wrappers(arch: int, all_cases: bool = False) -> list[dict]:
             sel = [o for o in outs[:4] if o is not None and o.requires_grad]
             ins = [t for t in (ff, w, v0, a0) if t is not None]
             torch.autograd.grad(sel, ins, [torch.ones_like(o) for o in sel], allow_unused=True)
-        for spec, H, rec, sur, tbptt in _official_cases(all_cases):  # the lsnn_official convention's own kernels
-            B = 5
+        for spec, H, rec, sur, tbptt, B in _official_cases(all_cases, hs, batches) if part != "neuron" else ():
+            # the lsnn_official convention's own kernels
             ff = torch.randn(6, B, H, requires_grad=True)
             w = torch.randn(H, H, requires_grad=True) if rec else None
             v0, a0 = torch.zeros(B, H, requires_grad=True), torch.zeros(B, H, requires_grad=True)
@@ -263,18 +273,55 @@ def fused_multiply_adds(ptx: str) -> int:
     return len(re.findall(r"\bfma\.rn(?:\.ftz)?\.f32\b", ptx))
 
 
+def resource_table(records: list[dict]) -> str:
+    """A markdown table of the persistent kernels' resources: one row per kernel × BLOCK_H (× BLOCK_R, warps),
+    per target the most registers and spill bytes (stores / loads) over the compiled specialisations, and
+    the shared memory per block."""
+    rows: dict = {}
+    archs = sorted({r["arch"] for r in records})
+    for r in records:
+        if r["status"] != "OK" or "BLOCK_H" not in r["spec"]:
+            continue
+        key = (r["kernel"], r["spec"]["BLOCK_H"], r["spec"].get("BLOCK_R"), r["options"].get("num_warps"))
+        cell = rows.setdefault(key, {}).setdefault(r["arch"], [0, 0, 0, 0, 0])
+        cell[0] = max(cell[0], r["regs"] or 0)
+        cell[1] = max(cell[1], r["spill_stores"] or 0)
+        cell[2] = max(cell[2], r["spill_loads"] or 0)
+        cell[3] = max(cell[3], r["shared"])
+        cell[4] += 1
+    head = "| kernel | BLOCK_H | BLOCK_R | warps | " + " | ".join(
+        f"sm_{a} regs | sm_{a} spill st / ld B | sm_{a} shared B" for a in archs) + " | variants |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for (kernel, bh, br, nw), cells in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
+        parts = []
+        for a in archs:
+            c = cells.get(a)
+            parts.append(f"{c[0]} | {c[1]} / {c[2]} | {c[3]:,}" if c else "– | – | –")
+        n = max(c[4] for c in cells.values())
+        lines.append(f"| `{kernel}` | {bh} | {br} | {nw} | " + " | ".join(parts) + f" | {n} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Compile spikelight's Triton kernels for GPUs (no GPU needed).")
     ap.add_argument("--arch", default="80,90", help="compute capabilities, comma-separated (default 80,90)")
     ap.add_argument("--cases", choices=("pairwise", "all"), default="pairwise")
+    ap.add_argument("--part", choices=("all", "neuron", "recurrent"), default="all",
+                    help="which kernels: the element-wise ones, the persistent (recurrent) ones, or all")
+    ap.add_argument("--hs", default=None, help="the recurrent layers' sizes H, comma-separated (default: the cases')")
+    ap.add_argument("--batch", default=None, help="the recurrent layers' batch sizes, comma-separated (default "
+                    "5,100: BLOCK_R 4 and 8)")
+    ap.add_argument("--table", action="store_true", help="print the persistent kernels' resources as markdown")
     ap.add_argument("--json", default=None, help="write every record here (PTX included)")
     a = ap.parse_args(argv)
+    hs = tuple(int(h) for h in a.hs.split(",")) if a.hs else None
     import triton
 
     out = []
     t0 = time.perf_counter()
     for arch in (int(x) for x in a.arch.split(",")):
-        recs = run_wrappers(arch, a.cases == "all")
+        recs = run_wrappers(arch, a.cases == "all", a.part, hs, tuple(int(b) for b in a.batch.split(",")) if a.batch
+                            else BATCHES)
         out += recs
         for name in sorted({r["kernel"] for r in recs}):
             rs = [r for r in recs if r["kernel"] == name]
@@ -288,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in out if r["status"] != "OK" or r["problems"]]
     for r in failed:
         print(f"FAIL sm_{r['arch']} {r['kernel']} {r.get('error') or '; '.join(r['problems'])}")
+    if a.table:
+        print(resource_table(out))
     print(f"triton {triton.__version__}: {len(out)} specialisations, {len(failed)} failed, "
           f"{time.perf_counter() - t0:.0f} s")
     if a.json:

@@ -2,7 +2,8 @@
 
 The plain-PyTorch fused path on CUDA is ~20 small kernels per step, so a T=784
 sequence is launch-bound. Here one program owns ``BLOCK_R`` rows (batch
-elements) and every neuron of them, and loops over time inside the kernel with
+elements; 4 or 8, chosen from the batch by :func:`launch`) and every neuron of
+them, and loops over time inside the kernel with
 the state (v, a, refractory count; in backward p_{t+1}'s carry and the
 adaptation's gradient) in registers:
 
@@ -23,6 +24,9 @@ it has not been run yet (no GPU was available when it was written).
 
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 from torch import Tensor
 
@@ -35,15 +39,49 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
-__all__ = ["recurrent_forward", "recurrent_backward", "official_forward", "official_backward", "BLOCK_R"]
+__all__ = ["recurrent_forward", "recurrent_backward", "official_forward", "official_backward", "launch"]
 
-BLOCK_R = 16  # rows (batch elements) per program; tl.dot needs >= 16
-BLOCK_K = 16  # reduction tile of the recurrent products
-NUM_WARPS = 8
+#: rows (batch elements) per program: 4 up to 64 rows (up to 16 programs), else 8; smaller than 16, the per-thread
+#: tiles fit the registers at H up to 512 without spills (see :func:`launch`; 16 where Triton's tl.dot needs it)
+BLOCK_R = 8
+BLOCK_K = 8  # reduction tile of the recurrent products (16 where Triton's tl.dot needs it)
+NUM_WARPS = 8  # at most; fewer for tiles of fewer than 64 elements per warp
 
 
 def _block_h(H: int) -> int:
     return max(16, triton.next_power_of_2(H))
+
+
+@functools.cache
+def _dot_minimum() -> tuple[int, int, int]:
+    """The smallest (M, N, K) of an fp32 ``tl.dot`` on NVIDIA GPUs in the installed Triton: asked of its backend
+    (Triton 3.8: (1, 1, 8)); 16 each where the backend does not say (older Triton)."""
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.backends.nvidia.compiler import min_dot_size
+
+        return tuple(int(d) for d in min_dot_size(GPUTarget("cuda", 80, 32))(tl.float32, tl.float32))
+    except Exception:  # noqa: BLE001 - an older Triton: its fixed minimum
+        return 16, 16, 16
+
+
+def launch(R: int, H: int) -> dict:
+    """BLOCK_R, BLOCK_H, BLOCK_K, H_DIV and num_warps of one launch of the persistent kernels ([R, H] steps).
+
+    ceil(R / BLOCK_R) programs each own BLOCK_R rows and all H neurons: BLOCK_R = 4 up to R = 64 (up to 16
+    programs), else 8 (R = 256: 32 programs); 16 only where the installed Triton's tl.dot needs M >= 16. At 16
+    rows and BLOCK_H = 512 the per-thread state (32 elements of each carried [BLOCK_R, BLOCK_H] tile) does not
+    fit 255 registers and spills ~1 KB (docs/guides/speed.md, "Persistent kernels"). The per-element
+    arithmetic does not depend on BLOCK_R, BLOCK_K or num_warps (the recurrent current is one sequential
+    FMA chain over k), so none of them changes a value. H_DIV: H's power-of-two factor (up to 16), which the
+    kernels tell the compiler so that rows of H = 220 are loaded as aligned vectors.
+    ``SPIKELIGHT_TRITON_BLOCK_R`` / ``SPIKELIGHT_TRITON_WARPS`` override BLOCK_R / num_warps (GPU timing runs:
+    experiments/benchmarks/gpu_check.py)."""
+    m, _, k = _dot_minimum()
+    br = int(os.environ.get("SPIKELIGHT_TRITON_BLOCK_R") or 0) or max(m, 4 if R <= 64 else BLOCK_R)
+    bh = _block_h(H)
+    nw = int(os.environ.get("SPIKELIGHT_TRITON_WARPS") or 0) or min(NUM_WARPS, max(1, br * bh // 64))
+    return {"BLOCK_R": br, "BLOCK_H": bh, "BLOCK_K": max(k, BLOCK_K), "H_DIV": min(16, H & -H), "num_warps": nw}
 
 
 if triton is not None:
@@ -72,7 +110,7 @@ if triton is not None:
             a = tl.load(src_ptr + base + rows[:, None].to(tl.int64) * H + ks[None, :],
                         mask=rmask[:, None] & kmask[None, :], other=0.0)  # fmt: skip
             b = tl.load(mat_ptr + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0)
-            acc += tl.dot(a, b, input_precision="ieee")
+            acc = tl.dot(a, b, acc, input_precision="ieee")  # acc carried in: one FMA chain over k, any BLOCK_K
         return acc
 
     @triton.jit
@@ -83,8 +121,10 @@ if triton is not None:
         CHARGE: tl.constexpr, KIND: tl.constexpr, NORMALIZE: tl.constexpr, REFR: tl.constexpr,
         HARD: tl.constexpr, STRICT: tl.constexpr, RECUR: tl.constexpr, RECIP_DIV: tl.constexpr,
         REST_ZERO: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+        H_DIV: tl.constexpr,
     ):  # fmt: skip
         # sx_ptr: spikes [T + 1, R, H]; row 0 holds z0 (zeros if none), step t writes row t + 1
+        H = H // H_DIV * H_DIV  # = H; tells the compiler H's power-of-two factor (rows aligned: vector loads)
         rows, cols, rmask, cmask, m2, off, N = _program_block(R, H, BLOCK_R, BLOCK_H)
         v = tl.load(v_ptr + off, mask=m2, other=0.0)
         if KIND > 0:
@@ -139,9 +179,10 @@ if triton is not None:
         HAS_GS: tl.constexpr, HAS_GH: tl.constexpr, HAS_GV: tl.constexpr, HAS_GA: tl.constexpr,
         KIND: tl.constexpr, NORMALIZE: tl.constexpr, REFR: tl.constexpr, HARD: tl.constexpr,
         DETACH: tl.constexpr, RECUR: tl.constexpr, SURR: tl.constexpr,
-        BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+        BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, H_DIV: tl.constexpr,
     ):  # fmt: skip
         # reverse time; carries dv = dL/dv_t (the membrane after step t's reset) and ga = (1-ρ) dL/da_t
+        H = H // H_DIV * H_DIV  # = H; tells the compiler H's power-of-two factor (rows aligned: vector loads)
         rows, cols, rmask, cmask, m2, off, N = _program_block(R, H, BLOCK_R, BLOCK_H)
         dv = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
         if HAS_GV:
@@ -203,9 +244,11 @@ if triton is not None:
         tau, inv_tau, thr, rho, keep, frefr,
         CHARGE: tl.constexpr, ADAPTIVE: tl.constexpr, REFR: tl.constexpr, RECUR: tl.constexpr,
         RECIP_DIV: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+        H_DIV: tl.constexpr,
     ):  # fmt: skip
         # the lsnn_official convention (spikelight.dynamics.fused.official): fire from v_{t-1} on (v - A)/A > 0,
         # then v_t = charge(v_{t-1}, I_t) - A_t z_{t-1}. sx_ptr: spikes [T + 1, R, H], row 0 = z0 (recurrence).
+        H = H // H_DIV * H_DIV  # = H; tells the compiler H's power-of-two factor (rows aligned: vector loads)
         rows, cols, rmask, cmask, m2, off, N = _program_block(R, H, BLOCK_R, BLOCK_H)
         v = tl.load(v_ptr + off, mask=m2, other=0.0)
         a = tl.load(a_ptr + off, mask=m2, other=0.0)
@@ -252,10 +295,11 @@ if triton is not None:
         leak, gain, rho, keep, p1, p2,
         HAS_GS: tl.constexpr, HAS_GH: tl.constexpr, HAS_GV: tl.constexpr, HAS_GA: tl.constexpr,
         ADAPTIVE: tl.constexpr, REFR: tl.constexpr, DETACH: tl.constexpr, RECUR: tl.constexpr, SURR: tl.constexpr,
-        BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+        BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, H_DIV: tl.constexpr,
     ):  # fmt: skip
         # reverse time (OfficialALIFFunction.backward): carries V = dL/dv_t, al = dL/da_t, Z = dL/dz_t through the
         # next step's reset; writes gI = dL/dI_t, and at the end dL/dv0 (gv_ptr), dL/da0 (ga_ptr), dL/dzr0 (gz_ptr)
+        H = H // H_DIV * H_DIV  # = H; tells the compiler H's power-of-two factor (rows aligned: vector loads)
         rows, cols, rmask, cmask, m2, off, N = _program_block(R, H, BLOCK_R, BLOCK_H)
         V = tl.zeros([BLOCK_R, BLOCK_H], dtype=tl.float32)
         if HAS_GV:
@@ -321,14 +365,15 @@ def official_forward(ff, w_rec, z0, zr0, state, beta, out, args: StepArgs) -> Te
     T, R, H = ff.shape
     sx = torch.empty((T + 1, R, H), dtype=torch.float32, device=ff.device)
     sx[0].copy_(z0) if z0 is not None else sx[0].zero_()
-    grid = (triton.cdiv(R, BLOCK_R),)
+    L = launch(R, H)
+    grid = (triton.cdiv(R, L["BLOCK_R"]),)
     _off_fwd_kernel[grid](
         ff, h if w_rec is None else w_rec.t().contiguous(), sx, zr0, v, a, h if ref is None else ref,
         h if beta is None else beta, h, u, A, h if mask is None else mask,
         T, R, H,
         args.tau, fp32_reciprocal(args.tau), args.thr, args.rho, args.keep, float(args.refractory),
         CHARGE=args.charge, ADAPTIVE=args.adaptive, REFR=args.refractory > 0, RECUR=w_rec is not None,
-        RECIP_DIV=ff.is_cuda, BLOCK_R=BLOCK_R, BLOCK_H=_block_h(H), BLOCK_K=BLOCK_K, num_warps=NUM_WARPS,
+        RECIP_DIV=ff.is_cuda, **L,
         enable_fp_fusion=False,  # the reference rounds every op
     )  # fmt: skip
     return sx[1:]
@@ -347,7 +392,8 @@ def official_backward(g_s, g_h, g_v, g_a, w_rec, s, u, A, mask, zr0, beta, args:
         ga.copy_(g_a.expand(R, H))
     c = lambda g: s if g is None else g.to(torch.float32).contiguous()  # noqa: E731
     sid, p1, p2 = sur
-    grid = (triton.cdiv(R, BLOCK_R),)
+    L = launch(R, H)
+    grid = (triton.cdiv(R, L["BLOCK_R"]),)
     _off_bwd_kernel[grid](
         gI, c(g_s), c(g_h), gv, ga, gz, s if w_rec is None else w_rec.contiguous(), s, u, A,
         s if mask is None else mask, zr0, s if beta is None else beta,
@@ -355,7 +401,7 @@ def official_backward(g_s, g_h, g_v, g_a, w_rec, s, u, A, mask, zr0, beta, args:
         args.leak, args.gain, args.rho, args.keep, p1, p2,
         HAS_GS=g_s is not None, HAS_GH=g_h is not None, HAS_GV=g_v is not None, HAS_GA=g_a is not None,
         ADAPTIVE=args.adaptive, REFR=args.refractory > 0, DETACH=args.detach, RECUR=w_rec is not None, SURR=sid,
-        BLOCK_R=BLOCK_R, BLOCK_H=_block_h(H), BLOCK_K=BLOCK_K, num_warps=NUM_WARPS,
+        **L,
     )  # fmt: skip
     return gI, gv, ga, gz
 
@@ -378,7 +424,8 @@ def recurrent_forward(
     sx = torch.empty((T + 1, R, H), dtype=torch.float32, device=ff.device)
     sx[0].copy_(z0) if z0 is not None else sx[0].zero_()
     dummy = h
-    grid = (triton.cdiv(R, BLOCK_R),)
+    L = launch(R, H)
+    grid = (triton.cdiv(R, L["BLOCK_R"]),)
     _rec_fwd_kernel[grid](
         ff, dummy if w_rec is None else w_rec.t().contiguous(), sx, v, dummy if a is None else a,
         dummy if ref is None else ref, dummy if beta is None else beta, h, dummy if u is None else u,
@@ -388,7 +435,7 @@ def recurrent_forward(
         args.vr, args.soft, float(args.refractory),
         CHARGE=args.charge, KIND=kind, NORMALIZE=args.normalize, REFR=args.refractory > 0, HARD=args.hard,
         STRICT=args.strict, RECUR=w_rec is not None, RECIP_DIV=ff.is_cuda, REST_ZERO=args.v_rest_zero,
-        BLOCK_R=BLOCK_R, BLOCK_H=_block_h(H), BLOCK_K=BLOCK_K, num_warps=NUM_WARPS,
+        **L,
         enable_fp_fusion=False,  # the reference rounds every op: no FMA, or a spike at the threshold could flip
     )  # fmt: skip
     return sx[1:]
@@ -418,7 +465,8 @@ def recurrent_backward(
         ga.copy_(g_a.expand(R, H))
     c = lambda g: h if g is None else g.to(torch.float32).contiguous()  # noqa: E731
     sid, p1, p2 = sur
-    grid = (triton.cdiv(R, BLOCK_R),)
+    L = launch(R, H)
+    grid = (triton.cdiv(R, L["BLOCK_R"]),)
     _rec_bwd_kernel[grid](
         gI, c(g_s), c(g_h), h if g_v is None else g_v.to(torch.float32).expand(R, H).contiguous(), ga,
         h if w_rec is None else w_rec.contiguous(), h, s, h if u is None else u, h if mask is None else mask,
@@ -429,6 +477,6 @@ def recurrent_backward(
         HAS_GS=g_s is not None, HAS_GH=g_h is not None, HAS_GV=g_v is not None, HAS_GA=g_a is not None,
         KIND=kind, NORMALIZE=args.normalize, REFR=args.refractory > 0, HARD=args.hard,
         DETACH=args.detach, RECUR=w_rec is not None, SURR=sid,
-        BLOCK_R=BLOCK_R, BLOCK_H=_block_h(H), BLOCK_K=BLOCK_K, num_warps=NUM_WARPS,
+        **L,
     )  # fmt: skip
     return gI, ga
