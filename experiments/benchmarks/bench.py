@@ -460,6 +460,72 @@ def case_lsnn(ctx: Ctx) -> list[Case]:
     return cases
 
 
+@bench_case
+def case_lif_rsnn(ctx: Ctx) -> list[Case]:
+    """LIF-RSNN training step (``model=lsnn neuron=lif``: the LSNN case without adaptation): 784 steps, 220 recurrent
+    LIF neurons, leaky readout, CE of the mean readout, BPTT, Adam. Anchors: our reference loop and snnTorch's
+    ``RLeaky`` (all-to-all recurrence) in its loop, the same readout and loss."""
+    dev = ctx.device
+    batches = [256] if dev.type == "cuda" else [32, 8]
+    cases = []
+    for B in batches:
+        gen = torch.Generator().manual_seed(0)
+        x, y = torch.rand(B, 784, 1, generator=gen).to(dev), torch.randint(0, 10, (B,), generator=gen).to(dev)
+        c = {}
+        for backend in ("auto", "torch"):
+            torch.manual_seed(0)
+            neuron = partial(LIFNode, tau=20.0, decay_input=False, v_reset=0.0, surrogate=ATan(), backend=backend)
+            model = LSNN(neuron, in_features=1, hidden=220, num_classes=10, readout_tau=20.0).to(dev)
+            loss = ReadoutCrossEntropyLoss().bind(RateReadout())
+            name = "spikelight auto" if backend == "auto" else "plain BPTT loop (spikelight backend=torch)"
+            c[name] = _train_step(model, SequenceEncoder(784), loss, x, y, 1e-3)
+        c["snnTorch 1.0 RLeaky"] = _snntorch_rleaky_step(dev, x, y)
+        cases.append(
+            Case(
+                f"lif_rsnn train step T=784 B={B} H=220",
+                "forward + backward + Adam step; input: uniform random pixels, 1 per step; our LIF: h = 0.95 v + I, "
+                "spike h >= 1, hard reset to 0 in the same step, W_rec without bias. snnTorch's row: Linear(1, 220, "
+                "no bias) over all steps at once, then RLeaky(beta=0.95, reset_mechanism='zero', reset_delay=False, "
+                "ATan) step by step (spike U > 1; its recurrent Linear has a bias; the reset is detached), our leaky "
+                "readout and loss",
+                c,
+                ["spikelight auto"],
+                ["plain BPTT loop (spikelight backend=torch)", "snnTorch 1.0 RLeaky"],
+                reps=max(5, ctx.reps // 2),
+            )
+        )
+    return cases
+
+
+def _snntorch_rleaky_step(dev: torch.device, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """A training step of snnTorch's RLeaky (1 → 220, all-to-all recurrence) in its tutorial loop, with our
+    leaky readout, the rate readout and CE (as the LIF-RSNN)."""
+    import snntorch as snn
+
+    from spikelight.layers.recurrent import LeakyReadout
+
+    torch.manual_seed(0)
+    fc = nn.Linear(1, 220, bias=False).to(dev)
+    rlif = snn.RLeaky(beta=0.95, linear_features=220, reset_mechanism="zero", reset_delay=False).to(dev)
+    readout = LeakyReadout(220, 10, 20.0).to(dev)
+    opt = torch.optim.Adam([*fc.parameters(), *rlif.parameters(), *readout.parameters()], 1e-3)
+    xt = x.transpose(0, 1).contiguous()  # [T, B, 1]
+
+    def step() -> None:
+        opt.zero_grad()
+        cur = fc(xt)  # the input layer over all steps at once, as ours
+        spk, mem = rlif.reset_mem()
+        out = []
+        for it in cur:
+            spk, mem = rlif(it, spk, mem)
+            out.append(spk)
+        logits, _ = readout(torch.stack(out))
+        torch.nn.functional.cross_entropy(logits.mean(0), y).backward()
+        opt.step()
+
+    return step
+
+
 def _norse_lsnn_step(dev: torch.device, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None] | None:
     """A training step of Norse's LSNNRecurrent (1 → 220) with our leaky readout, rate readout and CE, or None
     where norse is not installed (its sdist carries no version: ``SETUPTOOLS_SCM_PRETEND_VERSION=1.1.0 pip
