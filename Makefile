@@ -25,8 +25,10 @@ demo: install  ## train the single-layer LIF on the built-in digits (offline; 40
 train: install  ## python train.py with ARGS="model=... neuron=..."
 	$(BIN)/python train.py $(ARGS)
 
-test: install  ## fast tests (need no network or GPU)
-	$(PYTEST) -m "not slow and not gpu_compile and not docs" -q
+# make test spreads the tests over the cores (pytest-xdist; TEST_WORKERS=0 runs them in this process)
+TEST_WORKERS ?= auto
+test: install  ## fast tests (need no network or GPU), on every core
+	$(PYTEST) -n $(TEST_WORKERS) --dist worksteal -m "not slow and not gpu_compile and not docs" -q
 
 test-gpu-compile: install  ## compile every Triton kernel for sm_80 / sm_90 without a GPU (a few minutes; CI runs it)
 	$(PYTEST) -m gpu_compile -q
