@@ -47,5 +47,6 @@ for entry in "${runs[@]}"; do
   # shellcheck disable=SC2086
   .venv/bin/python train.py data=sfmnist data.order=pixel task_name="lsnn_$name" print_config=false \
     'callbacks=[default,epoch_time]' $overrides "${resume[@]}" >> "experiments/lsnn/logs/$name.log" 2>&1
-  echo "$(date -u +%FT%TZ) $name: exit $?"
+  rc=$?  # before the line below: its $(date) would set $? to 0
+  echo "$(date -u +%FT%TZ) $name: exit $rc"
 done
