@@ -132,7 +132,11 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for r in runs:
-        ax.plot([e + 1 for e in r["epochs"]], [100 * v for v in r["val"]], marker=".", label=r["name"])
+        x, y = [e + 1 for e in r["epochs"]], [100 * v for v in r["val"]]
+        diverged = r["status"].startswith("diverged")
+        (line,) = ax.plot(x, y, marker=".", label=r["name"] + (" (diverged ×)" if diverged else ""))
+        if diverged:  # the epoch it stopped in: an × after its last validation
+            ax.plot([x[-1] + 1], [y[-1]], marker="x", markersize=9, color=line.get_color(), linestyle="none")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("Sequential Fashion-MNIST, pixel by pixel (784 steps)")
