@@ -431,15 +431,10 @@ def case_lsnn(ctx: Ctx) -> list[Case]:
     for B in batches:
         gen = torch.Generator().manual_seed(0)
         x, y = torch.rand(B, 784, 1, generator=gen).to(dev), torch.randint(0, 10, (B,), generator=gen).to(dev)
-        c, ours = {}, []
-        for backend in ("auto", "torch"):
-            torch.manual_seed(0)
-            neuron = partial(ALIFNode, tau=20.0, tau_adapt=200.0, beta=1.8, adaptive_fraction=100 / 220, backend=backend)
-            model = LSNN(neuron, in_features=1, hidden=220, num_classes=10, readout_tau=20.0).to(dev)
-            loss = ReadoutCrossEntropyLoss().bind(RateReadout())
-            name = "spikelight auto" if backend == "auto" else "plain BPTT loop (spikelight backend=torch)"
-            c[name] = _train_step(model, SequenceEncoder(784), loss, x, y, 1e-3)
-        ours.append("spikelight auto")
+        c = _sequence_model_steps(
+            dev, partial(ALIFNode, tau=20.0, tau_adapt=200.0, beta=1.8, adaptive_fraction=100 / 220), x, y
+        )
+        ours = ["spikelight auto"]
         anchors = ["plain BPTT loop (spikelight backend=torch)"]
         norse_step = _norse_lsnn_step(dev, x, y)
         if norse_step is not None:
@@ -471,14 +466,7 @@ def case_lif_rsnn(ctx: Ctx) -> list[Case]:
     for B in batches:
         gen = torch.Generator().manual_seed(0)
         x, y = torch.rand(B, 784, 1, generator=gen).to(dev), torch.randint(0, 10, (B,), generator=gen).to(dev)
-        c = {}
-        for backend in ("auto", "torch"):
-            torch.manual_seed(0)
-            neuron = partial(LIFNode, tau=20.0, decay_input=False, v_reset=0.0, surrogate=ATan(), backend=backend)
-            model = LSNN(neuron, in_features=1, hidden=220, num_classes=10, readout_tau=20.0).to(dev)
-            loss = ReadoutCrossEntropyLoss().bind(RateReadout())
-            name = "spikelight auto" if backend == "auto" else "plain BPTT loop (spikelight backend=torch)"
-            c[name] = _train_step(model, SequenceEncoder(784), loss, x, y, 1e-3)
+        c = _sequence_model_steps(dev, partial(LIFNode, tau=20.0, decay_input=False, v_reset=0.0, surrogate=ATan()), x, y)
         c["snnTorch 1.0 RLeaky"] = _snntorch_rleaky_step(dev, x, y)
         cases.append(
             Case(
@@ -495,6 +483,19 @@ def case_lif_rsnn(ctx: Ctx) -> list[Case]:
             )
         )
     return cases
+
+
+def _sequence_model_steps(dev: torch.device, neuron: Callable[..., nn.Module], x: torch.Tensor,
+                          y: torch.Tensor) -> dict[str, Callable[[], None]]:
+    """Adam training steps of ``model=lsnn`` (1 → 220 recurrent ``neuron(backend=...)``, leaky readout, CE of the
+    mean readout) on x [B, 784, 1], y [B]: ours on ``auto`` and the plain BPTT loop (``backend=torch``)."""
+    steps = {}
+    for backend, name in (("auto", "spikelight auto"), ("torch", "plain BPTT loop (spikelight backend=torch)")):
+        torch.manual_seed(0)
+        model = LSNN(partial(neuron, backend=backend), in_features=1, hidden=220, num_classes=10, readout_tau=20.0)
+        loss = ReadoutCrossEntropyLoss().bind(RateReadout())
+        steps[name] = _train_step(model.to(dev), SequenceEncoder(784), loss, x, y, 1e-3)
+    return steps
 
 
 def _snntorch_rleaky_step(dev: torch.device, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
