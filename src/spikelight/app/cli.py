@@ -37,6 +37,7 @@ from spikelight.app import console
 from spikelight.app.checks import check_accelerator, check_ranges, check_types, device_note, resume_run_dir
 from spikelight.app.ckpt import check_fits, load_checkpoint, newest_checkpoint, resolve_ckpt_path
 from spikelight.app.compat import upgrade_targets
+from spikelight.app.denormals import flush_denormals
 from spikelight.app.distributed import install_ddp_job_command, job_scope, launcher_overrides
 from spikelight.app.rundir import clear_failed_mark, continue_metrics_csv, finish_failed_run, resume_command
 from spikelight.app.trust import check_trusted
@@ -578,8 +579,9 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
     folder is removed if it holds nothing yet, else marked ``FAILED``. Inside a
     ``-m`` sweep a failed job raises :class:`SweepJobError` instead, so the sweep goes on.
 
-    Each job runs in :func:`~spikelight.app.distributed.job_scope` (DDP processes of its own) and
-    leaves ``results.json`` (status, seconds, metrics).
+    Each job runs in :func:`~spikelight.app.distributed.job_scope` (DDP processes of its own) with
+    subnormal floats flushed to zero unless ``flush_denormal=false``
+    (:func:`~spikelight.app.denormals.flush_denormals`) and leaves ``results.json`` (status, seconds, metrics).
 
     Returns ``cfg.optimized_metric`` from the metrics (for Hydra sweepers) if set.
     """
@@ -589,7 +591,7 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
         _LAST_SWEEP[:] = [_sweep_dir()]
     start = time.perf_counter()
     try:
-        with job_scope():
+        with job_scope(), flush_denormals(cfg.get("flush_denormal", True)):
             metrics = task(cfg)
     except USER_ERRORS as err:
         msg = _one_line(err)
