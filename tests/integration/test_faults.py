@@ -343,6 +343,42 @@ def test_nan_gradient_stops_before_the_step_and_names_the_checkpoint(tmp_path):
     assert torch.isfinite(weight).all() and torch.equal(weight, snapshot["w"])  # no update from the NaN step
 
 
+def test_a_huge_finite_gradient_is_clipped_not_called_inf(tmp_path):
+    """At step 3 the gradient is multiplied by 1e21 (finite; float32's norm of it is inf). With
+    gradient_clip_val=1 the run goes on and that step's gradient is scaled to norm 1, not zeroed: the
+    guard and the clipping read the norm in float64 (a float32 norm stopped a full-BPTT LSNN run)."""
+    import lightning as L
+
+    from spikelight.app.cli import build_datamodule, build_module
+
+    cfg = compose_cfg("train", [*FAST, "data.batch_size=32"], tmp_path)
+    module, dm = build_module(cfg), build_datamodule(cfg)
+    weight = module.model.fc.weight
+    weight.register_hook(lambda g: g * 1e21 if module.global_step == 3 else g)
+    seen = {}
+
+    class Spy(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            if pl_module.global_step == 3:
+                seen["before"] = float(torch.linalg.vector_norm(weight.grad.double()))
+
+    real = module.configure_gradient_clipping
+
+    def clip_then_look(optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        real(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if module.global_step == 3:
+            seen["norm"] = float(torch.linalg.vector_norm(weight.grad.double()))
+
+    module.configure_gradient_clipping = clip_then_look
+    trainer = L.Trainer(max_epochs=1, max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, gradient_clip_val=1.0, callbacks=[Spy()])
+    trainer.fit(module, datamodule=dm)
+    assert trainer.global_step == 6 and torch.isfinite(weight).all()
+    assert seen["before"] > 1e19  # finite, but past float32's squares
+    assert 0.5 < seen["norm"] <= 1.0 + 1e-5  # clipped to (at most) 1, not zeroed
+
+
 # --- 5. fuzzed configs ----------------------------------------------------------------
 GROUPS = {
     "model": ["fc_lif", "mlp", "conv", "lsnn"],

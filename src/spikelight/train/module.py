@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import Precision
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -26,6 +27,7 @@ from spikelight.core.types import SpikeOutput
 from spikelight.encoding import Encoder
 from spikelight.losses import FiringRateRegularizer, SpikeLoss
 from spikelight.readout import Readout
+from spikelight.train.grad_norm import clip_grad_norm, grad_norm
 
 __all__ = ["SpikingClassifier", "NonFiniteLossError", "NonFiniteGradientError"]
 
@@ -217,7 +219,7 @@ class SpikingClassifier(L.LightningModule):
         opt.zero_grad()
         self.learning.apply(self.model, result.grads)
         if self.manual_gradient_clip_val:
-            self.clip_gradients(opt, gradient_clip_val=self.manual_gradient_clip_val, gradient_clip_algorithm="norm")
+            self.configure_gradient_clipping(opt, self.manual_gradient_clip_val, "norm")
         self.learning.before_step(self.model)
         opt.step()
         self.learning.after_step(self.model, lr=opt.param_groups[0]["lr"])
@@ -268,9 +270,8 @@ class SpikingClassifier(L.LightningModule):
     def _check_finite_grads(self, step: int) -> None:
         """Stop before an optimizer step would write NaN/Inf gradients into the weights."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
-            self._check_finite(norm, step, "grad")
+        if grads:  # summed in float64: a finite gradient past ~1.8e19 is not called inf (spikelight.train.grad_norm)
+            self._check_finite(grad_norm(grads), step, "grad")
 
     def _last_good_checkpoint(self) -> str:
         """The newest checkpoint this run wrote (weights from before the bad step), if any."""
@@ -295,6 +296,21 @@ class SpikingClassifier(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self._check_finite_grads(self.global_step)
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """``trainer.gradient_clip_val`` by norm (the default algorithm) with the norm summed in float64
+        (:func:`spikelight.train.grad_norm.clip_grad_norm`): Lightning's float32 norm is inf for a finite
+        gradient past ~1.8e19 and would zero it. Clipping by value, and precision plugins that clip their
+        own way (FSDP, DeepSpeed), go through Lightning as before."""
+        plugin = self.trainer.precision_plugin
+        own_way = type(plugin).clip_grad_by_norm is not Precision.clip_grad_by_norm
+        if not gradient_clip_val or (gradient_clip_algorithm or "norm") != "norm" or own_way:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        clip_grad_norm(plugin.main_params(optimizer), float(gradient_clip_val))
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val", self.val_acc)
