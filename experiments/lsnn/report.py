@@ -38,7 +38,9 @@ def load(run: Path) -> dict:
             rec = per_epoch.setdefault(e, {})
             for key in ("val/acc", "time/epoch_s", "mem/peak_rss_mb", "train/loss_epoch", "val/fr/rec.neuron"):
                 val = _float(row, key)
-                if val is not None:
+                if val is not None and not (key == "time/epoch_s" and key in rec):
+                    # an epoch's first time only: before 2026-12-06 11:50 UTC a resume that ended an epoch again
+                    # logged perf_counter() - 0 for it (the seconds since boot)
                     rec[key] = val
             t = _float(row, "test/acc")
             if t is not None:
@@ -54,8 +56,15 @@ def load(run: Path) -> dict:
             elif "gradient norm is" in err or "training loss is" in err:
                 status = "diverged: " + err.removeprefix("error: ").split(" (")[0].split(";")[0]
     command = ""
+    resumes = [r for f in folders for r in sorted((f / ".hydra").glob("resume-*"))]
+    if (folders[:1] and any((f / "results.before-fix.json").is_file() for f in folders)
+            and status == "running or cut off"):
+        status = "stopped once by the float32 gradient-norm overflow; continues from its last.ckpt"
     if folders:
-        overrides = folders[-1] / ".hydra" / "overrides.yaml"
+        # the newest resume's overrides (they may add what the run began without, e.g. model.tbptt_steps=null)
+        newest = [*(folders[-1] / ".hydra").glob("resume-*")]
+        base = max(newest, key=lambda p: int(p.name.split("-")[1])) if newest else folders[-1] / ".hydra"
+        overrides = base / "overrides.yaml"
         if overrides.is_file():
             items = [ln[2:].strip() for ln in overrides.read_text().splitlines() if ln.startswith("- ")]
             command = "python train.py " + " ".join(i for i in items if not i.startswith("ckpt_path="))
@@ -69,6 +78,7 @@ def load(run: Path) -> dict:
         "rate": [per_epoch[e].get("val/fr/rec.neuron") for e in epochs],
         "test": test,
         "folders": len(folders),
+        "resumes": len(folders) - 1 + len(resumes),
         "status": status,
         "command": command,
     }
@@ -153,7 +163,7 @@ def main() -> None:
         test = "—" if r["test"] is None else f"{100 * r['test']:.2f}"
         lines.append(
             f"| {r['name']} | {len(r['epochs'])} | {100 * max(r['val']):.2f} | {100 * r['val'][-1]:.2f} | {test} "
-            f"| {sec:.0f} | {r['mem']:.0f} | {r['folders'] - 1}× | {r['status']} | `{r['command']}` |"
+            f"| {sec:.0f} | {r['mem']:.0f} | {r['resumes']}× | {r['status']} | `{r['command']}` |"
         )
     (OUT / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

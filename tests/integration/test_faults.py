@@ -343,6 +343,35 @@ def test_nan_gradient_stops_before_the_step_and_names_the_checkpoint(tmp_path):
     assert torch.isfinite(weight).all() and torch.equal(weight, snapshot["w"])  # no update from the NaN step
 
 
+def test_an_epoch_ended_without_starting_in_this_process_gets_no_time():
+    """A resume from a checkpoint written inside an epoch's end can end that epoch again without starting
+    it (seen resuming an LSNN run: 'epoch 2/20: 31357.4 s', perf_counter() - 0, the seconds since boot).
+    Neither the logged time/epoch_s nor the epoch line may invent one."""
+    from types import SimpleNamespace
+
+    from spikelight.train.callbacks import EpochSummary, EpochTimeCallback
+
+    logged = {}
+    module = SimpleNamespace(log=lambda k, v, **kw: logged.__setitem__(k, v), device=torch.device("cpu"))
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, callback_metrics={}, max_epochs=20,
+                              current_epoch=1)
+    timer, summary = EpochTimeCallback(), EpochSummary()
+    lines = []
+    summary_log = pytest.MonkeyPatch()
+    summary_log.setattr("spikelight.train.callbacks.log.info", lines.append)
+    try:
+        timer.on_train_epoch_end(trainer, module)  # re-ended: never started here
+        summary.on_train_epoch_end(trainer, module)
+        assert "time/epoch_s" not in logged and lines[-1] == "[spikelight] epoch 2/20: resumed at its end"
+        timer.on_train_epoch_start(trainer, module)
+        summary.on_train_epoch_start(trainer, module)
+        timer.on_train_epoch_end(trainer, module)
+        summary.on_train_epoch_end(trainer, module)
+        assert 0 <= logged["time/epoch_s"] < 5 and lines[-1].endswith(" s")
+    finally:
+        summary_log.undo()
+
+
 def test_a_huge_finite_gradient_is_clipped_not_called_inf(tmp_path):
     """At step 3 the gradient is multiplied by 1e21 (finite; float32's norm of it is inf). With
     gradient_clip_val=1 the run goes on and that step's gradient is scaled to norm 1, not zeroed: the

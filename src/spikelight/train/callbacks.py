@@ -156,7 +156,10 @@ class EpochTimeCallback(L.Callback):
     Linux/macOS) and on CUDA ``mem/peak_cuda_mb`` (the peak allocated by torch)."""
 
     def __init__(self) -> None:
-        self._fit_start = self._epoch_start = 0.0
+        self._fit_start = 0.0
+        # None until an epoch starts in this process: a run resumed from a checkpoint written at an epoch's
+        # end ends that epoch again without starting it, and has no time for it
+        self._epoch_start: float | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_start = time.perf_counter()
@@ -165,7 +168,9 @@ class EpochTimeCallback(L.Callback):
         self._epoch_start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.log("time/epoch_s", time.perf_counter() - self._epoch_start)
+        if self._epoch_start is not None:
+            pl_module.log("time/epoch_s", time.perf_counter() - self._epoch_start)
+            self._epoch_start = None
         try:
             import resource  # POSIX only
 
@@ -196,7 +201,7 @@ class EpochSummary(L.Callback):
 
     def __init__(self, slow_s: float = 5.0) -> None:
         self.slow_s = slow_s
-        self._start = 0.0
+        self._start: float | None = None  # as EpochTimeCallback's: no time for an epoch it did not see start
         self._marks: list[float] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -218,10 +223,12 @@ class EpochSummary(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        log.info("[spikelight] " + self.line(trainer, time.perf_counter() - self._start))
+        seconds = None if self._start is None else time.perf_counter() - self._start
+        self._start = None
+        log.info("[spikelight] " + self.line(trainer, seconds))
 
     @staticmethod
-    def line(trainer: L.Trainer, seconds: float) -> str:
+    def line(trainer: L.Trainer, seconds: float | None) -> str:
         m = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
         epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         parts = []
@@ -238,7 +245,10 @@ class EpochSummary(L.Callback):
             shown = (" ".join(f"{k} {v:.3f}" for k, v in rates.items()) if len(rates) <= 3
                      else f"mean of {len(rates)} layers {sum(rates.values()) / len(rates):.3f}")
             parts.append(f"firing {shown} / step")
-        parts.append(f"{seconds:.1f} s")
+        if seconds is not None:
+            parts.append(f"{seconds:.1f} s")
+        if not parts:  # an epoch a resume ended again (the checkpoint was written inside its end)
+            return f"epoch {trainer.current_epoch + 1}{epochs}: resumed at its end"
         return f"epoch {trainer.current_epoch + 1}{epochs}: " + " | ".join(parts)
 
 
