@@ -1,16 +1,21 @@
-"""Replay a diverged run from its last checkpoint and say what its "gradient norm is inf" was.
+"""Replay a stopped run from its last checkpoint and say what its non-finite gradient norm was.
 
-The fault guard (``SpikingClassifier._check_finite_grads``) and Lightning's clipping both take the gradient
-norm in float32, which overflows once the gradient's elements pass ~1.8e19: "inf" may be a finite, huge
-gradient, or an overflow inside the backward pass itself. This script resumes the run's own command from a
-copy of its ``last.ckpt`` (the data order per epoch is seeded, so the same batches come again), records
-every step's gradient norm in float64 (per parameter), and at the first step whose float32 norm is not
-finite writes what the gradient held (inf / nan elements, largest magnitude per parameter, the loss) and
-stops as the run did.
+Until 2026-12-06 the fault guard (``SpikingClassifier._check_finite_grads``) and Lightning's clipping took the
+gradient norm in float32, which overflows once the gradient's elements pass ~1.8e19: "inf" could be a finite,
+huge gradient. They now sum in float64 (``spikelight.train.grad_norm``), so a run stops only on an inf / nan
+element. This script resumes the run's own command from a copy of its ``last.ckpt`` (the data order per epoch
+is seeded, so the same batches come again), records every step's gradient norm in float64 (per parameter) and
+in float32, and stops at the first step whose float32 norm overflows (``--stop overflow``, what the old guard
+did) or whose gradient holds an inf / nan element (``--stop nonfinite``, what the guard does now). For that
+step it writes what the gradient held (inf / nan elements, largest magnitude per parameter, the loss), the
+same batch's gradient from the same weights on every backend in float32 and float64 (and with subnormal
+floats kept, ``/ieee``), and where in time the gradient grew.
 
-    python experiments/lsnn/diagnose_divergence.py logs/lsnn_sfa_bptt_s0/runs/<ts> [--set KEY=VALUE ...] [--out DIR]
+    python experiments/lsnn/diagnose_divergence.py logs/lsnn_sfa_bptt_s0/runs/<ts> [--set KEY=VALUE ...]
+        [--stop overflow|nonfinite] [--out DIR]
 
-Writes ``DIR/grad_norms.csv`` (step, loss, float64 norm per parameter and in all) and ``DIR/at_failure.json``.
+Writes ``DIR/grad_norms.csv`` (step, loss, float64 and float32 norms), ``DIR/at_failure.json``,
+``DIR/grad_by_step.csv`` and ``DIR/at_failure.ckpt`` (weights and batch of that step; not committed).
 """
 
 from __future__ import annotations
@@ -37,22 +42,27 @@ def recompute(module: SpikingClassifier, x: torch.Tensor, y: torch.Tensor) -> di
     this machine, in float32 and float64: the float64 norm of each parameter's gradient and the loss."""
     import copy
 
+    from spikelight.app.denormals import flush_denormals, flushing
     from spikelight.dynamics.dispatch import BACKENDS
 
     found = {}
+    modes = [(flushing(), "")] + ([(False, "/ieee")] if flushing() else [])
     for backend in [b for b in BACKENDS if b != "auto"]:
         for dtype in (torch.float32, torch.float64):
-            m = copy.deepcopy(module.model).to(dtype)  # the network alone (not the Trainer it is attached to)
-            m.rec.neuron.backend = backend
-            try:
-                loss = module.loss_fn(m(module.encode(x.to(dtype))), y)
-                loss.backward()
-            except Exception as err:  # noqa: BLE001 - a backend this machine or neuron cannot run
-                found[f"{backend}/{str(dtype)[6:]}"] = {"error": f"{type(err).__name__}: {err}"[:200]}
-                continue
-            found[f"{backend}/{str(dtype)[6:]}"] = {
-                "loss": float(loss), **{n: float(torch.linalg.vector_norm(p.grad.double()))
-                                        for n, p in m.named_parameters() if p.grad is not None}}
+            for flush, tag in modes:
+                key = f"{backend}/{str(dtype)[6:]}{tag}"
+                m = copy.deepcopy(module.model).to(dtype)  # the network alone (not the Trainer it is attached to)
+                m.rec.neuron.backend = backend
+                try:
+                    with flush_denormals(flush):
+                        loss = module.loss_fn(m(module.encode(x.to(dtype))), y)
+                        loss.backward()
+                except Exception as err:  # noqa: BLE001 - a backend this machine or neuron cannot run
+                    found[key] = {"error": f"{type(err).__name__}: {err}"[:200]}
+                    continue
+                found[key] = {"loss": float(loss.detach()), **{
+                    n: float(torch.linalg.vector_norm(p.grad.double())) for n, p in m.named_parameters()
+                    if p.grad is not None}}
     return found
 
 
@@ -100,6 +110,9 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="overrides for what changed since the run (e.g. model.tbptt_steps=null: a run started "
                          "before model=lsnn's default window became 50)")
+    ap.add_argument("--stop", choices=("overflow", "nonfinite"), default="overflow",
+                    help="overflow: at the first float32-norm overflow (the old guard); nonfinite: at the first "
+                         "inf / nan element (the guard now)")
     ap.add_argument("--out", type=Path, default=None, help="default: experiments/lsnn/divergence/<task>")
     args = ap.parse_args()
     ckpt = args.run / "checkpoints" / "last.ckpt"
@@ -130,7 +143,8 @@ def main() -> None:
         loss = getattr(self, "_diagnosed_loss", None)
         writer.writerow([step, "" if loss is None else float(loss), total, f32, *per])
         handle.flush()
-        if not math.isfinite(f32):
+        stop = not math.isfinite(total) if args.stop == "nonfinite" else not math.isfinite(f32)
+        if stop:
             report = {
                 "step": step,
                 "norm_f32": f32,
@@ -155,6 +169,8 @@ def main() -> None:
             (out / "at_failure.json").write_text(json.dumps(report, indent=1))
             print(f"[diagnose] step {step}: float32 norm {f32}, float64 norm {total:.4g}; {out / 'at_failure.json'}",
                   flush=True)
+            handle.close()
+            raise SystemExit(f"[diagnose] stopped at step {step} (--stop {args.stop})")
         real_check(self, step)
 
     real_step = SpikingClassifier.training_step
@@ -173,7 +189,8 @@ def main() -> None:
     try:
         runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
     finally:
-        handle.close()
+        if not handle.closed:
+            handle.close()
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def load(run: Path) -> dict:
     resumes = [r for f in folders for r in sorted((f / ".hydra").glob("resume-*"))]
     if (folders[:1] and any((f / "results.before-fix.json").is_file() for f in folders)
             and status == "running or cut off"):
-        status = "stopped once by the float32 gradient-norm overflow; continues from its last.ckpt"
+        status = "stopped once by the float32-norm guard of before 2026-12-06 11:24 UTC; continues from its last.ckpt"
     if folders:
         # the newest resume's overrides (they may add what the run began without, e.g. model.tbptt_steps=null)
         newest = [*(folders[-1] / ".hydra").glob("resume-*")]

@@ -1,8 +1,8 @@
 """Runs flush subnormal floats to zero on the CPU unless ``flush_denormal=false`` (spikelight.app.denormals).
 
-Why it matters: an LSTM's backward pass over 784 steps ran ~9x slower with subnormal gradients
-(experiments/benchmarks/RESULTS-denormals.md). The mode is process-global: every run must put back
-what it found, or the next test (or the user's own code after ``train()``) computes differently.
+Why it matters: an LSTM's training step over 784 steps ran 7.7x slower with subnormal gradients
+(experiments/benchmarks/RESULTS-denormals.md). The mode belongs to the thread (and the threads it starts
+later): a run must put back what it found, or the next test in that worker computes differently.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from spikelight.train.grad_norm import clip_grad_norm, grad_norm
+from spikelight.train.grad_norm import clip_grad_norm, grad_norm, overflows_float32, scaled_norm
 
 
 def _params(*grads: torch.Tensor) -> list[torch.nn.Parameter]:
@@ -54,3 +54,20 @@ def test_inf_and_nan_elements_still_show():
     assert math.isinf(float(grad_norm([torch.tensor([1.0, float("inf")])])))
     assert math.isnan(float(grad_norm([torch.tensor([1.0]), torch.tensor([float("nan")])])))
     assert float(grad_norm([])) == 0.0
+
+
+def test_the_scaled_norm_for_devices_without_float64_does_not_overflow():
+    """MPS has no float64: each tensor's and the joint norm are taken as m * ||t / m|| in float32."""
+    big = torch.tensor([2.4e19, -1.5e19, 3.0])
+    assert torch.isinf(torch.linalg.vector_norm(big))
+    n = scaled_norm(big)
+    assert n.dtype == torch.float32 and math.isclose(float(n), math.hypot(2.4e19, 1.5e19), rel_tol=1e-6)
+    joint = scaled_norm(torch.stack([n, torch.tensor(2.2e-3)]))  # the combination too
+    assert math.isclose(float(joint), float(n), rel_tol=1e-6)
+    assert float(scaled_norm(torch.zeros(3))) == 0.0
+
+
+def test_only_norms_past_float32_squares_count_as_overflowing():
+    assert not overflows_float32(torch.tensor(1e18, dtype=torch.float64))
+    assert overflows_float32(torch.tensor(4.2e19, dtype=torch.float64))
+    assert not overflows_float32(torch.tensor(float("inf"), dtype=torch.float64))  # not finite: the guard's case

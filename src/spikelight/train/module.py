@@ -9,7 +9,8 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.plugins.precision.amp import _optimizer_handles_unscaling
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -27,7 +28,7 @@ from spikelight.core.types import SpikeOutput
 from spikelight.encoding import Encoder
 from spikelight.losses import FiringRateRegularizer, SpikeLoss
 from spikelight.readout import Readout
-from spikelight.train.grad_norm import clip_grad_norm, grad_norm
+from spikelight.train.grad_norm import clip_grad_norm, grad_norm, overflows_float32
 
 __all__ = ["SpikingClassifier", "NonFiniteLossError", "NonFiniteGradientError"]
 
@@ -251,12 +252,13 @@ class SpikingClassifier(L.LightningModule):
             if not torch.isfinite(loss):
                 self._raise_nonfinite(float(loss.detach()), step, what)
             return
+        finite = torch.isfinite(loss.detach())  # before the cast: a finite float64 norm past 3.4e38 is not inf
         value = loss.detach().float()
         bad = self.__dict__.setdefault("_bad", {})
         if what not in bad:  # the first non-finite value: step (-1 = none yet), value
             bad[what] = (torch.full((), -1, dtype=torch.long, device=loss.device), torch.zeros((), device=loss.device))
         at, val = bad[what]
-        new = (~torch.isfinite(value)) & (at < 0)
+        new = (~finite) & (at < 0)
         at.copy_(torch.where(new, step, at))
         val.copy_(torch.where(new, value, val))
         if (step + 1) % self.FINITE_CHECK_EVERY == 0:
@@ -301,16 +303,21 @@ class SpikingClassifier(L.LightningModule):
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """``trainer.gradient_clip_val`` by norm (the default algorithm) with the norm summed in float64
-        (:func:`spikelight.train.grad_norm.clip_grad_norm`): Lightning's float32 norm is inf for a finite
-        gradient past ~1.8e19 and would zero it. Clipping by value, and precision plugins that clip their
-        own way (FSDP, DeepSpeed), go through Lightning as before."""
+        """Lightning's clipping (``trainer.gradient_clip_val``), unchanged for every ordinary gradient. One
+        case first: a gradient too large for float32's sum of squares (norm past 1e19; Lightning's norm would
+        be inf and its factor 0, losing the step) is scaled to ``gradient_clip_val`` by its float64 norm
+        (:mod:`spikelight.train.grad_norm`) — where the precision plugin clips the plain norm of these
+        gradients (not DeepSpeed / FSDP; not a fused optimizer under AMP, whose gradients are still scaled
+        here and which Lightning refuses to clip)."""
         plugin = self.trainer.precision_plugin
-        own_way = type(plugin).clip_grad_by_norm is not Precision.clip_grad_by_norm
-        if not gradient_clip_val or (gradient_clip_algorithm or "norm") != "norm" or own_way:
-            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-            return
-        clip_grad_norm(plugin.main_params(optimizer), float(gradient_clip_val))
+        plain = (type(plugin).clip_grad_by_norm is Precision.clip_grad_by_norm
+                 and type(plugin).clip_gradients in (Precision.clip_gradients, MixedPrecision.clip_gradients)
+                 and not (isinstance(plugin, MixedPrecision) and _optimizer_handles_unscaling(optimizer)))
+        if gradient_clip_val and (gradient_clip_algorithm or "norm") == "norm" and plain:
+            params = list(plugin.main_params(optimizer))
+            if overflows_float32(grad_norm(p.grad for p in params if p.grad is not None)):
+                clip_grad_norm(params, float(gradient_clip_val))
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val", self.val_acc)
