@@ -343,6 +343,25 @@ def test_nan_gradient_stops_before_the_step_and_names_the_checkpoint(tmp_path):
     assert torch.isfinite(weight).all() and torch.equal(weight, snapshot["w"])  # no update from the NaN step
 
 
+def test_a_huge_gradient_without_clipping_is_said_once(tmp_path):
+    """Without gradient_clip_val a finite gradient of ~1e21 goes to the optimizer as it is (as in the TF
+    sources), but the run says so once: Adam's second moment keeps those weights nearly still for thousands
+    of steps."""
+    import lightning as L
+
+    from spikelight.app.cli import build_datamodule, build_module
+
+    cfg = compose_cfg("train", [*FAST, "data.batch_size=32"], tmp_path)
+    module, dm = build_module(cfg), build_datamodule(cfg)
+    module.model.fc.weight.register_hook(lambda g: g * 1e21 if module.global_step in (2, 4) else g)
+    trainer = L.Trainer(max_epochs=1, max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0)
+    with pytest.warns(UserWarning, match=r"gradient norm \S+e\+\d+ at step 2 without gradient clipping") as seen:
+        trainer.fit(module, datamodule=dm)
+    assert trainer.global_step == 6 and sum("without gradient clipping" in str(w.message) for w in seen) == 1
+
+
 def test_an_epoch_ended_without_starting_in_this_process_gets_no_time():
     """A resume from a checkpoint written inside an epoch's end can end that epoch again without starting
     it (seen resuming an LSNN run: 'epoch 2/20: 31357.4 s', perf_counter() - 0, the seconds since boot).

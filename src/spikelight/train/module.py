@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.plugins.precision.amp import _optimizer_handles_unscaling
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -272,8 +273,17 @@ class SpikingClassifier(L.LightningModule):
     def _check_finite_grads(self, step: int) -> None:
         """Stop before an optimizer step would write NaN/Inf gradients into the weights."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads:  # summed in float64: a finite gradient past ~1.8e19 is not called inf (spikelight.train.grad_norm)
-            self._check_finite(grad_norm(grads), step, "grad")
+        if not grads:
+            return
+        norm = grad_norm(grads)  # summed in float64: a finite gradient past ~1.8e19 is not called inf
+        self._check_finite(norm, step, "grad")
+        clipped = self._trainer is not None and self.trainer.gradient_clip_val
+        if norm.device.type == "cpu" and not clipped and not self.__dict__.get("_warned_huge") \
+                and overflows_float32(norm):  # (on CUDA reading the norm would stall every step)
+            self._warned_huge = True
+            rank_zero_warn(f"gradient norm {float(norm):.3g} at step {step} without gradient clipping: Adam's "
+                           "second moment will hold it for thousands of steps (those weights barely move); "
+                           "set trainer.gradient_clip_val (said once per run)")
 
     def _last_good_checkpoint(self) -> str:
         """The newest checkpoint this run wrote (weights from before the bad step), if any."""
