@@ -343,6 +343,32 @@ def test_nan_gradient_stops_before_the_step_and_names_the_checkpoint(tmp_path):
     assert torch.isfinite(weight).all() and torch.equal(weight, snapshot["w"])  # no update from the NaN step
 
 
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_clipping_of_ordinary_gradients_is_lightnings_own(tmp_path, algorithm):
+    """Only a gradient whose float32 norm would overflow gets the float64 pre-scaling: every other step is
+    clipped by Lightning alone, by norm or by value (same weights after 4 steps at a clip of 0.01)."""
+    import lightning as L
+
+    from spikelight.app.cli import build_datamodule, build_module
+
+    cfg = compose_cfg("train", [*FAST, "data.batch_size=32"], tmp_path)
+    weights = []
+    for ours in (True, False):
+        L.seed_everything(0)
+        module, dm = build_module(cfg), build_datamodule(cfg)
+        if not ours:  # Lightning's hook, bypassing SpikingClassifier's
+            def lightning_only(optimizer, gradient_clip_val=None, gradient_clip_algorithm=None, m=module):
+                L.LightningModule.configure_gradient_clipping(m, optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+            module.configure_gradient_clipping = lightning_only
+        trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_progress_bar=False,
+                            enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                            limit_val_batches=0, gradient_clip_val=0.01, gradient_clip_algorithm=algorithm)
+        trainer.fit(module, datamodule=dm)
+        weights.append(module.model.fc.weight.detach().clone())
+    assert torch.equal(weights[0], weights[1])
+
+
 def test_a_huge_gradient_without_clipping_is_said_once(tmp_path):
     """Without gradient_clip_val a finite gradient of ~1e21 goes to the optimizer as it is (as in the TF
     sources), but the run says so once: Adam's second moment keeps those weights nearly still for thousands
