@@ -10,7 +10,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
-from lightning.pytorch.plugins.precision.amp import _optimizer_handles_unscaling
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -277,7 +276,7 @@ class SpikingClassifier(L.LightningModule):
             return
         norm = grad_norm(grads)  # summed in float64: a finite gradient past ~1.8e19 is not called inf
         self._check_finite(norm, step, "grad")
-        clipped = self._trainer is not None and self.trainer.gradient_clip_val
+        clipped = self.manual_gradient_clip_val or (self._trainer is not None and self.trainer.gradient_clip_val)
         if norm.device.type == "cpu" and not clipped and not self.__dict__.get("_warned_huge") \
                 and overflows_float32(norm):  # (on CUDA reading the norm would stall every step)
             self._warned_huge = True
@@ -322,7 +321,8 @@ class SpikingClassifier(L.LightningModule):
         plugin = self.trainer.precision_plugin
         plain = (type(plugin).clip_grad_by_norm is Precision.clip_grad_by_norm
                  and type(plugin).clip_gradients in (Precision.clip_gradients, MixedPrecision.clip_gradients)
-                 and not (isinstance(plugin, MixedPrecision) and _optimizer_handles_unscaling(optimizer)))
+                 # a fused optimizer unscales inside its step (Lightning's _optimizer_handles_unscaling)
+                 and not (isinstance(plugin, MixedPrecision) and getattr(optimizer, "_step_supports_amp_scaling", False)))
         if gradient_clip_val and (gradient_clip_algorithm or "norm") == "norm" and plain:
             params = list(plugin.main_params(optimizer))
             if overflows_float32(grad_norm(p.grad for p in params if p.grad is not None)):
