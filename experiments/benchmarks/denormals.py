@@ -1,5 +1,6 @@
 """What flushing subnormal floats to zero (``flush_denormal``, default true) does to a training step's time (1 thread
-by default: the mode does not reach PyTorch's intra-op worker threads, spikelight/app/denormals.py).
+by default, as experiments/ trains; with ``--threads N`` the mode is set in PyTorch's intra-op pool too on Linux,
+spikelight/app/denormals.py).
 
 One process, the same weights and batch, the two modes alternating (order reversed every repetition):
 ``model=lstm`` and ``model=gru`` as ``experiments/lsnn`` trains them (110 / 128 units, 784 pixels one per

@@ -7,12 +7,14 @@ later): a run must put back what it found, or the next test in that worker compu
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from spikelight.app.cli import run_task
-from spikelight.app.denormals import flush_denormals, flushing
+from spikelight.app.denormals import _openmp_parallel, flush_denormals, flushing
 
 pytestmark = pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU has no flush-to-zero mode")
 
@@ -28,6 +30,33 @@ def test_the_block_flushes_and_puts_the_mode_back():
             assert (tiny * 1.0)[0].item() == pytest.approx(3e-39)
         assert flushing()
     assert not flushing()
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_the_intra_op_pool_flushes_too(two_threads):
+    """With the calling thread alone, a 2-thread product of subnormals is flushed in half its elements (the
+    other half is the pool's): every element, and every term of a matrix product, inside the block; none after."""
+    if sys.platform.startswith("linux") and "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        assert _openmp_parallel() is not None  # PyTorch's x86 Linux wheels: the pool must be reached
+    else:
+        pytest.skip("only the calling thread is set on this platform (spikelight.app.denormals)")
+    tiny = torch.full((1 << 20,), 1e-39)
+    a = torch.full((256, 256), 1e-20)  # each term 1e-40: subnormal; their sum 2.6e-38 is not
+
+    def flushed():
+        return ((tiny * 1.0) == 0).float().mean().item(), ((a @ a) == 0).float().mean().item()
+
+    assert flushed() == (0.0, 0.0)
+    with flush_denormals(True):
+        assert flushed() == (1.0, 1.0)
+    assert flushed() == (0.0, 0.0)
 
 
 def test_the_mode_is_put_back_after_an_error():
