@@ -27,8 +27,8 @@ lane_a=(
 # (2026-12-06, fifth session: the lanes re-ordered to even them out (e-prop ~6.5 s a step: ~8 h for 20 epochs) and
 # to put what issue 19 asks for first; added lif_tbptt50_s0 = the LIF-RSNN at the design card's defaults and
 # bellec_lif_s0 = LSNN-official's --model=LIF baseline; lif_bptt_s0 (full BPTT) and the lr 3e-3 run go last)
-# the LSTM: 2.7 s per step of 256 sequences of 784 steps since runs flush subnormal floats (flush_denormal,
-# 2026-12-06; 25 s before: experiments/benchmarks/RESULTS-denormals.md)
+# the LSTM: 4.0 s per step of 256 sequences of 784 steps since runs flush subnormal floats (flush_denormal,
+# 2026-12-06; 31 s before: experiments/benchmarks/RESULTS-denormals.md, 1 thread, load 4)
 lane_b=(
   "bellec_s0|experiment=lsnn_smnist data=sfmnist seed=0 $E"
   "lstm_s0|model=lstm model.hidden=110 seed=0 trainer.gradient_clip_val=1.0 $E"

@@ -3,13 +3,14 @@
 The transcriptions below are written line by line from the public TensorFlow code (TF ops → torch ops,
 nothing else changed; the TF line is quoted beside each one):
 
-- IGITUGraz/LSNN-official ``lsnn/spiking_models.py``: ``SpikeFunction``, ``ALIF.__call__``,
+- IGITUGraz/LSNN-official ``lsnn/spiking_models.py``: ``SpikeFunction``, ``ALIF.__call__``, ``LIF.__call__``,
   ``LIF_dynamic`` (n_delay = 1, V0 = 1, dt = 1, no rewiring).
 - IGITUGraz/eligibility_propagation ``Figure_3_and_S7_e_prop_tutorials/models.py``: ``EligALIF.__call__``,
-  ``compute_z``, ``compute_eligibility_traces``, ``compute_loss_gradient``.
+  ``compute_z``, ``compute_eligibility_traces``, ``compute_loss_gradient``, ``LightLIF.__call__``.
 
 Held: spikes equal, membrane (the codes' ``v``, our ``h``) and gradients within 1e-6 relative, for the
-neuron alone, the recurrent layer (every CPU backend the convention runs on) and e-prop's gradients.
+neuron alone, the recurrent layer (every CPU backend the convention runs on) and e-prop's gradients; the
+plain LIF of each code (``neuron=lif neuron.convention=...``: :func:`spikelight.neurons.lif_neuron`) too.
 The parameters map as the ALIF docstring says (``spikelight.neurons.alif``): tau = 1/(1 − exp(−1/τ_m)),
 the e-prop code's β_e = β(1 − ρ) and n_ref = refractory + 1.
 """
@@ -28,7 +29,7 @@ from spikelight.layers.recurrent import RecurrentSpikingLayer
 from spikelight.learning.eprop import EProp
 from spikelight.losses import ReadoutCrossEntropyLoss
 from spikelight.models.lsnn import LSNN
-from spikelight.neurons import ALIFNode
+from spikelight.neurons import ALIFNode, LIFNode, lif_neuron
 from spikelight.readout import MembraneReadout
 
 TAU_M, TAU_A, DAMPENING = 20.0, 30.0, 0.3
@@ -120,6 +121,56 @@ def elig_alif(inputs, w_in, w_rec, thr, beta_e, n_refractory, tau=TAU_M, tau_ada
         vs.append(v)
         bs.append(b)
     return torch.stack(zs, 1), torch.stack(vs, 1), torch.stack(bs, 1)
+
+
+def lsnn_official_lif(inputs, w_in, w_rec, thr, n_refractory, tau=TAU_M, dt=1.0):
+    """LSNN-official's ``LIF`` cell (``LIF.__call__`` + ``LIF_dynamic`` with its own thr and decay) over
+    [B, T, n_in]: returns (z, v) [B, T, n_rec]."""
+    B, T, _ = inputs.shape
+    n_rec = w_in.shape[1]
+    decay = torch.exp(torch.tensor(-dt / tau, dtype=inputs.dtype))  # self._decay = tf.exp(-dt / tau)
+    W_rec = torch.where(torch.eye(n_rec, dtype=torch.bool), torch.zeros_like(w_rec), w_rec)  # disconnect autapse
+    z = torch.zeros(B, n_rec, dtype=inputs.dtype)
+    v = torch.zeros_like(z)
+    z_buffer = torch.zeros(B, n_rec, n_refractory, dtype=inputs.dtype)
+    zs, vs = [], []
+    for t in range(T):
+        i_future_buffer = inputs[:, t] @ w_in + z @ W_rec  # state.i_future_buffer + einsum(...) + einsum(...)
+        i_t = i_future_buffer  # i_t = i_future_buffer[:, :, 0] + add_current
+        I_reset = z * thr * dt  # I_reset = z * thr * self.dt   (thr = self.thr)
+        new_v = decay * v + (1 - decay) * i_t - I_reset  # new_v = decay * v + (1 - decay) * i_t - I_reset
+        v_scaled = (v - thr) / thr  # v_scaled = (v - thr) / thr
+        new_z = _SpikeFunction.apply(v_scaled, DAMPENING)
+        if n_refractory > 0:
+            is_ref = z_buffer[:, :, -n_refractory:].max(dim=2).values > 0
+            new_z = torch.where(is_ref, torch.zeros_like(new_z), new_z)
+        new_z = new_z * 1 / dt
+        z_buffer = torch.cat([z_buffer[:, :, 1:], new_z[:, :, None]], dim=2) if n_refractory else z_buffer
+        v, z = new_v, new_z
+        zs.append(z)
+        vs.append(v)
+    return torch.stack(zs, 1), torch.stack(vs, 1)
+
+
+def light_lif(inputs, w_in, w_rec, thr, tau=TAU_M, dt=1.0):
+    """The e-prop code's ``LightLIF.__call__`` over [B, T, n_in] (stop_z_gradients=False): (z, v) [B, T, n_rec]."""
+    B, T, _ = inputs.shape
+    n_rec = w_in.shape[1]
+    decay = math.exp(-dt / tau)  # self._decay = tf.exp(-dt / self.tau)
+    w_rec_val = torch.where(torch.eye(n_rec, dtype=torch.bool), torch.zeros_like(w_rec), w_rec)
+    z = torch.zeros(B, n_rec, dtype=inputs.dtype)
+    v = torch.zeros_like(z)
+    zs, vs = [], []
+    for t in range(T):
+        i_t = inputs[:, t] @ w_in + z @ w_rec_val  # i_t = tf.matmul(inputs, self.w_in_val) + tf.matmul(z, ...)
+        I_reset = z * thr * dt  # I_reset = z * self.thr * self.dt
+        new_v = decay * v + (1 - decay) * i_t - I_reset  # new_v = decay * v + (1 - decay) * i_t - I_reset
+        v_scaled = (new_v - thr) / thr  # v_scaled = (new_v - thr) / thr
+        new_z = _SpikeFunction.apply(v_scaled, DAMPENING) * 1 / dt
+        v, z = new_v, new_z
+        zs.append(z)
+        vs.append(v)
+    return torch.stack(zs, 1), torch.stack(vs, 1)
 
 
 def eprop_loss_gradient(learning_signal, z_pre, z_post, v_post, b_post, thr, beta_e, n_ref, decay_out, is_rec,
@@ -323,6 +374,107 @@ def test_eprop_gradients_equal_the_eprop_code():
     assert _rel(res.grads["w_rec"], g_rec.t()) < 1e-6
 
 
+@pytest.mark.parametrize("backend", ["torch", "fused"])
+def test_eprop_neuron_alone_equals_elig_alif(backend):
+    """The neuron without recurrence: EligALIF with W_in = I and W_rec = 0; gradient to the input current."""
+    thr, beta_e, n_ref, n = 0.5, 0.05, 2, 8
+    gen = torch.Generator().manual_seed(5)
+    current = (torch.rand(2, 50, n, generator=gen, dtype=torch.float64) * 0.4).requires_grad_(True)
+    c = torch.randn(2, 50, n, generator=gen, dtype=torch.float64)
+    z_ref, v_ref, _ = elig_alif(current, torch.eye(n, dtype=torch.float64), torch.zeros(n, n, dtype=torch.float64),
+                                thr, beta_e, n_ref)  # fmt: skip
+    assert 0.02 < float(z_ref.detach().mean()) < 0.5
+    (g_ref,) = torch.autograd.grad((c * (z_ref + v_ref)).sum(), current)
+    out = _eprop_neuron(backend, n_ref, beta_e, thr)(current.transpose(0, 1))
+    z, v = out.spikes.transpose(0, 1), out.membrane.transpose(0, 1)
+    assert torch.equal(z, z_ref)
+    assert _rel(v, v_ref) < 1e-9
+    (g,) = torch.autograd.grad((c * (z + v)).sum(), current)
+    assert _rel(g, g_ref) < 1e-6
+
+
+def _lif_layer_vs(transcription, neuron, w_in, w_rec, x, c_z, c_v, dtype):
+    """Spikes equal, v within 1e-9 (1e-5 in fp32), gradients within 1e-6 (1e-4 in fp32)."""
+    z_ref, v_ref = transcription(x, w_in, w_rec)
+    assert 0.02 < float(z_ref.mean()) < 0.4  # the comparison sees spikes and resets
+    layer = _layer(neuron, w_in, w_rec).to(dtype)
+    out = layer(x.transpose(0, 1).to(dtype))
+    z, v = out.spikes.transpose(0, 1), out.membrane.transpose(0, 1)
+    assert torch.equal(z.double(), z_ref)
+    assert _rel(v.double(), v_ref) < (1e-9 if dtype == torch.float64 else 1e-5)
+    g_ref = _grads_of(lambda wi, wr: sum((c * o).sum() for c, o in zip((c_z, c_v), transcription(x, wi, wr))),
+                      w_in, w_rec)  # fmt: skip
+    g = _layer_grads(layer, (c_z.to(dtype) * z).sum() + (c_v.to(dtype) * v).sum())
+    for name, a, b in zip(("W_in", "W_rec"), g, g_ref):
+        assert _rel(a, b) < (1e-6 if dtype == torch.float64 else 1e-4), f"{name}: {_rel(a, b):.2e}"
+
+
+@pytest.mark.parametrize("backend", ["torch", "fused", "native", "auto"])
+@pytest.mark.parametrize("n_ref", [0, 2])
+def test_lif_lsnn_official_equals_its_lif_cell(backend, n_ref):
+    """``neuron=lif neuron.convention=lsnn_official``: LSNN-official's ``LIF`` cell (``--model=LIF``). Bugs
+    caught: the spikelight LIF's order (fire from h_t, reset before the leak), the refractory count."""
+    if backend == "native":
+        from spikelight.dynamics.native import library
+
+        if not library.available():
+            pytest.skip("no C compiler")
+    thr = 0.05
+    w_in, w_rec, x, c_z, c_v = _weights(4, 16, seed=6, scale_in=0.6)
+    neuron = lif_neuron(tau=TAU_OURS, decay_input=True, v_threshold=thr, v_reset=None, refractory=n_ref,
+                        surrogate=Triangle(1.0, DAMPENING), backend=backend, convention="lsnn_official")  # fmt: skip
+    dtype = torch.float32 if backend == "native" else torch.float64
+    _lif_layer_vs(lambda x, wi, wr: lsnn_official_lif(x, wi, wr, thr, n_ref), neuron, w_in, w_rec, x, c_z, c_v, dtype)
+
+
+@pytest.mark.parametrize("backend", ["torch", "fused", "native"])
+def test_lif_eprop_equals_light_lif(backend):
+    """``neuron=lif neuron.convention=eprop``: the e-prop code's ``LightLIF`` (input scaled by 1 − decay,
+    no refractory counter). Bugs caught: the reset before the leak, ``>=``, the input factor."""
+    if backend == "native":
+        from spikelight.dynamics.native import library
+
+        if not library.available():
+            pytest.skip("no C compiler")
+    thr = 0.4
+    w_in, w_rec, x, c_z, c_v = _weights(4, 16, seed=7, scale_in=8.0)
+    neuron = lif_neuron(tau=TAU_OURS, decay_input=True, v_threshold=thr, v_reset=None,
+                        surrogate=Triangle(1.0, DAMPENING), backend=backend, convention="eprop")  # fmt: skip
+    dtype = torch.float32 if backend == "native" else torch.float64
+    _lif_layer_vs(lambda x, wi, wr: light_lif(x, wi, wr, thr), neuron, w_in, w_rec, x, c_z, c_v, dtype)
+
+
+def test_lif_neuron_builds_each_convention():
+    """spikelight without refractory is SpikingJelly's LIFNode (as before); the others, or a refractory
+    period, run as ALIFNode with β = 0; a hard reset in a subtracting convention is one line naming the fix."""
+    assert type(lif_neuron(tau=2.0)) is LIFNode
+    for convention in ("lsnn_official", "eprop"):
+        node = lif_neuron(tau=20.0, v_reset=None, convention=convention)
+        assert isinstance(node, ALIFNode) and node.convention == convention and node.beta == 0.0
+        assert node._kernel_spec().adaptive is False
+    assert lif_neuron(beta=0.9, refractory=3).refractory == 3
+    with pytest.raises(ValueError, match=r"LIF convention=eprop subtracts the threshold on a spike: set neuron\.v_reset=null"):
+        lif_neuron(convention="eprop")
+    with pytest.raises(ValueError, match="LIF convention must be one of"):
+        lif_neuron(convention="norse")
+
+
+def test_lif_refractory_in_the_spikelight_convention_is_lifnode_plus_the_gate():
+    """ALIFNode with β = 0 is LIFNode spike for spike; with a refractory period, a spike is followed by that
+    many silent steps (and nothing else changes until then)."""
+    gen = torch.Generator().manual_seed(8)
+    x = torch.rand(40, 3, 5, generator=gen, dtype=torch.float64) * 1.5
+    plain = LIFNode(tau=4.0, surrogate=Triangle(1.0, DAMPENING), backend="torch").double()(x).spikes
+    same = lif_neuron(tau=4.0, refractory=0, surrogate=Triangle(1.0, DAMPENING), backend="torch")
+    as_alif = ALIFNode(tau=4.0, beta=0.0, decay_input=True, surrogate=Triangle(1.0, DAMPENING), backend="torch")
+    assert torch.equal(same(x).spikes, plain) and torch.equal(as_alif(x).spikes, plain)
+    gated = lif_neuron(tau=4.0, refractory=2, surrogate=Triangle(1.0, DAMPENING), backend="torch")(x).spikes
+    first = plain.argmax(0)  # each neuron's first spike is the same; the two steps after it are silent
+    assert torch.equal(gated.argmax(0), first)
+    for t in (1, 2):
+        assert not gated.gather(0, (first + t).clamp(max=39)[None]).any()
+
+
 def test_conventions_need_a_soft_reset_and_their_normalisation():
     with pytest.raises(ValueError, match="v_reset=null"):
         ALIFNode(convention="eprop", v_reset=0.0)
@@ -366,9 +518,11 @@ class _SuperSpike(torch.autograd.Function):
 
 
 def norse_lsnn(inputs, w_in, w_rec, tau_mem_inv, tau_adapt_inv, v_th, beta, dt, same_step_current=False,
-               adaptation_gradient=False):  # fmt: skip
-    """``lsnn_step`` over [T, B, F] with tau_syn_inv·dt = 1 (the synaptic current does not outlive its step),
-    v_leak = v_reset = 0 and b starting at v_th. The two flags are the two places Norse's LSNN differs from
+               adaptation_gradient=False, tau_syn_inv=None):  # fmt: skip
+    """``lsnn_step`` over [T, B, F] (as ``LSNNRecurrent`` runs it: b starting at v_th, no autapses),
+    v_leak = v_reset = 0; ``tau_syn_inv`` None = 1/dt: the synaptic current does not outlive its step (Norse's
+    default, 200 /s at dt = 1 ms, carries 0.8 of it to the next step: a synaptic filter our ALIF does not have,
+    a third difference, set equal here). The two flags are the two places Norse's LSNN differs from
     Bellec's (and ours); both False is Norse as written:
     ``same_step_current``: the voltage integrates this step's jump (I_t) instead of the last step's (Norse:
     input reaches v one step late, recurrent spikes two); ``adaptation_gradient``: b jumps by β·z with z's
@@ -380,7 +534,7 @@ def norse_lsnn(inputs, w_in, w_rec, tau_mem_inv, tau_adapt_inv, v_th, beta, dt, 
     zs, vs = [], []
     for t in range(T):
         # (moved up when same_step_current) i_new = i_decayed + linear(input, W_in) + linear(state.z, W_rec)
-        di = -dt * (1.0 / dt) * i  # di = -dt * p.tau_syn_inv * state.i
+        di = -dt * (1.0 / dt if tau_syn_inv is None else tau_syn_inv) * i  # di = -dt * p.tau_syn_inv * state.i
         i_decayed = i + di
         i_new = i_decayed + F.linear(inputs[t], w_in) + F.linear(z, w_rec)
         i_used = i_new if same_step_current else i
@@ -412,6 +566,26 @@ def _norse_setup():
         layer.fc.weight.copy_(w_in)
         layer.rec.weight.copy_(w_rec)
     return layer, x, (w_in, w_rec, tau_mem_inv, tau_adapt_inv, v_th, beta_n, dt)
+
+
+@pytest.mark.parametrize("synapse", ["instant", "norse_default"])
+def test_the_norse_transcription_is_norse(synapse):
+    """The transcription above, as written (both flags False), against Norse 1.1.0's own ``LSNNRecurrent`` run on
+    the same inputs (``data/norse_1.1.0_lsnn.pt``, written by ``data/make_norse_lsnn.py``): spikes equal,
+    gradients within 1e-9. Bugs caught: the current integrated in its own step, b without its decay toward v_th,
+    the surrogate's scale, the synaptic decay."""
+    from pathlib import Path
+
+    ref = torch.load(Path(__file__).with_name("data") / "norse_1.1.0_lsnn.pt", weights_only=True)[synapse]
+    _, x, args = _norse_setup()
+    w_in, w_rec = (w.clone().requires_grad_(True) for w in args[:2])
+    z, _ = norse_lsnn(x, w_in, w_rec, *args[2:], tau_syn_inv=float(ref["tau_syn_inv"]))
+    assert 0.05 < float(z.detach().mean()) < 0.5
+    assert torch.equal(z.detach(), ref["z"])
+    c = torch.randn(z.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    g_in, g_rec = torch.autograd.grad((c * z).sum(), [w_in, w_rec])
+    assert _rel(g_in, ref["g_in"]) < 1e-9
+    assert _rel(g_rec * (1 - torch.eye(g_rec.shape[0], dtype=g_rec.dtype)), ref["g_rec"]) < 1e-9  # no autapses
 
 
 def test_norse_lsnn_equals_ours_once_its_two_differences_are_set_equal():

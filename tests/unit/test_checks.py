@@ -33,11 +33,11 @@ from spikelight.train.loggers import CSVLogger
         (["-m", "neuron.tua=2,3"], "did you mean 'neuron.tau=2,3'?"),
         (["surrogate=atn"], "no config surrogate/atn.yaml (surrogate=atn); did you mean surrogate=atan?"),
         (["neuron=lif,if"], "add -m to sweep over them (python train.py -m neuron=lif,if)"),
-        (["neuron.tau=abc"], "neuron.tau=abc: LIFNode(tau) takes a number, got the string 'abc'"),
+        (["neuron.tau=abc"], "neuron.tau=abc: lif_neuron(tau) takes a number, got the string 'abc'"),
         (["T=abc"], "T=abc: PoissonEncoder(T) takes a number, got the string 'abc' (used as encoder.T)"),
         (["model=mlp", "model.hidden=500"],
          "model.hidden=500: MLP(hidden) takes a list, got the number 500; write a list, e.g. 'model.hidden=[500]'"),
-        (["+neuron.tua=2"], "neuron.tua: LIFNode has no argument 'tua'; did you mean 'neuron.tau'?"),
+        (["+neuron.tua=2"], "neuron.tua: lif_neuron has no argument 'tua'; did you mean 'neuron.tau'?"),
         (["optimizer.lr=abc"], "optimizer.lr=abc: Adam(lr) takes a number, got the string 'abc'"),
         (["data=digits", "data.batch_size=x"], "data.batch_size=x: DigitsDataModule(batch_size) takes a number"),
         # a real argument the shipped config does not list, a key of a group given at the top, another

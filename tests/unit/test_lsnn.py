@@ -300,6 +300,21 @@ def test_lsnn_experiments_are_the_published_setups(tmp_path):
     assert (bellec.scheduler.step_size, bellec.scheduler.gamma, bellec.scheduler_interval) == (2500, 0.8, "step")
     # LSNN-official's alpha = exp(-1/20): our decay 1 - 1/tau must equal it
     assert 1 - 1 / node.tau == pytest.approx(math.exp(-1 / 20), abs=1e-7)
+    assert node.convention == "lsnn_official"  # its neuron, not SpikingJelly's order
+
+
+def test_neuron_lif_takes_a_convention_from_the_command_line(tmp_path):
+    """``model=lsnn neuron=lif neuron.convention=lsnn_official neuron.v_reset=null`` builds LSNN-official's LIF
+    (an ALIFNode with beta 0) in the recurrent layer; the default is still SpikingJelly's LIFNode."""
+    from hydra.utils import instantiate
+
+    default = compose_cfg("train", ["model=lsnn", "neuron=lif"], tmp_path)
+    assert type(instantiate(default.neuron)()) is LIFNode
+    cfg = compose_cfg("train", ["model=lsnn", "neuron=lif", "neuron.convention=lsnn_official", "neuron.v_reset=null",
+                                "neuron.refractory=5"], tmp_path)  # fmt: skip
+    node = instantiate(cfg.neuron)()
+    assert isinstance(node, ALIFNode) and (node.convention, node.beta, node.refractory) == ("lsnn_official", 0.0, 5)
+    assert node.tau == 20.0 and node.decay_input is False  # model=lsnn's neuron settings reach it
 
 
 def test_smnist_offline_names_sfmnist(tmp_path):

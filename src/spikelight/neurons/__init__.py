@@ -14,6 +14,7 @@ from spikelight.neurons.if_lif import (
     tau_from_beta,
 )
 from spikelight.neurons.leaky import LeakyNode
+from spikelight.neurons.lif_conventions import lif_neuron
 
 __all__ = [
     "ALIFNode",
@@ -26,6 +27,7 @@ __all__ = [
     "VState",
     "IFNode",
     "LIFNode",
+    "lif_neuron",
     "LeakyNode",
     "reset_state",
     "if_charge",

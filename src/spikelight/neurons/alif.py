@@ -48,13 +48,19 @@ Conversions (time step dt = 1; time constants in steps; measured in
 - Norse 1.1 ``LSNNRecurrent`` (``functional/lsnn.py::lsnn_step``; threshold ``v − b``, b relaxing to v_th
   and jumping by β_n·z, Euler LIF, hard reset with a detached z) differs twice: its membrane integrates
   the *previous* step's synaptic current (input reaches v one step late, recurrent spikes two), and the
-  adaptation jump uses ``z.detach()`` (no gradient through the adaptation). With those two set equal it
+  adaptation jump uses ``z.detach()`` (no gradient through the adaptation); and its synaptic current is
+  low-pass filtered (``tau_syn_inv`` 200 /s at dt 1 ms by default: 0.8 of it carried to the next step),
+  which this neuron has not (``tau_syn_inv·dt = 1`` removes it). With those set equal it
   is this neuron (``spikelight`` convention) with ``tau = 1/(dt·tau_mem_inv)``, ``ρ = 1 − dt·tau_adapt_inv``,
   ``beta = β_n·ρ/(1 − ρ)``, ``v_reset=0``, ``detach_reset=True``, ``surrogate=fast_sigmoid alpha=1``
-  (Norse's SuperSpike ignores its alpha): spikes equal, gradients within 1e-6 (test_conventions.py).
+  (Norse's SuperSpike ignores its alpha): spikes equal, gradients within 1e-6 (test_conventions.py, whose
+  transcription of Norse is held to Norse 1.1.0's own outputs, stored in ``tests/equivalence/data/``).
 - Under the ``spikelight`` convention the LSNN-official / e-prop neurons are *not* reproduced
   when α < 1 (measured with τ_m = 20 over 30 steps: 20–173 of 2,400 spikes differ, gradients
   by 4–34%): choose the convention.
+
+The plain LIF of each convention (``neuron=lif neuron.convention=...``: LSNN-official's ``LIF`` cell, the
+e-prop code's ``LightLIF``) is this neuron with β = 0 (:func:`spikelight.neurons.lif_neuron`).
 
 State: :class:`ALIFState` ``(v, a, ref, z)``; ``ref`` counts the refractory steps left, ``z`` is the
 last spike (the reset of ``lsnn_official`` needs it; the others carry it along).
@@ -106,7 +112,7 @@ class ALIFNode(BaseNode):
             normalise as their code: ``eprop`` by v_th, ``lsnn_official`` by A_t).
         convention: ``spikelight`` | ``eprop`` | ``lsnn_official`` (module docstring).
         decay_input, v_threshold, v_reset, surrogate, detach_reset, backend: as :class:`LIFNode`
-            (no Triton kernel: ``auto`` runs the fused plain-PyTorch form on every device).
+            (``backend``: module docstring; ``auto`` picks the Triton kernels on CUDA, the C loops on the CPU).
     """
 
     State = ALIFState
