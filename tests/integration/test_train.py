@@ -98,6 +98,28 @@ def test_resume_matches_uninterrupted_run(tmp_path):
         assert torch.equal(w_full[k], w_res[k]), k
 
 
+def test_resuming_a_run_with_max_steps_trains_every_epoch(tmp_path):
+    """With trainer.max_steps set, Lightning 2.6 counts every resume as a restart: it ended the checkpoint's epoch
+    again without a batch and counted it once more (experiment=lsnn_smnist sets max_steps: its resumes logged
+    'epoch 2/20: 31357.4 s', then 'epoch 10/20: 0.0 s'), so each resume cost an epoch of max_epochs
+    (spikelight/train/resume.py). Each resume here must train the next epoch, once, and only that."""
+    run = tmp_path / "run"
+    common = [*FAST, "data=digits", "T=4", "trainer.max_steps=10000", "trainer.limit_train_batches=3",
+              "trainer.limit_val_batches=1", "test=false", "logger=csv", "callbacks=[default,epoch_time]"]
+    assert run_cli("train.py", *common, "trainer.max_epochs=1", f"hydra.run.dir={run}").returncode == 0
+    for epochs in (2, 3):
+        proc = run_cli("train.py", *common, f"trainer.max_epochs={epochs}",
+                       f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={run}")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = re.findall(r"epoch \d/\d: .*", (run / "train.log").read_text())
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/1", "epoch 2/2", "epoch 3/3"], lines
+    assert all("train loss" in line for line in lines), lines
+    times = [float(r["time/epoch_s"]) for r in _metrics(run) if r.get("time/epoch_s")]
+    assert len(times) == 3 and min(times) > 0.01, times
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (ckpt["epoch"], ckpt["global_step"]) == (2, 9)  # 3 epochs of 3 batches, none twice
+
+
 def test_eval_reloads_checkpoint_with_weights_only(tmp_path):
     run_dir = tmp_path / "train"
     proc = run_cli("train.py", *FAST, "data=digits", "T=8", "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")

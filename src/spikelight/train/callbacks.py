@@ -157,20 +157,26 @@ class EpochTimeCallback(L.Callback):
 
     def __init__(self) -> None:
         self._fit_start = 0.0
-        # None until an epoch starts in this process: a run resumed from a checkpoint written at an epoch's
-        # end ends that epoch again without starting it, and has no time for it
+        # None until an epoch starts in this process, and the batches it trained here: a run resumed from a
+        # checkpoint written at an epoch's end can end that epoch again (Lightning 2.6 does whenever
+        # trainer.max_steps is set: it then counts every resume as a restart), with or without starting it, and
+        # without a batch: there is no time for it
         self._epoch_start: float | None = None
+        self._batches = 0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_start = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch_start = time.perf_counter()
+        self._epoch_start, self._batches = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self._batches += 1
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._epoch_start is not None:
+        if self._epoch_start is not None and self._batches:
             pl_module.log("time/epoch_s", time.perf_counter() - self._epoch_start)
-            self._epoch_start = None
+        self._epoch_start = None
         try:
             import resource  # POSIX only
 
@@ -201,13 +207,16 @@ class EpochSummary(L.Callback):
 
     def __init__(self, slow_s: float = 5.0) -> None:
         self.slow_s = slow_s
-        self._start: float | None = None  # as EpochTimeCallback's: no time for an epoch it did not see start
+        # as EpochTimeCallback's: no time for an epoch it did not see start, or that trained no batch here
+        self._start: float | None = None
+        self._batches = 0
         self._marks: list[float] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
+        self._start, self._batches = time.perf_counter(), 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self._batches += 1
         if len(self._marks) > 2 or not trainer.is_global_zero:
             return
         self._marks.append(time.perf_counter())
@@ -223,7 +232,7 @@ class EpochSummary(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        seconds = None if self._start is None else time.perf_counter() - self._start
+        seconds = None if self._start is None or not self._batches else time.perf_counter() - self._start
         self._start = None
         log.info("[spikelight] " + self.line(trainer, seconds))
 

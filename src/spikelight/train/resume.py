@@ -1,0 +1,46 @@
+"""Resuming from a checkpoint written at an epoch's end: the next epoch trains, whatever ``trainer.max_steps`` says.
+
+``last.ckpt`` and the best-validation checkpoint are written inside ``on_train_epoch_end``, after the epoch's
+last batch and its validation: Lightning's loop state then reads "epoch processed, not yet completed". Without
+``trainer.max_steps``, Lightning 2.6 resumes such a checkpoint by completing that epoch. With it (iteration-based
+training, e.g. ``experiment=lsnn_smnist``'s 36,000 steps), Lightning counts every resume as a restart
+(``_FitLoop.restarting``): it ends that epoch a second time without a batch and counts it processed again, so
+each resume cost one epoch of ``trainer.max_epochs`` (measured: ``max_epochs=1`` then a resume with
+``max_epochs=2`` trained nothing; an LSNN run resumed twice would have stopped two epochs short), and the counts
+it saved from then on were off (processed ahead of started).
+
+:func:`finish_epoch_end_state` rewrites the loop state of such a checkpoint, as it is loaded, to what it is:
+that many epochs finished, the next one not begun — the state Lightning itself reaches without ``max_steps``.
+Checkpoints written inside an epoch (pre-emption: ``preempted.ckpt``) are left as they are. What stays: with
+``max_steps`` Lightning still passes once through its "restarted after the last batch" branch at the resumed
+epoch's start (no batch is trained), which advances the loggers' step by one per resume. Called from
+:meth:`spikelight.train.module.SpikingClassifier.on_load_checkpoint`, which Lightning runs before it restores
+the loops.
+"""
+
+from __future__ import annotations
+
+__all__ = ["finish_epoch_end_state"]
+
+_COUNTS = ("ready", "started", "processed", "completed")
+
+
+def finish_epoch_end_state(checkpoint: dict) -> bool:
+    """If ``checkpoint`` was written at the end of an epoch (its last training batch done, that epoch processed
+    but not counted complete), set the fit loop's epoch counts to the epochs finished (those completed + 1)
+    and the epoch loop's batch counts to a new epoch's. Returns whether it changed anything."""
+    fit = checkpoint.get("loops", {}).get("fit_loop")
+    if not isinstance(fit, dict) or "epoch_progress" not in fit or "epoch_loop.batch_progress" not in fit:
+        return False
+    epochs, batches = fit["epoch_progress"], fit["epoch_loop.batch_progress"]
+    current = batches.get("current", {})
+    at_epoch_end = bool(batches.get("is_last_batch")) and current.get("completed") == current.get("processed") > 0
+    # written after the epoch was counted complete (at the end of a fit, or by hand) or inside it: not ours
+    if not at_epoch_end or epochs["current"]["completed"] >= epochs["current"]["processed"]:
+        return False
+    finished = epochs["current"]["completed"] + 1
+    for kind in ("total", "current"):
+        epochs[kind].update(dict.fromkeys(_COUNTS, finished))
+    batches["current"] = dict.fromkeys(_COUNTS, 0)
+    batches["is_last_batch"] = False
+    return True
