@@ -390,8 +390,8 @@ def test_a_huge_gradient_without_clipping_is_said_once(tmp_path):
 
 def test_an_epoch_ended_without_starting_in_this_process_gets_no_time():
     """A resume from a checkpoint written inside an epoch's end can end that epoch again without starting
-    it (seen resuming an LSNN run: 'epoch 2/20: 31357.4 s', perf_counter() - 0, the seconds since boot).
-    Neither the logged time/epoch_s nor the epoch line may invent one."""
+    it (seen resuming an LSNN run: 'epoch 2/20: 31357.4 s', perf_counter() - 0, the seconds since boot), or
+    start it and end it without a batch. Neither the logged time/epoch_s nor the epoch line may invent one."""
     from types import SimpleNamespace
 
     from spikelight.train.callbacks import EpochSummary, EpochTimeCallback
@@ -408,8 +408,16 @@ def test_an_epoch_ended_without_starting_in_this_process_gets_no_time():
         timer.on_train_epoch_end(trainer, module)  # re-ended: never started here
         summary.on_train_epoch_end(trainer, module)
         assert "time/epoch_s" not in logged and lines[-1] == "[spikelight] epoch 2/20: resumed at its end"
+        # started again but no batch trained here (a second resume under max_steps logged 'epoch 10/20: 0.0 s')
         timer.on_train_epoch_start(trainer, module)
         summary.on_train_epoch_start(trainer, module)
+        timer.on_train_epoch_end(trainer, module)
+        summary.on_train_epoch_end(trainer, module)
+        assert "time/epoch_s" not in logged and lines[-1] == "[spikelight] epoch 2/20: resumed at its end"
+        timer.on_train_epoch_start(trainer, module)
+        summary.on_train_epoch_start(trainer, module)
+        for cb in (timer, summary):
+            cb.on_train_batch_end(trainer, module, None, None, 0)
         timer.on_train_epoch_end(trainer, module)
         summary.on_train_epoch_end(trainer, module)
         assert 0 <= logged["time/epoch_s"] < 5 and lines[-1].endswith(" s")
