@@ -44,7 +44,7 @@ def lif_neuron(
         convention: order of fire / reset / normalisation, as :class:`ALIFNode`'s.
         refractory: steps after a spike without spiking (LSNN-official's ``n_refractory``; the e-prop code's
             LightLIF has none); > 0 runs as :class:`ALIFNode` with β = 0.
-        Others: as :class:`LIFNode`.
+        Others as :class:`LIFNode`.
     """
     convention = check_convention(convention, "LIF")
     if convention == "spikelight" and not refractory:
