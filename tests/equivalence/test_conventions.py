@@ -475,6 +475,22 @@ def test_lif_refractory_in_the_spikelight_convention_is_lifnode_plus_the_gate():
         assert not gated.gather(0, (first + t).clamp(max=39)[None]).any()
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_the_spikelight_order_is_not_lsnn_officials(seed):
+    """Why the convention is a setting: with LSNN-official's parameters mapped as the ALIF docstring says, the
+    spikelight order (fire from h_t, reset by v_th before the next leak) does not reproduce its spikes when the
+    membrane leaks. Measured here (τ_m = 20, 16 neurons, 3 sequences of 60 steps, seeds 0–3, 2026-12-06): 118,
+    379, 141, 156 of 2,880 spikes differ; the weight gradients by 87–296% (largest element, relative)."""
+    thr = 0.05
+    beta = torch.tensor([0.0] * 6 + [1.8] * 10, dtype=torch.float64)
+    w_in, w_rec, x, c_z, _ = _weights(4, 16, seed=seed, scale_in=0.6)
+    z_ref, _ = lsnn_official(x, w_in, w_rec, thr, beta, 0)
+    neuron = ALIFNode(tau=TAU_OURS, tau_adapt=TAU_A, beta=1.8, adaptive_fraction=10 / 16, v_threshold=thr,
+                      v_reset=None, normalize=True, surrogate=Triangle(1.0, DAMPENING), backend="torch")  # fmt: skip
+    z = _layer(neuron, w_in, w_rec)(x.transpose(0, 1)).spikes.transpose(0, 1)
+    assert int((z != z_ref).sum()) >= 100
+
+
 def test_conventions_need_a_soft_reset_and_their_normalisation():
     with pytest.raises(ValueError, match="v_reset=null"):
         ALIFNode(convention="eprop", v_reset=0.0)
