@@ -121,7 +121,9 @@ def candidates() -> None:
             error = result.get("error") or ""
             note = "" if val else ("stopped: gradient norm inf" if "gradient norm is inf" in error else "running")
             if name.endswith("_newguard"):  # the same command again under the float64 guard of 11:24 UTC
-                note = "replayed under the float64 guard: no inf / nan element, ran its 150 steps"
+                ran = steps[-1][0] if steps else 0
+                note = (f"replayed under the float64 guard: ran its {ran} steps (no inf / nan element)"
+                        if result.get("status") == "ok" else f"replayed under the float64 guard: {error or 'running'}")
             at100 = [100 * float(r["val/acc"]) for r in val if int(r["step"]) == 99]
             at100 = f"{at100[0]:.1f}" if at100 else "—"
             lines.append(

@@ -7,7 +7,8 @@ that diverged never reaches its test, and neither kind tests its last epoch. Thi
 ``python eval.py ckpt_path=<checkpoint>`` (the 10,000 test images of the run's own data config, one torch
 thread) on
 
-- ``best``: the best-validation checkpoint (``checkpoints/epoch_NNN.ckpt``, ModelCheckpoint on ``val/acc``),
+- ``best``: the best-validation checkpoint (``checkpoints/epoch_NNN.ckpt``, ModelCheckpoint on ``val/acc``), for
+  a run that did not test it itself (a diverged one),
 - ``last``: ``checkpoints/last.ckpt`` (the end of the last whole epoch: for a diverged run, the epoch before
   the one it diverged in),
 
@@ -31,14 +32,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import load  # noqa: E402 - the same reading of a run's status as the table
 
 
-def checkpoints(run: Path) -> dict[str, Path]:
-    """The newest best-validation checkpoint and the newest last.ckpt over a run's folders (a resumed run
-    keeps writing into the folder it was resumed from, so the newest file is the run's own)."""
+def checkpoints(run: Path, info: dict) -> dict[str, Path]:
+    """The checkpoint of the epoch with the best validation accuracy (``epoch_NNN.ckpt``, NNN from 0; a run
+    resumed into another folder may hold a later, worse one: the choice is by the logged accuracy, not by the
+    file's time) and the newest last.ckpt over a run's folders. A run that finished tested its best checkpoint
+    itself (report.py shows that test): only its last one is tested here."""
     found: dict[str, Path] = {}
-    for which, pattern in (("best", "epoch_*.ckpt"), ("last", "last.ckpt")):
-        files = sorted(run.glob(f"runs/*/checkpoints/{pattern}"), key=lambda p: p.stat().st_mtime)
+    if info["test"] is None and info["val"]:
+        best_epoch = info["epochs"][max(range(len(info["val"])), key=info["val"].__getitem__)]
+        files = sorted(run.glob(f"runs/*/checkpoints/epoch_{best_epoch:03d}.ckpt"), key=lambda p: p.stat().st_mtime)
         if files:
-            found[which] = files[-1]
+            found["best"] = files[-1]
+        else:
+            print(f"{run.name}: no checkpoint of its best epoch {best_epoch + 1} left; best not tested", flush=True)
+    files = sorted(run.glob("runs/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if files:
+        found["last"] = files[-1]
     return found
 
 
@@ -79,7 +88,7 @@ def main() -> None:
             continue
         if not wanted and not (info["status"] == "finished" or info["status"].startswith("diverged")):
             continue  # still training: its checkpoints will change
-        for which, ckpt in checkpoints(run).items():
+        for which, ckpt in checkpoints(run, info).items():
             old = done.get(name, {}).get(which)
             stat = ckpt.stat()
             if (

@@ -452,7 +452,10 @@ def test_lif_neuron_builds_each_convention():
         node = lif_neuron(tau=20.0, v_reset=None, convention=convention)
         assert isinstance(node, ALIFNode) and node.convention == convention and node.beta == 0.0
         assert node._kernel_spec().adaptive is False
-    assert lif_neuron(beta=0.9, refractory=3).refractory == 3
+    gated = lif_neuron(beta=0.9, refractory=3, v_threshold=0.7, v_reset=0.1, detach_reset=True, backend="fused")
+    assert (gated.refractory, gated.tau, gated.decay_input) == (3, pytest.approx(10.0), False)  # snnTorch's form
+    assert (gated.v_threshold, gated.v_reset, gated.detach_reset, gated.backend) == (0.7, 0.1, True, "fused")
+    assert lif_neuron(tau=5.0, refractory=1).decay_input is True  # SpikingJelly's form, as LIFNode's default
     with pytest.raises(ValueError, match=r"LIF convention=eprop subtracts the threshold on a spike: set neuron\.v_reset=null"):
         lif_neuron(convention="eprop")
     with pytest.raises(ValueError, match="LIF convention must be one of"):

@@ -408,19 +408,20 @@ def test_an_epoch_ended_without_starting_in_this_process_gets_no_time():
         timer.on_train_epoch_end(trainer, module)  # re-ended: never started here
         summary.on_train_epoch_end(trainer, module)
         assert "time/epoch_s" not in logged and lines[-1] == "[spikelight] epoch 2/20: resumed at its end"
-        # started again but no batch trained here (a second resume under max_steps logged 'epoch 10/20: 0.0 s')
-        timer.on_train_epoch_start(trainer, module)
-        summary.on_train_epoch_start(trainer, module)
-        timer.on_train_epoch_end(trainer, module)
-        summary.on_train_epoch_end(trainer, module)
-        assert "time/epoch_s" not in logged and lines[-1] == "[spikelight] epoch 2/20: resumed at its end"
         timer.on_train_epoch_start(trainer, module)
         summary.on_train_epoch_start(trainer, module)
         for cb in (timer, summary):
             cb.on_train_batch_end(trainer, module, None, None, 0)
         timer.on_train_epoch_end(trainer, module)
         summary.on_train_epoch_end(trainer, module)
-        assert 0 <= logged["time/epoch_s"] < 5 and lines[-1].endswith(" s")
+        assert 0 <= logged.pop("time/epoch_s") < 5 and lines[-1].endswith(" s")
+        # started again but no batch trained (after one that had: a second resume under max_steps logged
+        # 'epoch 10/20: 0.0 s')
+        timer.on_train_epoch_start(trainer, module)
+        summary.on_train_epoch_start(trainer, module)
+        timer.on_train_epoch_end(trainer, module)
+        summary.on_train_epoch_end(trainer, module)
+        assert "time/epoch_s" not in logged and lines[-1] == "[spikelight] epoch 2/20: resumed at its end"
     finally:
         summary_log.undo()
 

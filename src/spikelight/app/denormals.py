@@ -65,16 +65,16 @@ def _openmp_parallel():
     return parallel
 
 
-def _set_mode(on: bool) -> None:
+def _set_mode(on: bool, threads: int) -> None:
     """Set the mode on this thread and, where it can be reached (:func:`_openmp_parallel`), in each thread of
-    PyTorch's intra-op pool: one parallel region of ``torch.get_num_threads()`` threads (the team PyTorch's
-    own regions reuse) whose body sets it."""
+    PyTorch's intra-op pool: one parallel region of ``threads`` threads (the team PyTorch's own regions reuse)
+    whose body sets it."""
     torch.set_flush_denormal(on)
     parallel = _openmp_parallel()
-    if parallel is None or torch.get_num_threads() < 2:
+    if parallel is None or threads < 2:
         return
     body = _REGION_BODY(lambda _data: torch.set_flush_denormal(on))  # each thread takes the GIL for this line
-    parallel(body, None, torch.get_num_threads(), 0)
+    parallel(body, None, threads, 0)
 
 
 @contextlib.contextmanager
@@ -85,9 +85,10 @@ def flush_denormals(on: bool) -> Iterator[None]:
     unchanged."""
     if not isinstance(on, bool):
         raise ConfigError(f"flush_denormal must be true or false, got {on!r}")
-    before = flushing()
-    _set_mode(on)
+    before, threads = flushing(), torch.get_num_threads()
+    _set_mode(on, threads)
     try:
         yield
     finally:
-        _set_mode(before)
+        # every thread the block may have set, if the run lowered the thread count inside it
+        _set_mode(before, max(threads, torch.get_num_threads()))

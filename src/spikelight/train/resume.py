@@ -1,4 +1,4 @@
-"""Resuming from a checkpoint written at an epoch's end: the next epoch trains, whatever ``trainer.max_steps`` says.
+"""Resuming from a checkpoint written at an epoch's end: the next epoch trains, with or without ``trainer.max_steps``.
 
 ``last.ckpt`` and the best-validation checkpoint are written inside ``on_train_epoch_end``, after the epoch's
 last batch and its validation: Lightning's loop state then reads "epoch processed, not yet completed". Without
@@ -11,7 +11,11 @@ it saved from then on were off (processed ahead of started).
 
 :func:`finish_epoch_end_state` rewrites the loop state of such a checkpoint, as it is loaded, to what it is:
 that many epochs finished, the next one not begun — the state Lightning itself reaches without ``max_steps``.
-Checkpoints written inside an epoch (pre-emption: ``preempted.ckpt``) are left as they are. What stays: with
+Checkpoints written inside an epoch (pre-emption: ``preempted.ckpt``; a run stopped by ``max_steps`` mid-epoch)
+are left to Lightning as they are: resumed with a larger ``max_steps``, such a run still counts its epoch twice
+(Lightning's). The test of "written at an epoch's end" reads the counts; a checkpoint whose counts an earlier
+resume already put off (written before this fix) and that was written at validation's end of an epoch's last
+batch would be read as that epoch finished (its epoch-end hooks not run). What stays: with
 ``max_steps`` Lightning still passes once through its "restarted after the last batch" branch at the resumed
 epoch's start (no batch is trained), which advances the loggers' step by one per resume. Called from
 :meth:`spikelight.train.module.SpikingClassifier.on_load_checkpoint`, which Lightning runs before it restores

@@ -1,6 +1,7 @@
 """Write ``norse_1.1.0_lsnn.pt``: Norse's own ``LSNNRecurrent`` run on the inputs of
 ``tests/equivalence/test_conventions.py::_norse_setup`` (float64), so the suite holds its transcription of
-Norse to Norse itself without installing Norse (an sdist with C++ parts; not a dependency).
+Norse to Norse itself without installing Norse (not a dependency: an sdist on this project's index, with nir
+and nirtorch).
 
     pip install norse==1.1.0 && python tests/equivalence/data/make_norse_lsnn.py
 
