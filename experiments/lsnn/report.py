@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def load(run: Path) -> dict:
                 status = "finished"
             elif "gradient norm is" in err or "training loss is" in err:
                 status = "diverged: " + err.removeprefix("error: ").split(" (")[0].split(";")[0]
+                # the guard counts epochs from 0 (Lightning's current_epoch); the epoch lines and this table from 1
+                status = re.sub(r"at epoch (\d+),", lambda m: f"in epoch {int(m.group(1)) + 1},", status)
     command = ""
     resumes = [r for f in folders for r in sorted((f / ".hydra").glob("resume-*"))]
     if (folders[:1] and any((f / "results.before-fix.json").is_file() for f in folders)
