@@ -21,7 +21,7 @@ from __future__ import annotations
 from spikelight.core.surrogate import Surrogate
 from spikelight.dynamics.spec import check_convention
 from spikelight.neurons.alif import ALIFNode
-from spikelight.neurons.if_lif import LIFNode, resolve_tau_beta
+from spikelight.neurons.if_lif import LIFNode
 
 __all__ = ["lif_neuron"]
 
@@ -47,13 +47,14 @@ def lif_neuron(
         Others as :class:`LIFNode`.
     """
     convention = check_convention(convention, "LIF")
+    # LIFNode resolves tau / beta / decay_input and checks them, in one place for every convention
+    lif = LIFNode(tau, decay_input, v_threshold, v_reset, surrogate, detach_reset, beta, backend)
     if convention == "spikelight" and not refractory:
-        return LIFNode(tau, decay_input, v_threshold, v_reset, surrogate, detach_reset, beta, backend)
+        return lif
     if convention != "spikelight" and v_reset is not None:
         raise ValueError(f"LIF convention={convention} subtracts the threshold on a spike: set neuron.v_reset=null "
                          f"(got {v_reset})")  # fmt: skip
-    tau = resolve_tau_beta("LIF", tau, beta, default_tau=2.0)
-    decay_input = (beta is None) if decay_input is None else bool(decay_input)
-    return ALIFNode(tau=tau, tau_adapt=1.0, beta=0.0, adaptive_fraction=0.0, refractory=refractory,
-                    decay_input=decay_input, v_threshold=v_threshold, v_reset=v_reset, surrogate=surrogate,
-                    detach_reset=detach_reset, backend=backend, convention=convention)  # fmt: skip
+    return ALIFNode(tau=lif.tau, tau_adapt=1.0, beta=0.0, adaptive_fraction=0.0, refractory=refractory,
+                    decay_input=lif.decay_input, v_threshold=lif.v_threshold, v_reset=lif.v_reset,
+                    surrogate=lif.surrogate, detach_reset=lif.detach_reset, backend=lif.backend,
+                    convention=convention)  # fmt: skip
