@@ -7,7 +7,9 @@ A run continued with ``ckpt_path=last`` (``RESUME=1 experiments/lsnn/run.sh ...`
 folders; their rows are joined by epoch (the later folder wins). Writes ``experiments/lsnn/curves.png``
 and ``experiments/lsnn/results.md`` (the table: epochs done, best / last validation accuracy, test
 accuracy of the best-validation and of the last checkpoint (``checkpoint_tests.json``, written by
-``test_checkpoints.py``), seconds per epoch, peak resident memory, dates, the command).
+``test_checkpoints.py``), seconds per epoch, peak resident memory, dates, the command), and below it the
+comparisons issue 19 asks for (:data:`COMPARISONS`: one table each, and one panel each in
+``experiments/lsnn/comparisons.png``); a run not begun yet is listed as such.
 """
 
 from __future__ import annotations
@@ -21,6 +23,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent
+
+#: (title, what is compared, the runs) — issue 19, part 4; every network has 220 recurrent neurons (LSTM: 110
+#: units, the same 50.8 K parameters as model=lsnn)
+COMPARISONS = [
+    ("LSNN vs LIF-RSNN vs LSTM", "model=lsnn's defaults (50-step truncated BPTT), equal parameter count; "
+     "lif_bptt_s0 is the LIF-RSNN under full BPTT", ["sfa_tbptt50_s0", "lif_tbptt50_s0", "lstm_s0", "lif_bptt_s0"]),
+    ("Bellec et al.'s settings", "experiment=lsnn_smnist (LSNN-official's neuron and recipe: 80-channel "
+     "threshold-crossing input, 840 steps, full BPTT without clipping, Adam 1e-2 decayed ×0.8 every 2,500 steps, "
+     "firing-rate regulariser): 100 adaptive + 120 LIF neurons vs 220 LIF", ["bellec_s0", "bellec_lif_s0"]),
+    ("Full BPTT vs truncated BPTT (50 steps)", "model=lsnn neuron=sfa, three seeds each; sfa_bptt_lr3e3_s0 is full "
+     "BPTT at learning rate 3e-3", ["sfa_bptt_s0", "sfa_bptt_s1", "sfa_bptt_s2", "sfa_tbptt50_s0", "sfa_tbptt50_s1",
+                                    "sfa_tbptt50_s2", "sfa_bptt_lr3e3_s0"]),
+    ("e-prop vs BPTT", "model=lsnn neuron=sfa, seed 0, 20 epochs each: e-prop (learning=eprop, symmetric feedback) "
+     "against truncated and full BPTT", ["sfa_eprop_s0", "sfa_tbptt50_s0", "sfa_bptt_s0"]),
+]
 
 
 def _float(row: dict, key: str) -> float | None:
@@ -147,6 +164,81 @@ def candidates() -> None:
     print("\n".join(lines))
 
 
+def _test_of(r: dict, tested: dict) -> float | None:
+    """Test accuracy of the best-validation checkpoint: the run's own test when it finished, else
+    test_checkpoints.py's."""
+    return r["test"] if r["test"] is not None else tested.get(r["name"], {}).get("best", {}).get("test_acc")
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "—"
+    m = sum(values) / len(values)
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
+    return f"{100 * m:.2f}" + (f" ± {100 * sd:.2f}" if len(values) > 1 else "") + f" (n = {len(values)})"
+
+
+def comparisons(runs: list[dict], tested: dict) -> list[str]:
+    """One table per comparison (runs not begun: "not begun"), and for runs that share a name up to _s<seed>
+    the mean ± sd over seeds of the finished runs' test accuracy and how many diverged."""
+    by_name = {r["name"]: r for r in runs}
+    lines = ["", "## Comparisons (issue 19)", ""]
+    for title, what, names in COMPARISONS:
+        lines += [f"### {title}", "", what + ".", "",
+                  "| run | test % (best val) | best val % | epochs | s / epoch | status |", "|---|---|---|---|---|---|"]
+        groups: dict[str, list[dict]] = {}
+        for name in names:
+            r = by_name.get(name)
+            if r is None:
+                lines.append(f"| {name} | — | — | 0 | — | not begun |")
+                continue
+            groups.setdefault(re.sub(r"_s\d+$", "", name), []).append(r)
+            test = _test_of(r, tested)
+            sec = sum(r["epoch_s"]) / len(r["epoch_s"]) if r["epoch_s"] else math.nan
+            lines.append(f"| {name} | {'—' if test is None else f'{100 * test:.2f}'} | {100 * max(r['val']):.2f} "
+                         f"| {len(r['epochs'])} | {sec:.0f} | {r['status']} |")
+        seeded = {k: v for k, v in groups.items() if len(v) > 1}
+        if seeded:
+            lines.append("")
+        for key, rs in seeded.items():
+            done = [_test_of(r, tested) for r in rs if r["status"] == "finished"]
+            div = [r for r in rs if r["status"].startswith("diverged")]
+            div_tests = [t for t in (_test_of(r, tested) for r in div) if t is not None]
+            lines.append(f"- `{key}_s*`: {len(rs)} seeds begun; finished {len(done)}, test % {_mean_sd(done)}; "
+                         f"diverged {len(div)}" + (f", test % of their best checkpoints {_mean_sd(div_tests)}"
+                                                   if div_tests else "") + ".")
+        lines.append("")
+    return lines
+
+
+def comparison_figure(runs: list[dict], plt) -> None:
+    """experiments/lsnn/comparisons.png: one panel per comparison, validation accuracy per epoch, a run keeps its
+    colour in every panel; × marks the epoch a diverged run stopped in."""
+    by_name = {r["name"]: r for r in runs}
+    colours = {r["name"]: f"C{i % 10}" for i, r in enumerate(runs)}
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9), sharey=True)
+    for ax, (title, _, names) in zip(axes.flat, COMPARISONS):
+        for name in names:
+            r = by_name.get(name)
+            if r is None:
+                continue
+            x, y = [e + 1 for e in r["epochs"]], [100 * v for v in r["val"]]
+            dashed = "--" if "bptt_s" in name and "tbptt" not in name else "-"
+            ax.plot(x, y, dashed, marker=".", color=colours[name], label=name)
+            if r["status"].startswith("diverged"):
+                ax.plot([x[-1] + 1], [y[-1]], marker="x", markersize=9, color=colours[name], linestyle="none")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation accuracy (%)")
+    fig.suptitle("Sequential Fashion-MNIST, pixel by pixel (784 steps); × = diverged in that epoch")
+    fig.tight_layout()
+    fig.savefig(OUT / "comparisons.png", dpi=110)
+
+
 def main() -> None:
     if "--candidates" in sys.argv:
         candidates()
@@ -168,12 +260,14 @@ def main() -> None:
         if diverged:  # the epoch it stopped in: an × after its last validation
             ax.plot([x[-1] + 1], [y[-1]], marker="x", markersize=9, color=line.get_color(), linestyle="none")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("Sequential Fashion-MNIST, pixel by pixel (784 steps)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(OUT / "curves.png", dpi=120)
+    comparison_figure(runs, plt)
     tests = OUT / "checkpoint_tests.json"
     tested = json.loads(tests.read_text()) if tests.is_file() else {}
     lines = [
@@ -189,7 +283,7 @@ def main() -> None:
     for r in runs:
         sec = sum(r["epoch_s"]) / len(r["epoch_s"]) if r["epoch_s"] else math.nan
         own = tested.get(r["name"], {})
-        best = r["test"] if r["test"] is not None else own.get("best", {}).get("test_acc")
+        best = _test_of(r, tested)
         best = "—" if best is None else f"{100 * best:.2f}"
         last = own.get("last")
         last = f"{100 * last['test_acc']:.2f} (epoch {last['epoch']})" if last else "—"
@@ -198,6 +292,7 @@ def main() -> None:
             f"| {last} | {sec:.0f} | {r['mem']:.0f} | {r['resumes']}× | {r['dates'][0]} – {r['dates'][1]} "
             f"| {r['status']} | `{r['command']}` |"
         )
+    lines += comparisons(runs, tested)
     (OUT / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
