@@ -5,7 +5,7 @@
 
 A run continued with ``ckpt_path=last`` (``RESUME=1 experiments/lsnn/run.sh ...``) has several run
 folders; their rows are joined by epoch (the later folder wins). Writes ``experiments/lsnn/curves.png``
-and ``experiments/lsnn/results.md`` (the table: epochs done, best / last validation accuracy, test
+and ``experiments/lsnn/results.md`` (the table: epochs done (the last epoch with a validation row, from 1), best / last validation accuracy, test
 accuracy of the best-validation and of the last checkpoint (``checkpoint_tests.json``, written by
 ``test_checkpoints.py``), seconds per epoch, peak resident memory, dates, the command), and below it the
 comparisons issue 19 asks for (:data:`COMPARISONS`: one table each, and one panel each in
@@ -196,7 +196,7 @@ def comparisons(runs: list[dict], tested: dict) -> list[str]:
             test = _test_of(r, tested)
             sec = sum(r["epoch_s"]) / len(r["epoch_s"]) if r["epoch_s"] else math.nan
             lines.append(f"| {name} | {'—' if test is None else f'{100 * test:.2f}'} | {100 * max(r['val']):.2f} "
-                         f"| {len(r['epochs'])} | {sec:.0f} | {r['status']} |")
+                         f"| {r['epochs'][-1] + 1} | {sec:.0f} | {r['status']} |")
         seeded = {k: v for k, v in groups.items() if len(v) > 1}
         if seeded:
             lines.append("")
@@ -288,7 +288,7 @@ def main() -> None:
         last = own.get("last")
         last = f"{100 * last['test_acc']:.2f} (epoch {last['epoch']})" if last else "—"
         lines.append(
-            f"| {r['name']} | {len(r['epochs'])} | {100 * max(r['val']):.2f} | {100 * r['val'][-1]:.2f} | {best} "
+            f"| {r['name']} | {r['epochs'][-1] + 1} | {100 * max(r['val']):.2f} | {100 * r['val'][-1]:.2f} | {best} "
             f"| {last} | {sec:.0f} | {r['mem']:.0f} | {r['resumes']}× | {r['dates'][0]} – {r['dates'][1]} "
             f"| {r['status']} | `{r['command']}` |"
         )

@@ -7,8 +7,8 @@ that diverged never reaches its test, and neither kind tests its last epoch. Thi
 ``python eval.py ckpt_path=<checkpoint>`` (the 10,000 test images of the run's own data config, one torch
 thread) on
 
-- ``best``: the best-validation checkpoint (``checkpoints/epoch_NNN.ckpt``, ModelCheckpoint on ``val/acc``), for
-  a run that did not test it itself (a diverged one),
+- ``best``: the best-validation checkpoint (``checkpoints/epoch_NNN.ckpt``, ModelCheckpoint on ``val/acc``: the
+  one it recorded in last.ckpt), for a run that did not test it itself (a diverged one),
 - ``last``: ``checkpoints/last.ckpt`` (the end of the last whole epoch: for a diverged run, the epoch before
   the one it diverged in),
 
@@ -32,22 +32,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import load  # noqa: E402 - the same reading of a run's status as the table
 
 
+def recorded_best(last: Path) -> Path | None:
+    """The best-validation checkpoint as the run's ModelCheckpoint (monitor ``val/acc``) recorded it in
+    ``last`` (its ``best_model_path``), if that file is still there."""
+    import torch
+
+    state = torch.load(last, map_location="cpu", weights_only=False, mmap=True).get("callbacks", {})
+    for key, value in state.items():
+        if "ModelCheckpoint" in key and "'monitor': 'val/acc'" in key and value.get("best_model_path"):
+            path = Path(value["best_model_path"])
+            path = path if path.is_absolute() else ROOT / path
+            return path if path.is_file() else None
+    return None
+
+
 def checkpoints(run: Path, info: dict) -> dict[str, Path]:
-    """The checkpoint of the epoch with the best validation accuracy (``epoch_NNN.ckpt``, NNN from 0; a run
-    resumed into another folder may hold a later, worse one: the choice is by the logged accuracy, not by the
-    file's time) and the newest last.ckpt over a run's folders. A run that finished tested its best checkpoint
-    itself (report.py shows that test): only its last one is tested here."""
+    """The best-validation checkpoint — as the run's ModelCheckpoint recorded it in its newest last.ckpt, else
+    ``epoch_NNN.ckpt`` of the epoch with the best logged validation accuracy (NNN from 0; a run resumed into
+    another folder may hold a later, worse one: the choice is by the accuracy, not by the file's time) — and
+    the newest last.ckpt over a run's folders. A run that finished tested its best checkpoint itself (report.py
+    shows that test): only its last one is tested here."""
     found: dict[str, Path] = {}
+    lasts = sorted(run.glob("runs/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if info["test"] is None and info["val"]:
-        best_epoch = info["epochs"][max(range(len(info["val"])), key=info["val"].__getitem__)]
-        files = sorted(run.glob(f"runs/*/checkpoints/epoch_{best_epoch:03d}.ckpt"), key=lambda p: p.stat().st_mtime)
-        if files:
-            found["best"] = files[-1]
-        else:
-            print(f"{run.name}: no checkpoint of its best epoch {best_epoch + 1} left; best not tested", flush=True)
-    files = sorted(run.glob("runs/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if files:
-        found["last"] = files[-1]
+        best = recorded_best(lasts[-1]) if lasts else None
+        if best is None:
+            best_epoch = info["epochs"][max(range(len(info["val"])), key=info["val"].__getitem__)]
+            files = sorted(run.glob(f"runs/*/checkpoints/epoch_{best_epoch:03d}.ckpt"), key=lambda p: p.stat().st_mtime)
+            best = files[-1] if files else None
+            if best is None:
+                print(f"{run.name}: no checkpoint of its best epoch {best_epoch + 1} left; best not tested", flush=True)
+        if best is not None:
+            found["best"] = best
+    if lasts:
+        found["last"] = lasts[-1]
     return found
 
 

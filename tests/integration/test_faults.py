@@ -8,6 +8,7 @@ cheaper than a subprocess per case.
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import time
@@ -288,6 +289,41 @@ def test_sigterm_saves_a_checkpoint_and_ckpt_path_last_resumes_it(tmp_path, monk
     # and the rest of epoch 1 was the batches it had not seen: the same weights as never stopping
     train(compose_cfg("train", common, tmp_path / "full"))
     w_full, w_res = _state(tmp_path / "full" / "checkpoints" / "last.ckpt"), _state(run / "checkpoints" / "last.ckpt")
+    for k, v in w_full["state_dict"].items():
+        assert torch.equal(v, w_res["state_dict"][k]), k
+
+
+def test_sigterm_in_an_epochs_last_batch_lets_the_epoch_end_first(tmp_path, monkeypatch, one_thread):
+    """A checkpoint of an epoch's last batch resumes as that epoch done, never validated nor checkpointed
+    (Lightning 2.6): the run lets the epoch end (validation, best / last checkpoints), stops before the next
+    epoch naming last.ckpt, and resumes from it to the weights of a run never stopped."""
+    import sys
+
+    monkeypatch.setenv("SPIKELIGHT_TRUSTED_TARGETS", "tests")
+    logs = tmp_path / "logs"
+    run = logs / "train" / "runs" / "2026-11-24_00-00-00-000000"
+    common = [*FAST, "test=false", "logger=csv", "data.batch_size=128", "trainer.max_epochs=2",
+              "trainer.num_sanity_val_steps=0", f"paths.log_dir={logs}", "trainer.deterministic=true", "seed=7"]
+    term = ["+callbacks.fault._target_=tests.fault_injection.SignalAt", "+callbacks.fault.step=9",
+            "+callbacks.fault.signal=SIGTERM"]  # the last of epoch 0's 10 batches
+    cfg = compose_cfg("train", preflight([*common, *term], "train"), run)
+    (run / ".hydra").mkdir(parents=True)
+
+    def stopped() -> None:
+        sys.stderr = open(tmp_path / "stderr", "w", buffering=1)
+        run_task(train, cfg)
+
+    assert in_child(stopped) == 128 + signal.SIGTERM
+    last = run / "checkpoints" / "last.ckpt"
+    assert f"saved {last}; resume: python train.py ckpt_path={last}" in (tmp_path / "stderr").read_text()
+    assert not (run / "checkpoints" / "preempted.ckpt").exists()
+    assert _state(last)["global_step"] == 10 and list((run / "checkpoints").glob("epoch_000*.ckpt"))
+    train(compose_cfg("train", preflight(["ckpt_path=last", f"paths.log_dir={logs}", "~callbacks.fault"], "train"), run))
+    with open(run / "csv" / "metrics.csv") as f:
+        assert sorted(int(r["epoch"]) for r in csv.DictReader(f) if r.get("val/acc")) == [0, 1]
+    train(compose_cfg("train", common, tmp_path / "full"))
+    w_full, w_res = _state(tmp_path / "full" / "checkpoints" / "last.ckpt"), _state(last)
+    assert w_res["global_step"] == 20
     for k, v in w_full["state_dict"].items():
         assert torch.equal(v, w_res["state_dict"][k]), k
 

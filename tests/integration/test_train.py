@@ -107,17 +107,20 @@ def test_resuming_a_run_with_max_steps_trains_every_epoch(tmp_path):
     common = [*FAST, "data=digits", "T=4", "trainer.max_steps=10000", "trainer.limit_train_batches=3",
               "trainer.limit_val_batches=1", "test=false", "logger=csv", "callbacks=[default,epoch_time]"]
     assert run_cli("train.py", *common, "trainer.max_epochs=1", f"hydra.run.dir={run}").returncode == 0
-    for epochs in (2, 3):
+    for epochs in (2, 3, 4):
         proc = run_cli("train.py", *common, f"trainer.max_epochs={epochs}",
                        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={run}")  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-3000:]
     lines = re.findall(r"epoch \d/\d: .*", (run / "train.log").read_text())
-    assert [line.split(":")[0] for line in lines] == ["epoch 1/1", "epoch 2/2", "epoch 3/3"], lines
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/1", "epoch 2/2", "epoch 3/3", "epoch 4/4"], lines
     assert all("train loss" in line for line in lines), lines
     times = [float(r["time/epoch_s"]) for r in _metrics(run) if r.get("time/epoch_s")]
-    assert len(times) == 3 and min(times) > 0.01, times
+    assert len(times) == 4 and min(times) > 0.01, times
+    # every epoch keeps its validation row: with max_steps each resume advances the loggers' step once more, and
+    # the third resume cut the csv at the checkpoint's global step (below its epoch's rows)
+    assert sorted(int(r["epoch"]) for r in _metrics(run) if r.get("val/acc")) == [0, 1, 2, 3]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert (ckpt["epoch"], ckpt["global_step"]) == (2, 9)  # 3 epochs of 3 batches, none twice
+    assert (ckpt["epoch"], ckpt["global_step"]) == (3, 12)  # 4 epochs of 3 batches, none twice
 
 
 def test_eval_reloads_checkpoint_with_weights_only(tmp_path):

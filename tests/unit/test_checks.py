@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from spikelight.app import checks
 from spikelight.app.checks import check_accelerator, check_types, preflight
 from spikelight.app.cli import run_task
-from spikelight.app.rundir import FAILED, continue_metrics_csv, finish_failed_run
+from spikelight.app.rundir import FAILED, continue_metrics_csv, finish_failed_run, logger_step
 from spikelight.core.errors import ConfigError
 from spikelight.train.loggers import CSVLogger
 
@@ -235,6 +235,14 @@ def test_run_task_cleans_up_and_marks_interrupts(tmp_path, capsys):
 def _rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def test_a_resume_cuts_the_csv_at_the_loggers_step():
+    """After resumes with trainer.max_steps the loggers' step runs ahead of the global step (bellec_s0, saved after
+    20 epochs and 4 resumes: global step 4300, logger step 4304, its last epoch's rows at 4303)."""
+    ckpt = {"global_step": 4300, "loops": {"fit_loop": {"epoch_loop.state_dict": {"_batches_that_stepped": 4304}}}}
+    assert logger_step(ckpt) == 4304
+    assert logger_step({"global_step": 12}) == 12  # a checkpoint without loop state
 
 
 def test_resumed_csv_keeps_earlier_epochs(tmp_path):

@@ -39,7 +39,13 @@ from spikelight.app.ckpt import check_fits, load_checkpoint, newest_checkpoint, 
 from spikelight.app.compat import upgrade_targets
 from spikelight.app.denormals import flush_denormals
 from spikelight.app.distributed import install_ddp_job_command, job_scope, launcher_overrides
-from spikelight.app.rundir import clear_failed_mark, continue_metrics_csv, finish_failed_run, resume_command
+from spikelight.app.rundir import (
+    clear_failed_mark,
+    continue_metrics_csv,
+    finish_failed_run,
+    logger_step,
+    resume_command,
+)
 from spikelight.app.trust import check_trusted
 from spikelight.core.errors import CheckpointError, ConfigError, SpikelightError
 from spikelight.train.faults import Preempted
@@ -314,7 +320,7 @@ def _prepare_resume(ckpt: str, out: Path | None) -> tuple[bool, dict]:
         # the checkpoint directory is this run's own: Lightning's warning about it is expected
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         if rank_zero_only.rank == 0:
-            continue_metrics_csv(out / "csv" / "metrics.csv", int(loaded.get("global_step", 0)))
+            continue_metrics_csv(out / "csv" / "metrics.csv", logger_step(loaded))
         where = f"continuing in its run folder {out}"
     else:
         where = f"this run writes to {out}"

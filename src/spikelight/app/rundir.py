@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 
 __all__ = [
-    "FAILED", "finish_failed_run", "clear_failed_mark", "continue_metrics_csv", "is_bookkeeping", "resume_subdir",
-    "resume_command",
+    "FAILED", "finish_failed_run", "clear_failed_mark", "continue_metrics_csv", "logger_step", "is_bookkeeping",
+    "resume_subdir", "resume_command",
 ]
 
 FAILED = "FAILED"
@@ -87,10 +87,20 @@ def clear_failed_mark(run_dir: Path | None) -> None:
         (run_dir / FAILED).unlink(missing_ok=True)
 
 
+def logger_step(checkpoint: dict) -> int:
+    """The step the loggers had reached when ``checkpoint`` was written (Lightning's ``_batches_that_stepped``,
+    the ``step`` column of metrics.csv), else its ``global_step``. The two differ after a resume with
+    ``trainer.max_steps`` set: Lightning then advances the loggers' step once more per resume
+    (:mod:`spikelight.train.resume`), so an epoch's rows lie above the global step of that epoch's checkpoint."""
+    loops = checkpoint.get("loops", {}).get("fit_loop", {})
+    stepped = loops.get("epoch_loop.state_dict", {}).get("_batches_that_stepped") if isinstance(loops, dict) else None
+    return int(stepped) if stepped is not None else int(checkpoint.get("global_step", 0))
+
+
 def continue_metrics_csv(metrics_csv: Path, step: int) -> int:
-    """Keep the rows of an earlier run that a resume from ``step`` continues:
-    rows logged at or before ``step``, minus test results (the resumed run
-    tests again). Returns the number of rows kept."""
+    """Keep the rows of an earlier run that a resume from a checkpoint at logger step ``step``
+    (:func:`logger_step`) continues: rows logged at or before ``step``, minus test results (the resumed
+    run tests again). Returns the number of rows kept."""
     if not metrics_csv.is_file():
         return 0
     with open(metrics_csv, newline="") as f:

@@ -65,6 +65,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _global_step(path: Path) -> int | None:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1))
+    except Exception:  # unreadable: not the one to name
+        return None
+
+
 class Preempted(SystemExit):
     """Raised after the pre-emption checkpoint is written; exit code ``128 + signal``.
     ``path``: the checkpoint; ``metrics``: the run's metrics when it stopped."""
@@ -83,6 +90,11 @@ class PreemptionCheckpoint(L.Callback):
     The signal handler only sets a flag; the checkpoint is written at the end
     of the current training batch (a consistent state), as ``filename`` in the
     folder of the run's first ``ModelCheckpoint`` (else ``<run>/checkpoints``).
+    When that batch is its epoch's last, the epoch ends first — its validation, its
+    epoch-end hooks and checkpoints — and the run stops before the next epoch begins
+    (or before testing), naming the ``last.ckpt`` just written (``filename`` when the run
+    keeps none): resumed from a checkpoint of the last batch, Lightning 2.6 would count
+    that epoch done without validating it or saving its checkpoints.
 
     Args:
         signals: names of the signals to handle.
@@ -96,6 +108,7 @@ class PreemptionCheckpoint(L.Callback):
         self.received: int | None = None
         self.path: Path | None = None
         self._previous: dict[int, Any] = {}
+        self._after_epoch_end = False  # a signal in an epoch's last batch waits for the epoch's end
 
     def _handler(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT:
@@ -123,27 +136,52 @@ class PreemptionCheckpoint(L.Callback):
         self._previous = {}
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if self.received is not None:
-            self._save_and_exit(trainer)
+        if self.received is None:
+            return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._after_epoch_end = True  # its validation, epoch end and checkpoints first
+            return
+        self._save_and_exit(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.received is not None and not trainer.sanity_checking:
+        if self.received is not None and not trainer.sanity_checking and not self._after_epoch_end:
             self._save_and_exit(trainer)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.received is not None:  # arrived in the last epoch's last batch
+            self._exit_after_epoch_end(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
+        if self.received is not None:  # ... of the run's last epoch: stop before testing
+            self._exit_after_epoch_end(trainer)
+
+    def _exit_after_epoch_end(self, trainer: L.Trainer) -> None:
+        """Stop, naming the newest checkpoint of this step (written at the epoch's end: ``last.ckpt``, a
+        ``ModelCheckpoint`` without a monitor); without one, save ``filename`` now."""
+        self._after_epoch_end = False
+        paths = {Path(p) for cb in trainer.checkpoint_callbacks for attr in ("last_model_path", "best_model_path")
+                 if (p := getattr(cb, attr, ""))}
+        written = [p for p in paths if p.is_file() and _global_step(p) == trainer.global_step]
+        if not written:
+            self._save_and_exit(trainer)
+        self._exit(trainer, max(written, key=lambda p: p.stat().st_mtime_ns))
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
 
     def _save_and_exit(self, trainer: L.Trainer) -> None:
-        signum, self.received = self.received, None
         folder = next(
             (Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath),
             Path(trainer.default_root_dir) / "checkpoints",
         )
-        self.path = folder / self.filename
-        trainer.save_checkpoint(self.path, weights_only=False)  # the full training state (said: no log line)
+        trainer.save_checkpoint(folder / self.filename, weights_only=False)  # the full training state (said: no log line)
+        self._exit(trainer, folder / self.filename)
+
+    def _exit(self, trainer: L.Trainer, path: Path) -> None:
+        """Raise :class:`Preempted` naming the checkpoint to resume from."""
+        signum, self.received = self.received, None
+        self.path = path
         name = signal.Signals(signum).name
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, (int, float)) or v.numel() == 1}
         raise Preempted(128 + signum, f"{name} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.path}",

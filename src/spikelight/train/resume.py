@@ -17,7 +17,10 @@ are left to Lightning as they are: resumed with a larger ``max_steps``, such a r
 resume already put off (written before this fix) and that was written at validation's end of an epoch's last
 batch would be read as that epoch finished (its epoch-end hooks not run). What stays: with
 ``max_steps`` Lightning still passes once through its "restarted after the last batch" branch at the resumed
-epoch's start (no batch is trained), which advances the loggers' step by one per resume. Called from
+epoch's start (no batch is trained), which advances the loggers' step by one per resume: a resume keeps the
+metrics.csv rows up to the checkpoint's logger step, not its global step
+(:func:`spikelight.app.rundir.logger_step`; before 2026-12-06 17:30 UTC the third resume dropped the
+validation rows of an earlier epoch). Called from
 :meth:`spikelight.train.module.SpikingClassifier.on_load_checkpoint`, which Lightning runs before it restores
 the loops.
 """
