@@ -19,7 +19,10 @@ in each thread. Measured (2026-12-06, this VM, 2 threads): a product of subnorma
 whose terms are subnormal were flushed in half their elements with the calling thread alone, in all of them
 with the pool too. Elsewhere (macOS, Windows, another thread pool) only the calling thread is set, and a
 run with several torch threads is flushed in part; with one thread per run (``OMP_NUM_THREADS=1``, how
-``experiments/`` trains) everything is. ``train.py`` / ``eval.py`` flush (:func:`spikelight.app.cli.run_task`);
+``experiments/`` trains) everything is. An OpenMP pool belongs to the thread that started it: it is the
+calling thread's pool that is set (torch work on another Python thread, e.g. a data-loading thread, runs
+on its own pool, unset), and it is assumed to be the team of ``torch.get_num_threads()`` threads PyTorch's
+regions reuse (``OMP_DYNAMIC`` / ``OMP_THREAD_LIMIT`` could leave some of it unset; nothing checks). ``train.py`` / ``eval.py`` flush (:func:`spikelight.app.cli.run_task`);
 calling :func:`spikelight.app.cli.train` from Python does not, unless inside :func:`flush_denormals`.
 """
 
