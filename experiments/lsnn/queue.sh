@@ -21,13 +21,14 @@ lane_a=(
   "sfa_bptt_s2|model=lsnn neuron=sfa $FULL seed=2 $E"
   "sfa_tbptt50_s2|model=lsnn neuron=sfa model.tbptt_steps=50 seed=2 $E"
   "sfa_eprop_s0|model=lsnn neuron=sfa learning=eprop seed=0 $E"
+  "lif_bptt_s0|model=lsnn neuron=lif $FULL seed=0 $E"
   "sfa_bptt_lr3e3_s0|model=lsnn neuron=sfa $FULL optimizer.lr=0.003 seed=0 $E"
 )
 # (2026-12-06, fifth session: the lanes re-ordered to even them out (e-prop ~6.5 s a step: ~8 h for 20 epochs) and
 # to put what issue 19 asks for first; added lif_tbptt50_s0 = the LIF-RSNN at the design card's defaults and
 # bellec_lif_s0 = LSNN-official's --model=LIF baseline; lif_bptt_s0 (full BPTT) and the lr 3e-3 run go last)
-# (2026-12-06 17:50 UTC, sixth session: lif_bptt_s0 moved to lane b's end — the LSTM ran ~400 s an epoch, half the
-# estimate, and e-prop's ~9 h would have left lane a ~6 h behind)
+# (2026-12-06 18:20 UTC, sixth session: e-prop runs ~2.7 s a step with the lanes alone on the cores (the 6.5-10 s
+# were measured under load 4), ~3.3 h for 20 epochs; the LSTM ~400 s an epoch; lanes a and b ~9.7 / ~9.3 h left)
 # the LSTM: 4.0 s per step of 256 sequences of 784 steps since runs flush subnormal floats (flush_denormal,
 # 2026-12-06; 31 s before: experiments/benchmarks/RESULTS-denormals.md, 1 thread, load 4)
 lane_b=(
@@ -35,7 +36,6 @@ lane_b=(
   "lstm_s0|model=lstm model.hidden=110 seed=0 trainer.gradient_clip_val=1.0 $E"
   "lif_tbptt50_s0|model=lsnn neuron=lif model.tbptt_steps=50 seed=0 $E"
   "bellec_lif_s0|experiment=lsnn_smnist data=sfmnist neuron.adaptive_fraction=0 seed=0 $E"
-  "lif_bptt_s0|model=lsnn neuron=lif $FULL seed=0 $E"
 )
 case "${1:-}" in a) runs=("${lane_a[@]}") ;; b) runs=("${lane_b[@]}") ;; *) echo "usage: $0 a|b"; exit 2 ;; esac
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 WANDB_MODE=disabled
