@@ -123,6 +123,20 @@ def test_resuming_a_run_with_max_steps_trains_every_epoch(tmp_path):
     assert (ckpt["epoch"], ckpt["global_step"]) == (3, 12)  # 4 epochs of 3 batches, none twice
 
 
+def test_a_run_stopped_by_max_steps_inside_an_epoch_resumes_that_epoch(tmp_path):
+    """max_steps reached inside an epoch, then resumed with a larger max_steps: the rest of that epoch and the
+    epochs after it train, each once (Lightning 2.6 counted the stopped epoch twice: one epoch short)."""
+    run = tmp_path / "run"
+    common = [*FAST, "data=digits", "T=4", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+              "test=false", "logger=csv", "trainer.max_epochs=3", f"hydra.run.dir={run}"]
+    assert run_cli("train.py", *common, "trainer.max_steps=4").returncode == 0  # stops after epoch 1's first batch
+    proc = run_cli("train.py", *common, "trainer.max_steps=100", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (ckpt["epoch"], ckpt["global_step"]) == (2, 9)  # 3 epochs of 3 batches
+    assert sorted(int(r["epoch"]) for r in _metrics(run) if r.get("val/acc")) == [0, 1, 2]
+
+
 def test_eval_reloads_checkpoint_with_weights_only(tmp_path):
     run_dir = tmp_path / "train"
     proc = run_cli("train.py", *FAST, "data=digits", "T=8", "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")

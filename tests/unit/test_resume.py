@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from spikelight.train.resume import finish_epoch_end_state
+from spikelight.train.resume import finish_epoch_end_state, mend_loop_state, reopen_epoch_stopped_early
 
 
 def _ckpt(epochs: dict, batch_current: int, is_last: bool, epoch: int) -> dict:
@@ -46,3 +46,21 @@ def test_mid_epoch_and_completed_checkpoints_are_left_alone():
     for ckpt in (mid, done, {"state_dict": {}}):
         before = copy.deepcopy(ckpt)
         assert not finish_epoch_end_state(ckpt) and ckpt == before
+
+
+def test_a_run_stopped_inside_an_epoch_by_max_steps_reopens_that_epoch():
+    # Lightning 2.6 after max_steps=6 with 4 batches an epoch: epoch 1 processed, 2 of its batches done
+    ckpt = _ckpt({"ready": 2, "started": 2, "processed": 2, "completed": 1}, 2, False, 1)
+    assert reopen_epoch_stopped_early(ckpt)
+    assert _epochs(ckpt) == {"ready": 2, "started": 2, "processed": 1, "completed": 1}
+    assert ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == 2  # resumes at batch 2
+
+
+def test_each_mend_applies_to_its_own_checkpoints_only():
+    end = _ckpt({"ready": 13, "started": 13, "processed": 13, "completed": 12}, 215, True, 12)
+    stopped = _ckpt({"ready": 2, "started": 2, "processed": 2, "completed": 1}, 2, False, 1)
+    preempted = _ckpt({"ready": 4, "started": 4, "processed": 3, "completed": 3}, 100, False, 3)
+    assert not reopen_epoch_stopped_early(copy.deepcopy(end)) and not finish_epoch_end_state(copy.deepcopy(stopped))
+    before = copy.deepcopy(preempted)
+    assert not mend_loop_state(preempted) and preempted == before
+    assert mend_loop_state(end) and mend_loop_state(stopped)

@@ -29,7 +29,7 @@ from spikelight.encoding import Encoder
 from spikelight.losses import FiringRateRegularizer, SpikeLoss
 from spikelight.readout import Readout
 from spikelight.train.grad_norm import clip_grad_norm, grad_norm, overflows_float32
-from spikelight.train.resume import finish_epoch_end_state
+from spikelight.train.resume import mend_loop_state
 
 __all__ = ["SpikingClassifier", "NonFiniteLossError", "NonFiniteGradientError"]
 
@@ -382,8 +382,9 @@ class SpikingClassifier(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # before Lightning restores its loops: an epoch-end checkpoint resumes at the next epoch (train/resume.py)
-        finish_epoch_end_state(checkpoint)
+        # before Lightning restores its loops: an epoch-end checkpoint resumes at the next epoch, one stopped inside
+        # an epoch by max_steps in that epoch (train/resume.py)
+        mend_loop_state(checkpoint)
         self.val_acc_best = float(checkpoint.get("val_acc_best", 0.0))
         self._resume_rng = checkpoint.get("rng_state")
 

@@ -11,9 +11,13 @@ it saved from then on were off (processed ahead of started).
 
 :func:`finish_epoch_end_state` rewrites the loop state of such a checkpoint, as it is loaded, to what it is:
 that many epochs finished, the next one not begun — the state Lightning itself reaches without ``max_steps``.
-Checkpoints written inside an epoch (pre-emption: ``preempted.ckpt``; a run stopped by ``max_steps`` mid-epoch)
-are left to Lightning as they are: resumed with a larger ``max_steps``, such a run still counts its epoch twice
-(Lightning's). The test of "written at an epoch's end" reads the counts; a checkpoint whose counts an earlier
+Checkpoints written inside an epoch by pre-emption (``preempted.ckpt``) are left to Lightning as they are.
+One written after ``max_steps`` stopped the run inside an epoch (the epoch loop ended early: that epoch is
+counted processed, its last batch not reached) was resumed by Lightning as an epoch ended — with a larger
+``max_steps`` it trained the rest of that epoch and then counted the epoch once more, so ``max_epochs`` stopped
+the run an epoch short (measured: 4 batches an epoch, ``max_steps=6`` then 12 with ``max_epochs=3`` trained 8
+batches). :func:`reopen_epoch_stopped_early` counts that epoch unprocessed again, so Lightning resumes it
+mid-epoch (measured: 12 batches, 4 per epoch, one validation each). The test of "written at an epoch's end" reads the counts; a checkpoint whose counts an earlier
 resume already put off (written before this fix) and that was written at validation's end of an epoch's last
 batch would be read as that epoch finished (its epoch-end hooks not run). What stays: with
 ``max_steps`` Lightning still passes once through its "restarted after the last batch" branch at the resumed
@@ -27,7 +31,7 @@ the loops.
 
 from __future__ import annotations
 
-__all__ = ["finish_epoch_end_state"]
+__all__ = ["finish_epoch_end_state", "reopen_epoch_stopped_early", "mend_loop_state"]
 
 _COUNTS = ("ready", "started", "processed", "completed")
 
@@ -51,3 +55,26 @@ def finish_epoch_end_state(checkpoint: dict) -> bool:
     batches["current"] = dict.fromkeys(_COUNTS, 0)
     batches["is_last_batch"] = False
     return True
+
+
+def reopen_epoch_stopped_early(checkpoint: dict) -> bool:
+    """If ``checkpoint`` was written after the run stopped inside an epoch without a pre-emption (``max_steps``
+    reached, or ``trainer.should_stop`` set mid-epoch: the epoch counted processed, its last batch not reached,
+    every batch begun finished), count that epoch unprocessed, so that a resume trains the rest of it as one
+    epoch. Returns whether it changed anything."""
+    fit = checkpoint.get("loops", {}).get("fit_loop")
+    if not isinstance(fit, dict) or "epoch_progress" not in fit or "epoch_loop.batch_progress" not in fit:
+        return False
+    epochs, batches = fit["epoch_progress"], fit["epoch_loop.batch_progress"]
+    current = batches.get("current", {})
+    inside = not batches.get("is_last_batch") and current.get("completed") == current.get("processed") > 0
+    if not inside or epochs["current"]["processed"] != epochs["current"]["completed"] + 1:
+        return False
+    for kind in ("total", "current"):
+        epochs[kind]["processed"] = epochs[kind]["completed"]
+    return True
+
+
+def mend_loop_state(checkpoint: dict) -> bool:
+    """Both of the above, as a checkpoint is loaded (at most one applies). Returns whether one did."""
+    return finish_epoch_end_state(checkpoint) or reopen_epoch_stopped_early(checkpoint)
