@@ -27,8 +27,8 @@ lane_a=(
 # (2026-12-06, fifth session: the lanes re-ordered to even them out (e-prop ~6.5 s a step: ~8 h for 20 epochs) and
 # to put what issue 19 asks for first; added lif_tbptt50_s0 = the LIF-RSNN at the design card's defaults and
 # bellec_lif_s0 = LSNN-official's --model=LIF baseline; lif_bptt_s0 (full BPTT) and the lr 3e-3 run go last)
-# (2026-12-06 18:20 UTC, sixth session: e-prop runs ~2.7 s a step with the lanes alone on the cores (the 6.5-10 s
-# were measured under load 4), ~3.3 h for 20 epochs; the LSTM ~400 s an epoch; lanes a and b ~9.7 / ~9.3 h left)
+# (2026-12-06 18:20 UTC, sixth session: e-prop runs ~5.5 s a step here (200 steps in 18.5 min), ~6.5 h for 20
+# epochs; the LSTM ~400 s an epoch; lif_bptt_s0 stays in lane a: lanes a and b ~12 / ~9 h left at 18:30 UTC)
 # the LSTM: 4.0 s per step of 256 sequences of 784 steps since runs flush subnormal floats (flush_denormal,
 # 2026-12-06; 31 s before: experiments/benchmarks/RESULTS-denormals.md, 1 thread, load 4)
 lane_b=(
