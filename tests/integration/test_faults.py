@@ -328,6 +328,20 @@ def test_sigterm_in_an_epochs_last_batch_lets_the_epoch_end_first(tmp_path, monk
         assert torch.equal(v, w_res["state_dict"][k]), k
 
 
+def test_a_signal_waits_for_the_epochs_end_only_where_a_checkpoint_is_written_every_epoch(tmp_path):
+    """Without a ModelCheckpoint that writes every epoch there would be no checkpoint of the epoch's end to name
+    (one saved at the next epoch's start resumes skipping that epoch): the run saves at the last batch, as mid-epoch."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from spikelight.train.faults import _writes_every_epoch
+
+    assert _writes_every_epoch(ModelCheckpoint(tmp_path, filename="last", monitor=None))
+    assert _writes_every_epoch(ModelCheckpoint(tmp_path, monitor="val/acc", save_last=True))
+    assert not _writes_every_epoch(ModelCheckpoint(tmp_path, monitor="val/acc", mode="max"))
+    assert not _writes_every_epoch(ModelCheckpoint(tmp_path, monitor=None, every_n_epochs=2))
+    assert not _writes_every_epoch(ModelCheckpoint(tmp_path, monitor=None, every_n_train_steps=5))
+
+
 @pytest.mark.parametrize("name", ["SIGUSR1", "SIGINT"])
 def test_sigusr1_and_ctrl_c_save_a_checkpoint_in_process(tmp_path, monkeypatch, name):
     """SIGUSR1 (SLURM's warning) and SIGINT (Ctrl-C) finish the batch, save, exit 128+signal."""

@@ -65,6 +65,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _writes_every_epoch(cb: object) -> bool:
+    """A ModelCheckpoint that writes a checkpoint at the end of every epoch (``last.ckpt``: no monitor, or
+    ``save_last``), the one a signal in an epoch's last batch waits for."""
+    return (isinstance(cb, ModelCheckpoint) and getattr(cb, "_every_n_epochs", 0) == 1
+            and not getattr(cb, "_every_n_train_steps", 0) and getattr(cb, "_train_time_interval", None) is None
+            and (cb.monitor is None or bool(cb.save_last)))
+
+
 def _global_step(path: Path) -> int | None:
     try:
         return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1))
@@ -90,11 +98,12 @@ class PreemptionCheckpoint(L.Callback):
     The signal handler only sets a flag; the checkpoint is written at the end
     of the current training batch (a consistent state), as ``filename`` in the
     folder of the run's first ``ModelCheckpoint`` (else ``<run>/checkpoints``).
-    When that batch is its epoch's last, the epoch ends first — its validation, its
-    epoch-end hooks and checkpoints — and the run stops before the next epoch begins
-    (or before testing), naming the ``last.ckpt`` just written (``filename`` when the run
-    keeps none): resumed from a checkpoint of the last batch, Lightning 2.6 would count
-    that epoch done without validating it or saving its checkpoints.
+    When that batch is its epoch's last and a ``ModelCheckpoint`` writes every epoch (the
+    default ``last.ckpt``), the epoch ends first — its validation, its epoch-end hooks and
+    checkpoints — and the run stops before the next epoch begins (or before testing), naming
+    that checkpoint: resumed from a checkpoint of the last batch, Lightning 2.6 counts that
+    epoch done without validating it or saving its checkpoints (what a run without such a
+    callback still does: its batches are all trained, that epoch is not validated).
 
     Args:
         signals: names of the signals to handle.
@@ -138,7 +147,8 @@ class PreemptionCheckpoint(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if self.received is None:
             return
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and any(map(_writes_every_epoch,
+                                                                             trainer.checkpoint_callbacks)):
             self._after_epoch_end = True  # its validation, epoch end and checkpoints first
             return
         self._save_and_exit(trainer)
