@@ -240,6 +240,28 @@ def test_sigkill_mid_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch, on
         assert torch.equal(v, w_res["state_dict"][k]), k
 
 
+def _sigterm_run(tmp_path: Path, step: int, logger: str) -> tuple[Path, Path, list[str], list[str], object]:
+    """A digits run of 2 epochs of 10 batches that gets SIGTERM at the start of global step ``step``, in a run
+    folder as train.py makes it: (the log dir, the run folder, its overrides, the fault's, its config)."""
+    logs = tmp_path / "logs"
+    run = logs / "train" / "runs" / "2026-11-24_00-00-00-000000"
+    common = [*FAST, "test=false", f"logger={logger}", "data.batch_size=128", "trainer.max_epochs=2",
+              "trainer.num_sanity_val_steps=0", f"paths.log_dir={logs}", "trainer.deterministic=true", "seed=7"]
+    term = ["+callbacks.fault._target_=tests.fault_injection.SignalAt", f"+callbacks.fault.step={step}",
+            "+callbacks.fault.signal=SIGTERM"]
+    cfg = compose_cfg("train", preflight([*common, *term], "train"), run)
+    (run / ".hydra").mkdir(parents=True)  # as Hydra makes it
+    return logs, run, common, term, cfg
+
+
+def _assert_same_weights_as_never_stopped(tmp_path: Path, common: list[str], last: Path) -> None:
+    train(compose_cfg("train", common, tmp_path / "full"))
+    w_full, w_res = _state(tmp_path / "full" / "checkpoints" / "last.ckpt"), _state(last)
+    assert w_res["global_step"] == w_full["global_step"]
+    for k, v in w_full["state_dict"].items():
+        assert torch.equal(v, w_res["state_dict"][k]), k
+
+
 def test_sigterm_saves_a_checkpoint_and_ckpt_path_last_resumes_it(tmp_path, monkeypatch, one_thread):
     """SIGTERM mid-epoch → checkpoint, exit 143, the stop line (with the exact resume command) on
     stderr and in train.log, the metrics in results.json, a note; then ``ckpt_path=last`` alone
@@ -251,14 +273,7 @@ def test_sigterm_saves_a_checkpoint_and_ckpt_path_last_resumes_it(tmp_path, monk
     import sys
 
     monkeypatch.setenv("SPIKELIGHT_TRUSTED_TARGETS", "tests")
-    logs = tmp_path / "logs"
-    run = logs / "train" / "runs" / "2026-11-24_00-00-00-000000"
-    common = [*FAST, "test=false", "logger=none", "data.batch_size=128", "trainer.max_epochs=2",
-              "trainer.num_sanity_val_steps=0", f"paths.log_dir={logs}", "trainer.deterministic=true", "seed=7"]
-    term = ["+callbacks.fault._target_=tests.fault_injection.SignalAt", "+callbacks.fault.step=3",
-            "+callbacks.fault.signal=SIGTERM"]
-    cfg = compose_cfg("train", preflight([*common, *term], "train"), run)
-    (run / ".hydra").mkdir(parents=True)  # as Hydra makes it
+    logs, run, common, term, cfg = _sigterm_run(tmp_path, step=3, logger="none")
 
     def stopped() -> None:
         sys.stderr = open(tmp_path / "stderr", "w", buffering=1)
@@ -287,10 +302,7 @@ def test_sigterm_saves_a_checkpoint_and_ckpt_path_last_resumes_it(tmp_path, monk
     assert (run / "config_resolved.yaml").read_text() == first_config  # kept; the resume's is beside it
     assert "batch_size: 128" in (run / ".hydra" / "resume-1" / "config_resolved.yaml").read_text()
     # and the rest of epoch 1 was the batches it had not seen: the same weights as never stopping
-    train(compose_cfg("train", common, tmp_path / "full"))
-    w_full, w_res = _state(tmp_path / "full" / "checkpoints" / "last.ckpt"), _state(run / "checkpoints" / "last.ckpt")
-    for k, v in w_full["state_dict"].items():
-        assert torch.equal(v, w_res["state_dict"][k]), k
+    _assert_same_weights_as_never_stopped(tmp_path, common, run / "checkpoints" / "last.ckpt")
 
 
 def test_sigterm_in_an_epochs_last_batch_lets_the_epoch_end_first(tmp_path, monkeypatch, one_thread):
@@ -300,14 +312,7 @@ def test_sigterm_in_an_epochs_last_batch_lets_the_epoch_end_first(tmp_path, monk
     import sys
 
     monkeypatch.setenv("SPIKELIGHT_TRUSTED_TARGETS", "tests")
-    logs = tmp_path / "logs"
-    run = logs / "train" / "runs" / "2026-11-24_00-00-00-000000"
-    common = [*FAST, "test=false", "logger=csv", "data.batch_size=128", "trainer.max_epochs=2",
-              "trainer.num_sanity_val_steps=0", f"paths.log_dir={logs}", "trainer.deterministic=true", "seed=7"]
-    term = ["+callbacks.fault._target_=tests.fault_injection.SignalAt", "+callbacks.fault.step=9",
-            "+callbacks.fault.signal=SIGTERM"]  # the last of epoch 0's 10 batches
-    cfg = compose_cfg("train", preflight([*common, *term], "train"), run)
-    (run / ".hydra").mkdir(parents=True)
+    logs, run, common, _, cfg = _sigterm_run(tmp_path, step=9, logger="csv")  # the last of epoch 0's 10 batches
 
     def stopped() -> None:
         sys.stderr = open(tmp_path / "stderr", "w", buffering=1)
@@ -321,11 +326,8 @@ def test_sigterm_in_an_epochs_last_batch_lets_the_epoch_end_first(tmp_path, monk
     train(compose_cfg("train", preflight(["ckpt_path=last", f"paths.log_dir={logs}", "~callbacks.fault"], "train"), run))
     with open(run / "csv" / "metrics.csv") as f:
         assert sorted(int(r["epoch"]) for r in csv.DictReader(f) if r.get("val/acc")) == [0, 1]
-    train(compose_cfg("train", common, tmp_path / "full"))
-    w_full, w_res = _state(tmp_path / "full" / "checkpoints" / "last.ckpt"), _state(last)
-    assert w_res["global_step"] == 20
-    for k, v in w_full["state_dict"].items():
-        assert torch.equal(v, w_res["state_dict"][k]), k
+    assert _state(last)["global_step"] == 20
+    _assert_same_weights_as_never_stopped(tmp_path, common, last)
 
 
 def test_a_signal_waits_for_the_epochs_end_only_where_a_checkpoint_is_written_every_epoch(tmp_path):

@@ -73,6 +73,13 @@ def _writes_every_epoch(cb: object) -> bool:
             and (cb.monitor is None or bool(cb.save_last)))
 
 
+def written_checkpoints(trainer: L.Trainer | None) -> list[Path]:
+    """The checkpoint files the run's ModelCheckpoints still hold (their best and last), oldest first."""
+    callbacks = trainer.checkpoint_callbacks if trainer is not None else []
+    paths = {Path(p) for cb in callbacks for attr in ("best_model_path", "last_model_path") if (p := getattr(cb, attr, ""))}
+    return sorted((p for p in paths if p.is_file()), key=lambda p: p.stat().st_mtime_ns)
+
+
 def _global_step(path: Path) -> int | None:
     try:
         return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1))
@@ -170,12 +177,10 @@ class PreemptionCheckpoint(L.Callback):
         """Stop, naming the newest checkpoint of this step (written at the epoch's end: ``last.ckpt``, a
         ``ModelCheckpoint`` without a monitor); without one, save ``filename`` now."""
         self._after_epoch_end = False
-        paths = {Path(p) for cb in trainer.checkpoint_callbacks for attr in ("last_model_path", "best_model_path")
-                 if (p := getattr(cb, attr, ""))}
-        written = [p for p in paths if p.is_file() and _global_step(p) == trainer.global_step]
+        written = [p for p in written_checkpoints(trainer) if _global_step(p) == trainer.global_step]
         if not written:
-            self._save_and_exit(trainer)
-        self._exit(trainer, max(written, key=lambda p: p.stat().st_mtime_ns))
+            self._save_and_exit(trainer)  # (raises)
+        self._exit(trainer, written[-1])
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()

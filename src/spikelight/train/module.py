@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -28,6 +27,7 @@ from spikelight.core.types import SpikeOutput
 from spikelight.encoding import Encoder
 from spikelight.losses import FiringRateRegularizer, SpikeLoss
 from spikelight.readout import Readout
+from spikelight.train.faults import written_checkpoints
 from spikelight.train.grad_norm import clip_grad_norm, grad_norm, overflows_float32
 from spikelight.train.resume import mend_loop_state
 
@@ -287,11 +287,8 @@ class SpikingClassifier(L.LightningModule):
 
     def _last_good_checkpoint(self) -> str:
         """The newest checkpoint this run wrote (weights from before the bad step), if any."""
-        trainer = self._trainer
-        paths = [getattr(cb, "best_model_path", "") or getattr(cb, "last_model_path", "")
-                 for cb in (trainer.checkpoint_callbacks if trainer is not None else [])]
-        found = [p for p in paths if p and Path(p).is_file()]
-        return max(found, key=lambda p: Path(p).stat().st_mtime_ns) if found else ""
+        found = written_checkpoints(self._trainer)
+        return str(found[-1]) if found else ""
 
     def _raise_nonfinite(self, value: float, step: int, what: str = "loss") -> None:
         kept = self._last_good_checkpoint()

@@ -17,7 +17,8 @@ counted processed, its last batch not reached) was resumed by Lightning as an ep
 ``max_steps`` it trained the rest of that epoch and then counted the epoch once more, so ``max_epochs`` stopped
 the run an epoch short (measured: 4 batches an epoch, ``max_steps=6`` then 12 with ``max_epochs=3`` trained 8
 batches). :func:`reopen_epoch_stopped_early` counts that epoch unprocessed again, so Lightning resumes it
-mid-epoch (measured: 12 batches, 4 per epoch, one validation each). The test of "written at an epoch's end" reads the counts; a checkpoint whose counts an earlier
+mid-epoch (measured: 12 batches, 4 per epoch, one validation each). :func:`mend_loop_state` applies whichever
+fits. The test of "written at an epoch's end" reads the counts; a checkpoint whose counts an earlier
 resume already put off (written before this fix) and that was written at validation's end of an epoch's last
 batch would be read as that epoch finished (its epoch-end hooks not run). What stays: with
 ``max_steps`` Lightning still passes once through its "restarted after the last batch" branch at the resumed
@@ -36,14 +37,22 @@ __all__ = ["finish_epoch_end_state", "reopen_epoch_stopped_early", "mend_loop_st
 _COUNTS = ("ready", "started", "processed", "completed")
 
 
+def _loop_counts(checkpoint: dict) -> tuple[dict, dict] | None:
+    """The fit loop's epoch progress and its epoch loop's batch progress in ``checkpoint`` (None if absent)."""
+    fit = checkpoint.get("loops", {}).get("fit_loop")
+    if not isinstance(fit, dict) or "epoch_progress" not in fit or "epoch_loop.batch_progress" not in fit:
+        return None
+    return fit["epoch_progress"], fit["epoch_loop.batch_progress"]
+
+
 def finish_epoch_end_state(checkpoint: dict) -> bool:
     """If ``checkpoint`` was written at the end of an epoch (its last training batch done, that epoch processed
     but not counted complete), set the fit loop's epoch counts to the epochs finished (those completed + 1)
     and the epoch loop's batch counts to a new epoch's. Returns whether it changed anything."""
-    fit = checkpoint.get("loops", {}).get("fit_loop")
-    if not isinstance(fit, dict) or "epoch_progress" not in fit or "epoch_loop.batch_progress" not in fit:
+    counts = _loop_counts(checkpoint)
+    if counts is None:
         return False
-    epochs, batches = fit["epoch_progress"], fit["epoch_loop.batch_progress"]
+    epochs, batches = counts
     current = batches.get("current", {})
     at_epoch_end = bool(batches.get("is_last_batch")) and current.get("completed") == current.get("processed") > 0
     # written after the epoch was counted complete (at the end of a fit, or by hand) or inside it: not ours
@@ -58,14 +67,13 @@ def finish_epoch_end_state(checkpoint: dict) -> bool:
 
 
 def reopen_epoch_stopped_early(checkpoint: dict) -> bool:
-    """If ``checkpoint`` was written after the run stopped inside an epoch without a pre-emption (``max_steps``
-    reached, or ``trainer.should_stop`` set mid-epoch: the epoch counted processed, its last batch not reached,
-    every batch begun finished), count that epoch unprocessed, so that a resume trains the rest of it as one
-    epoch. Returns whether it changed anything."""
-    fit = checkpoint.get("loops", {}).get("fit_loop")
-    if not isinstance(fit, dict) or "epoch_progress" not in fit or "epoch_loop.batch_progress" not in fit:
+    """If ``checkpoint`` was written after ``max_steps`` stopped the run inside an epoch (the epoch counted
+    processed, its last batch not reached, every batch begun finished), count that epoch unprocessed, so that a
+    resume trains the rest of it as one epoch. Returns whether it changed anything."""
+    counts = _loop_counts(checkpoint)
+    if counts is None:
         return False
-    epochs, batches = fit["epoch_progress"], fit["epoch_loop.batch_progress"]
+    epochs, batches = counts
     current = batches.get("current", {})
     inside = not batches.get("is_last_batch") and current.get("completed") == current.get("processed") > 0
     if not inside or epochs["current"]["processed"] != epochs["current"]["completed"] + 1:
