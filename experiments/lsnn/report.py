@@ -18,6 +18,7 @@ import csv
 import json
 import math
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -173,9 +174,8 @@ def _test_of(r: dict, tested: dict) -> float | None:
 def _mean_sd(values: list[float]) -> str:
     if not values:
         return "—"
-    m = sum(values) / len(values)
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
-    return f"{100 * m:.2f}" + (f" ± {100 * sd:.2f}" if len(values) > 1 else "") + f" (n = {len(values)})"
+    sd = f" ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else ""  # sample sd (n − 1)
+    return f"{100 * statistics.mean(values):.2f}{sd} (n = {len(values)})"
 
 
 def comparisons(runs: list[dict], tested: dict) -> list[str]:
