@@ -485,8 +485,10 @@ def test_lif_refractory_in_the_spikelight_convention_is_lifnode_plus_the_gate():
 def test_the_spikelight_order_is_not_lsnn_officials(seed):
     """Why the convention is a setting: with LSNN-official's parameters mapped as the ALIF docstring says, the
     spikelight order (fire from h_t, reset by v_th before the next leak) does not reproduce its spikes when the
-    membrane leaks. Measured here (τ_m = 20, 16 neurons, 3 sequences of 60 steps, seeds 0–3, 2026-12-06): 118,
-    379, 141, 156 of 2,880 spikes differ; the weight gradients by 87–296% (largest element, relative)."""
+    membrane leaks. Measured here (τ_m = 20, 16 neurons, 3 sequences of 60 steps, seeds 0–3, 2026-12-06): the two
+    disagree in 118, 379, 141, 156 of 2,880 neuron-steps, where LSNN-official fires 53, 171, 70, 65 spikes and the
+    spikelight order 73, 258, 85, 101 (a like amount: not a neuron that fires anywhere or never); the weight
+    gradients differ by 87–296% (largest element, relative)."""
     thr = 0.05
     beta = torch.tensor([0.0] * 6 + [1.8] * 10, dtype=torch.float64)
     w_in, w_rec, x, c_z, _ = _weights(4, 16, seed=seed, scale_in=0.6)
@@ -495,6 +497,7 @@ def test_the_spikelight_order_is_not_lsnn_officials(seed):
                       v_reset=None, normalize=True, surrogate=Triangle(1.0, DAMPENING), backend="torch")  # fmt: skip
     z = _layer(neuron, w_in, w_rec)(x.transpose(0, 1)).spikes.transpose(0, 1)
     assert int((z != z_ref).sum()) >= 100
+    assert 50 <= int(z_ref.sum()) and 0.5 * z_ref.sum() <= z.sum() <= 2 * z_ref.sum()
 
 
 def test_conventions_need_a_soft_reset_and_their_normalisation():

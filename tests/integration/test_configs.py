@@ -124,8 +124,8 @@ def test_loggers_and_callbacks(tmp_path):
         assert "ModelSummaryLine" in names, opt
         names.discard("ModelSummaryLine")
         expected = {
-            "default": {"ModelCheckpoint", "PreemptionCheckpoint", "LearningRateMonitor", "RichProgressBar", "SpikePlotCallback",
-                        "SynOpsCallback", "EpochSummary"},
+            "default": {"ModelCheckpoint", "PreemptionCheckpoint", "IntervalCheckpoint", "LearningRateMonitor",
+                        "RichProgressBar", "SpikePlotCallback", "SynOpsCallback", "EpochSummary"},
             "eval": {"RichProgressBar", "SpikePlotCallback", "SynOpsCallback"},
             "none": set(),
         }

@@ -233,20 +233,46 @@ def test_sigkill_mid_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch, on
     resume = preflight([f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "~callbacks.fault"], "train")
     assert not any("fault" in a for a in resume) and all(a in resume for a in common), resume
     train(compose_cfg("train", resume, run))
-    train(compose_cfg("train", common, tmp_path / "full"))
-    w_full, w_res = _state(tmp_path / "full" / "checkpoints" / "last.ckpt"), _state(run / "checkpoints" / "last.ckpt")
-    assert w_full["global_step"] == w_res["global_step"] == 30
-    for k, v in w_full["state_dict"].items():
-        assert torch.equal(v, w_res["state_dict"][k]), k
+    assert _state(run / "checkpoints" / "last.ckpt")["global_step"] == 30
+    _assert_same_weights_as_never_stopped(tmp_path, common, run / "checkpoints" / "last.ckpt")
 
 
-def _sigterm_run(tmp_path: Path, step: int, logger: str) -> tuple[Path, Path, list[str], list[str], object]:
-    """A digits run of 2 epochs of 10 batches that gets SIGTERM at the start of global step ``step``, in a run
-    folder as train.py makes it: (the log dir, the run folder, its overrides, the fault's, its config)."""
+def test_interval_checkpoint_keeps_the_epoch_a_kill_cuts_off(tmp_path, monkeypatch, one_thread):
+    """With ``interval_checkpoint`` (here after every batch: ``minutes=1e-9``) a run killed hard in epoch 2 resumes
+    inside that epoch (``ckpt_path=<run folder>``: its newest checkpoint), not from the end of epoch 1, and ends
+    with the weights of a run never stopped. The epoch resumed inside has no ``time/epoch_s`` (only its rest ran),
+    and the callback never saves after an epoch's last batch (Lightning would resume that as the epoch done)."""
+    monkeypatch.setenv("SPIKELIGHT_TRUSTED_TARGETS", "tests")
+    common = [*FAST, "trainer.deterministic=true", "seed=5", "test=false", "logger=csv", "data.batch_size=128",
+              "trainer.max_epochs=3", "trainer.num_sanity_val_steps=0",
+              "callbacks=[last_checkpoint,interval_checkpoint,epoch_time]", "callbacks.interval_checkpoint.minutes=1e-9"]
+    run = tmp_path / "killed"
+    (run / ".hydra").mkdir(parents=True)  # as Hydra makes it: a resume continues this run folder's metrics.csv
+    kill = ["+callbacks.fault._target_=tests.fault_injection.SignalAt", "+callbacks.fault.step=14"]  # mid-epoch 2
+    assert in_child(lambda: run_task(train, compose_cfg("train", preflight([*common, *kill], "train"), run))) == -signal.SIGKILL
+    saved = run / "checkpoints" / "interval.ckpt"
+    assert _state(saved)["global_step"] == 14 and _state(run / "checkpoints" / "last.ckpt")["global_step"] == 10
+    resume = preflight([f"ckpt_path={run}", "~callbacks.fault"], "train")
+    assert f"ckpt_path='{saved}'" in resume, resume
+    train(compose_cfg("train", resume, run))
+    assert _state(run / "checkpoints" / "last.ckpt")["global_step"] == 30
+    _assert_same_weights_as_never_stopped(tmp_path, common, run / "checkpoints" / "last.ckpt")
+    assert _state(tmp_path / "full" / "checkpoints" / "interval.ckpt")["global_step"] == 29  # not 30: a last batch
+    with open(run / "csv" / "metrics.csv") as f:
+        timed = sorted(int(r["epoch"]) for r in csv.DictReader(f) if r.get("time/epoch_s"))
+    assert timed == [0, 2], timed  # epoch 1 resumed after 4 of its 10 batches: no whole-epoch time
+
+
+def _sigterm_run(tmp_path: Path, step: int, logger: str,
+                 extra: list[str] = ()) -> tuple[Path, Path, list[str], list[str], object]:  # fmt: skip
+    """A digits run of 2 epochs of 10 batches (and the overrides ``extra``) that gets SIGTERM at the start of the
+    first batch of global step ``step``, in a run folder as train.py makes it: (the log dir, the run folder, its
+    overrides, the fault's, its config)."""
     logs = tmp_path / "logs"
     run = logs / "train" / "runs" / "2026-11-24_00-00-00-000000"
     common = [*FAST, "test=false", f"logger={logger}", "data.batch_size=128", "trainer.max_epochs=2",
-              "trainer.num_sanity_val_steps=0", f"paths.log_dir={logs}", "trainer.deterministic=true", "seed=7"]
+              "trainer.num_sanity_val_steps=0", f"paths.log_dir={logs}", "trainer.deterministic=true", "seed=7",
+              *extra]
     term = ["+callbacks.fault._target_=tests.fault_injection.SignalAt", f"+callbacks.fault.step={step}",
             "+callbacks.fault.signal=SIGTERM"]
     cfg = compose_cfg("train", preflight([*common, *term], "train"), run)
@@ -330,18 +356,56 @@ def test_sigterm_in_an_epochs_last_batch_lets_the_epoch_end_first(tmp_path, monk
     _assert_same_weights_as_never_stopped(tmp_path, common, last)
 
 
-def test_a_signal_waits_for_the_epochs_end_only_where_a_checkpoint_is_written_every_epoch(tmp_path):
-    """Without a ModelCheckpoint that writes every epoch there would be no checkpoint of the epoch's end to name
-    (one saved at the next epoch's start resumes skipping that epoch): the run saves at the last batch, as mid-epoch."""
+def test_a_signal_waits_for_the_epochs_end_only_where_a_checkpoint_comes_at_that_end(tmp_path):
+    """A signal in an epoch's last batch waits for the epoch's end only where a ModelCheckpoint will write a full
+    checkpoint there, as Lightning 2.6 decides it; otherwise nothing would be of that epoch's end to name (one saved
+    at the next epoch's start resumes skipping that epoch): the run saves at the last batch, as mid-epoch."""
+    import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.trainer.states import TrainerFn
 
-    from spikelight.train.faults import _writes_every_epoch
+    from spikelight.train.faults import _writes_at_this_epochs_end
 
-    assert _writes_every_epoch(ModelCheckpoint(tmp_path, filename="last", monitor=None))
-    assert _writes_every_epoch(ModelCheckpoint(tmp_path, monitor="val/acc", save_last=True))
-    assert not _writes_every_epoch(ModelCheckpoint(tmp_path, monitor="val/acc", mode="max"))
-    assert not _writes_every_epoch(ModelCheckpoint(tmp_path, monitor=None, every_n_epochs=2))
-    assert not _writes_every_epoch(ModelCheckpoint(tmp_path, monitor=None, every_n_train_steps=5))
+    def trainer(**kw) -> L.Trainer:
+        t = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, **kw)
+        t.state.fn = TrainerFn.FITTING
+        t.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed = 10
+        assert t.global_step == 10  # at an epoch's last batch (a ModelCheckpoint never saves twice at one step)
+        return t
+
+    t = trainer()
+    last = {"filename": "last", "monitor": None, "save_on_train_epoch_end": True}
+    assert _writes_at_this_epochs_end(ModelCheckpoint(tmp_path, **last), t)
+    assert _writes_at_this_epochs_end(ModelCheckpoint(tmp_path, monitor=None), t)  # no validation: at the epoch's end
+    # save_last with a monitor writes only when the metric improved
+    assert not _writes_at_this_epochs_end(ModelCheckpoint(tmp_path, monitor="val/acc", save_last=True), t)
+    assert not _writes_at_this_epochs_end(ModelCheckpoint(tmp_path, monitor="val/acc", mode="max"), t)
+    assert not _writes_at_this_epochs_end(ModelCheckpoint(tmp_path, **last, save_top_k=0), t)
+    assert not _writes_at_this_epochs_end(ModelCheckpoint(tmp_path, **last, save_weights_only=True), t)
+    assert not _writes_at_this_epochs_end(ModelCheckpoint(tmp_path, monitor=None, every_n_train_steps=5), t)
+    every2 = ModelCheckpoint(tmp_path, monitor=None, every_n_epochs=2)
+    assert not _writes_at_this_epochs_end(every2, t)  # epoch 0 (the first): left out
+    t.fit_loop.epoch_progress.current.completed = 1
+    assert t.current_epoch == 1 and _writes_at_this_epochs_end(every2, t)
+    # validation every 2nd epoch: Lightning saves at validation's end, unless told to save at the epoch's end
+    assert not _writes_at_this_epochs_end(ModelCheckpoint(tmp_path, monitor=None), trainer(check_val_every_n_epoch=2))
+    assert _writes_at_this_epochs_end(ModelCheckpoint(tmp_path, **last), trainer(check_val_every_n_epoch=2))
+    t.state.fn = TrainerFn.VALIDATING
+    assert not _writes_at_this_epochs_end(ModelCheckpoint(tmp_path, **last), t)  # nothing is saved outside a fit
+
+
+def test_sigterm_inside_a_gradient_accumulation_saves_after_its_optimizer_step(tmp_path, monkeypatch, one_thread):
+    """With ``trainer.accumulate_grad_batches=2`` a signal in the first batch of a pair saves after the second
+    (the first one's gradient is in no checkpoint): the resumed run ends with the weights of one never stopped."""
+    monkeypatch.setenv("SPIKELIGHT_TRUSTED_TARGETS", "tests")
+    accumulate = ["+trainer.accumulate_grad_batches=2"]
+    logs, run, common, _, cfg = _sigterm_run(tmp_path, step=2, logger="none", extra=accumulate)  # at batch 4 of 10
+    assert in_child(lambda: run_task(train, cfg)) == 128 + signal.SIGTERM
+    saved = run / "checkpoints" / "preempted.ckpt"
+    assert _state(saved)["global_step"] == 3  # after batches 4 and 5 (the third pair), not after batch 4
+    train(compose_cfg("train", preflight(["ckpt_path=last", f"paths.log_dir={logs}", "~callbacks.fault"], "train"), run))
+    assert _state(run / "checkpoints" / "last.ckpt")["global_step"] == 10
+    _assert_same_weights_as_never_stopped(tmp_path, common, run / "checkpoints" / "last.ckpt")
 
 
 @pytest.mark.parametrize("name", ["SIGUSR1", "SIGINT"])
@@ -443,15 +507,18 @@ def test_a_huge_gradient_without_clipping_is_said_once(tmp_path):
 def test_an_epoch_ended_without_starting_in_this_process_gets_no_time():
     """A resume from a checkpoint written inside an epoch's end can end that epoch again without starting
     it (seen resuming an LSNN run: 'epoch 2/20: 31357.4 s', perf_counter() - 0, the seconds since boot), or
-    start it and end it without a batch. Neither the logged time/epoch_s nor the epoch line may invent one."""
+    start it and end it without a batch. Neither the logged time/epoch_s nor the epoch line may invent one;
+    an epoch trained here only in part has a time in its line, said as such, and no time/epoch_s."""
     from types import SimpleNamespace
 
     from spikelight.train.callbacks import EpochSummary, EpochTimeCallback
 
     logged = {}
     module = SimpleNamespace(log=lambda k, v, **kw: logged.__setitem__(k, v), device=torch.device("cpu"))
+    progress = SimpleNamespace(is_last_batch=True)
     trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, callback_metrics={}, max_epochs=20,
-                              current_epoch=1)
+                              current_epoch=1, num_training_batches=10,
+                              fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
     timer, summary = EpochTimeCallback(), EpochSummary()
     lines = []
     summary_log = pytest.MonkeyPatch()
@@ -474,6 +541,16 @@ def test_an_epoch_ended_without_starting_in_this_process_gets_no_time():
         timer.on_train_epoch_end(trainer, module)
         summary.on_train_epoch_end(trainer, module)
         assert "time/epoch_s" not in logged and lines[-1] == "[spikelight] epoch 2/20: resumed at its end"
+        # resumed inside the epoch (its first batch here is batch 7), or ended before its last batch (max_steps):
+        # a time, but not the epoch's
+        for first, last in ((7, True), (0, False)):
+            progress.is_last_batch = last
+            for cb in (timer, summary):
+                cb.on_train_epoch_start(trainer, module)
+                cb.on_train_batch_end(trainer, module, None, None, first)
+                cb.on_train_batch_end(trainer, module, None, None, first + 1)
+                cb.on_train_epoch_end(trainer, module)
+            assert "time/epoch_s" not in logged and lines[-1].endswith(" s for the 2 batches trained here"), lines
     finally:
         summary_log.undo()
 

@@ -20,7 +20,10 @@ def _ckpt(epochs: dict, batch_current: int, is_last: bool, epoch: int) -> dict:
 
 
 def _epochs(ckpt: dict) -> dict:
-    return ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]
+    """The fit loop's current epoch counts, checked equal to its totals (Lightning's restart reads ``total``)."""
+    progress = ckpt["loops"]["fit_loop"]["epoch_progress"]
+    assert progress["total"] == progress["current"], progress
+    return progress["current"]
 
 
 def test_a_checkpoint_written_at_an_epochs_end_reads_that_many_epochs_finished():

@@ -686,6 +686,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "min_epochs": (lambda v: _int(v) and v >= 0, "a whole number >= 0"),
     "max_steps": (lambda v: _int(v) and (v >= 1 or v == -1), "a whole number >= 1 (or -1: no limit)"),
     "gradient_clip_val": (lambda v: v > 0, "> 0 (or null: no clipping)"),
+    "minutes": (lambda v: v > 0, "> 0 (or leave the callback out: ~callbacks.interval_checkpoint)"),
     "tau": (lambda v: v > 0, "> 0 (time steps)"),
     "tau_adapt": (lambda v: v > 0, "> 0 (time steps)"),
     "readout_tau": (lambda v: v > 0, "> 0 (time steps)"),

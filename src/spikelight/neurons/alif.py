@@ -56,8 +56,9 @@ Conversions (time step dt = 1; time constants in steps; measured in
   (Norse's SuperSpike ignores its alpha): spikes equal, gradients within 1e-6 (test_conventions.py, whose
   transcription of Norse is held to Norse 1.1.0's own outputs, stored in ``tests/equivalence/data/``).
 - Under the ``spikelight`` convention the LSNN-official / e-prop neurons are *not* reproduced
-  when α < 1 (measured with τ_m = 20, 16 neurons, 3 sequences of 60 steps, seeds 0–3: 118–379 of 2,880
-  spikes of LSNN-official's differ, weight gradients by 87–296%; test_conventions.py): choose the convention.
+  when α < 1 (measured with τ_m = 20, 16 neurons, 3 sequences of 60 steps, seeds 0–3: the two disagree
+  in 118–379 of 2,880 neuron-steps, where LSNN-official's fires 53–171 spikes; weight gradients differ by
+  87–296%; test_conventions.py): choose the convention.
 
 The plain LIF of each convention (``neuron=lif neuron.convention=...``: LSNN-official's ``LIF`` cell, the
 e-prop code's ``LightLIF``) is this neuron with β = 0 (:func:`spikelight.neurons.lif_neuron`).

@@ -149,34 +149,62 @@ class SynOpsCallback(L.Callback):
         )
 
 
+class _EpochClock:
+    """The wall-clock time of the training epoch in progress, as far as this process saw it.
+
+    A resume can end an epoch without starting it here, or start it and train no batch (Lightning 2.6 re-ends
+    the checkpoint's epoch when ``trainer.max_steps`` is set: 'epoch 2/20: 31357.4 s' was perf_counter() − 0);
+    an epoch resumed from a checkpoint inside it (``preempted.ckpt``, ``interval.ckpt``) trains only its rest
+    here, and one stopped by ``max_steps`` (or a stop) ends before its last batch. :meth:`stop` says which."""
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self.batches = 0
+        self._first_batch = -1  # the index of the first batch this process trained in the epoch
+
+    def start(self) -> None:
+        self._start, self.batches, self._first_batch = time.perf_counter(), 0, -1
+
+    def batch_end(self, batch_idx: int) -> None:
+        if not self.batches:
+            self._first_batch = batch_idx
+        self.batches += 1
+
+    def stop(self, trainer: L.Trainer) -> tuple[float | None, bool]:
+        """(seconds since the epoch started here, None if it did not or trained no batch here; whether those
+        seconds are the whole epoch: from its first batch to its last)."""
+        seconds = None if self._start is None or not self.batches else time.perf_counter() - self._start
+        self._start = None
+        loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+        whole = seconds is not None and self._first_batch == 0 and bool(loop and loop.batch_progress.is_last_batch)
+        return seconds, whole
+
+
 class EpochTimeCallback(L.Callback):
     """Wall-clock timing in the logs: ``time/epoch_s`` (one training epoch, validation runs
     inside it included) and ``time/elapsed_s`` (since the fit started) at every validation; and the
     memory high-water mark at each epoch's end: ``mem/peak_rss_mb`` (the process's peak resident set,
-    Linux/macOS) and on CUDA ``mem/peak_cuda_mb`` (the peak allocated by torch)."""
+    Linux/macOS) and on CUDA ``mem/peak_cuda_mb`` (the peak allocated by torch). ``time/epoch_s`` is only
+    logged for an epoch this process trained whole (:class:`_EpochClock`): not for one resumed from a
+    checkpoint written inside it, nor one ``trainer.max_steps`` (or a stop) ended before its last batch."""
 
     def __init__(self) -> None:
         self._fit_start = 0.0
-        # None until an epoch starts in this process, and the batches it trained here: a run resumed from a
-        # checkpoint written at an epoch's end can end that epoch again (Lightning 2.6 does whenever
-        # trainer.max_steps is set: it then counts every resume as a restart), with or without starting it, and
-        # without a batch: there is no time for it
-        self._epoch_start: float | None = None
-        self._batches = 0
+        self._clock = _EpochClock()
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_start = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch_start, self._batches = time.perf_counter(), 0
+        self._clock.start()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        self._batches += 1
+        self._clock.batch_end(batch_idx)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._epoch_start is not None and self._batches:
-            pl_module.log("time/epoch_s", time.perf_counter() - self._epoch_start)
-        self._epoch_start = None
+        seconds, whole = self._clock.stop(trainer)
+        if whole:
+            pl_module.log("time/epoch_s", seconds)
         try:
             import resource  # POSIX only
 
@@ -207,16 +235,14 @@ class EpochSummary(L.Callback):
 
     def __init__(self, slow_s: float = 5.0) -> None:
         self.slow_s = slow_s
-        # as EpochTimeCallback's: no time for an epoch it did not see start, or that trained no batch here
-        self._start: float | None = None
-        self._batches = 0
+        self._clock = _EpochClock()  # as EpochTimeCallback's
         self._marks: list[float] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start, self._batches = time.perf_counter(), 0
+        self._clock.start()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        self._batches += 1
+        self._clock.batch_end(batch_idx)
         if len(self._marks) > 2 or not trainer.is_global_zero:
             return
         self._marks.append(time.perf_counter())
@@ -232,12 +258,12 @@ class EpochSummary(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        seconds = None if self._start is None or not self._batches else time.perf_counter() - self._start
-        self._start = None
-        log.info("[spikelight] " + self.line(trainer, seconds))
+        seconds, whole = self._clock.stop(trainer)
+        log.info("[spikelight] " + self.line(trainer, seconds, None if whole else self._clock.batches))
 
     @staticmethod
-    def line(trainer: L.Trainer, seconds: float | None) -> str:
+    def line(trainer: L.Trainer, seconds: float | None, part: int | None = None) -> str:
+        """The epoch's line; ``part``: the number of batches ``seconds`` covers when not the whole epoch."""
         m = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
         epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         parts = []
@@ -255,7 +281,7 @@ class EpochSummary(L.Callback):
                      else f"mean of {len(rates)} layers {sum(rates.values()) / len(rates):.3f}")
             parts.append(f"firing {shown} / step")
         if seconds is not None:
-            parts.append(f"{seconds:.1f} s")
+            parts.append(f"{seconds:.1f} s" + ("" if part is None else f" for the {part} batches trained here"))
         if not parts:  # an epoch a resume ended again (the checkpoint was written inside its end)
             return f"epoch {trainer.current_epoch + 1}{epochs}: resumed at its end"
         return f"epoch {trainer.current_epoch + 1}{epochs}: " + " | ".join(parts)

@@ -11,12 +11,17 @@
   checkpoint) it finishes the current training batch, writes ``checkpoints/preempted.ckpt``
   and exits with ``128 + signal``; ``ckpt_path=<that file>`` (or ``last``, or the run
   folder) resumes from it with the run's own overrides.
+- :class:`IntervalCheckpoint` (``callbacks=default``): every ``minutes`` of training it writes
+  ``checkpoints/interval.ckpt`` inside the epoch, so a process killed without a signal
+  (``kill -9``, out of memory, the end of a session) loses at most those minutes, not the
+  epoch; ``ckpt_path=last`` (the run's newest checkpoint) resumes it exactly.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +30,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-__all__ = ["AtomicCheckpointIO", "PreemptionCheckpoint", "Preempted"]
+__all__ = ["AtomicCheckpointIO", "PreemptionCheckpoint", "Preempted", "IntervalCheckpoint"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -65,19 +70,38 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _writes_every_epoch(cb: object) -> bool:
-    """A ModelCheckpoint that writes a checkpoint at the end of every epoch (``last.ckpt``: no monitor, or
-    ``save_last``), the one a signal in an epoch's last batch waits for."""
-    return (isinstance(cb, ModelCheckpoint) and getattr(cb, "_every_n_epochs", 0) == 1
-            and not getattr(cb, "_every_n_train_steps", 0) and getattr(cb, "_train_time_interval", None) is None
-            and (cb.monitor is None or bool(cb.save_last)))
+def _writes_at_this_epochs_end(cb: object, trainer: L.Trainer) -> bool:
+    """Whether ``cb`` is a ``ModelCheckpoint`` that will write a full checkpoint at the end of the current training
+    epoch, whatever the metrics (``last.ckpt``: no monitor), as Lightning 2.6 decides it
+    (``ModelCheckpoint.on_train_epoch_end``): not with a monitor (even with ``save_last``, written only when the
+    metric improved), ``save_top_k=0``, ``save_weights_only``, an epoch ``every_n_epochs`` leaves out, or a save
+    moved to validation's end (``check_val_every_n_epoch`` > 1, ``val_check_interval`` < 1, unless
+    ``save_on_train_epoch_end``). Lightning's private helpers missing (another version): False."""
+    if not isinstance(cb, ModelCheckpoint) or cb.monitor is not None or cb.save_top_k == 0 or cb.save_weights_only:
+        return False
+    every = getattr(cb, "_every_n_epochs", 0)
+    on_epoch_end = getattr(cb, "_should_save_on_train_epoch_end", None)
+    skip = getattr(cb, "_should_skip_saving_checkpoint", None)
+    if not (isinstance(every, int) and every >= 1 and callable(on_epoch_end) and callable(skip)):
+        return False
+    return (trainer.current_epoch + 1) % every == 0 and bool(on_epoch_end(trainer)) and not skip(trainer)
 
 
 def written_checkpoints(trainer: L.Trainer | None) -> list[Path]:
-    """The checkpoint files the run's ModelCheckpoints still hold (their best and last), oldest first."""
-    callbacks = trainer.checkpoint_callbacks if trainer is not None else []
+    """The full checkpoint files (not weights-only) the run's ModelCheckpoints still hold (their best and last),
+    oldest first."""
+    callbacks = [cb for cb in (trainer.checkpoint_callbacks if trainer is not None else [])
+                 if not getattr(cb, "save_weights_only", False)]
     paths = {Path(p) for cb in callbacks for attr in ("best_model_path", "last_model_path") if (p := getattr(cb, attr, ""))}
     return sorted((p for p in paths if p.is_file()), key=lambda p: p.stat().st_mtime_ns)
+
+
+def _checkpoint_folder(trainer: L.Trainer) -> Path:
+    """The folder of the run's first ``ModelCheckpoint`` (else ``<default_root_dir>/checkpoints``)."""
+    return next(
+        (Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath),
+        Path(trainer.default_root_dir) / "checkpoints",
+    )
 
 
 def _global_step(path: Path) -> int | None:
@@ -103,14 +127,17 @@ class PreemptionCheckpoint(L.Callback):
     """Save a checkpoint and stop when SIGTERM or SIGUSR1 arrives during ``fit``.
 
     The signal handler only sets a flag; the checkpoint is written at the end
-    of the current training batch (a consistent state), as ``filename`` in the
-    folder of the run's first ``ModelCheckpoint`` (else ``<run>/checkpoints``).
-    When that batch is its epoch's last and a ``ModelCheckpoint`` writes every epoch (the
-    default ``last.ckpt``), the epoch ends first — its validation, its epoch-end hooks and
-    checkpoints — and the run stops before the next epoch begins (or before testing), naming
-    that checkpoint: resumed from a checkpoint of the last batch, Lightning 2.6 counts that
-    epoch done without validating it or saving its checkpoints (what a run without such a
-    callback still does: its batches are all trained, that epoch is not validated).
+    of the current training batch (a consistent state; inside a gradient accumulation, after the
+    batch that steps the optimizer), as ``filename`` in the folder of the run's first ``ModelCheckpoint``
+    (else ``<run>/checkpoints``), or at the end of a validation inside the epoch.
+    When the signal comes in an epoch's last batch or its validation and a ``ModelCheckpoint`` will
+    write a full checkpoint at that epoch's end (the default ``last.ckpt``), ``filename`` is written
+    there first (should the process be killed during the epoch's end), then the epoch ends — its
+    validation, its epoch-end hooks and checkpoints — and the run stops before the next epoch begins
+    (or before testing), naming that epoch-end checkpoint (``filename`` is removed): resumed from a
+    checkpoint of the last batch, Lightning 2.6 counts that epoch done without validating it or
+    saving its checkpoints, which is what a run without such a callback gets (its batches are all trained,
+    that epoch is not validated).
 
     Args:
         signals: names of the signals to handle.
@@ -151,21 +178,34 @@ class PreemptionCheckpoint(L.Callback):
                 signal.signal(s, h)
         self._previous = {}
 
+    def _wait_for_epoch_end(self, trainer: L.Trainer) -> bool:
+        """At an epoch's last batch (or its validation) with a checkpoint coming at the epoch's end: save
+        ``filename`` now, and stop after the epoch has ended."""
+        if not (trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+                and any(_writes_at_this_epochs_end(cb, trainer) for cb in trainer.checkpoint_callbacks)):
+            return False
+        self.path = _checkpoint_folder(trainer) / self.filename
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self._after_epoch_end = True
+        return True
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if self.received is None:
+        if self.received is None or self._after_epoch_end:
             return
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and any(map(_writes_every_epoch,
-                                                                             trainer.checkpoint_callbacks)):
-            self._after_epoch_end = True  # its validation, epoch end and checkpoints first
-            return
-        self._save_and_exit(trainer)
+        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if not last and (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return  # inside a gradient accumulation: its batches' gradients are in no checkpoint
+        if not self._wait_for_epoch_end(trainer):
+            self._save_and_exit(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.received is not None and not trainer.sanity_checking and not self._after_epoch_end:
+        if self.received is None or trainer.sanity_checking or self._after_epoch_end:
+            return
+        if not self._wait_for_epoch_end(trainer):
             self._save_and_exit(trainer)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.received is not None:  # arrived in the last epoch's last batch
+        if self.received is not None:  # arrived in the last epoch's end
             self._exit_after_epoch_end(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -174,24 +214,27 @@ class PreemptionCheckpoint(L.Callback):
             self._exit_after_epoch_end(trainer)
 
     def _exit_after_epoch_end(self, trainer: L.Trainer) -> None:
-        """Stop, naming the newest checkpoint of this step (written at the epoch's end: ``last.ckpt``, a
-        ``ModelCheckpoint`` without a monitor); without one, save ``filename`` now."""
-        self._after_epoch_end = False
-        written = [p for p in written_checkpoints(trainer) if _global_step(p) == trainer.global_step]
-        if not written:
-            self._save_and_exit(trainer)  # (raises)
-        self._exit(trainer, written[-1])
+        """Stop, naming the newest checkpoint of this step written at the epoch's end (``last.ckpt``) and
+        removing ``filename`` of the last batch; else naming that one (a signal after the epoch's validation
+        with no such checkpoint: saved now)."""
+        insurance, self._after_epoch_end = self.path, False
+        written = [p for p in written_checkpoints(trainer)
+                   if p != insurance and _global_step(p) == trainer.global_step]
+        if written:
+            if insurance is not None:
+                insurance.unlink(missing_ok=True)
+            self._exit(trainer, written[-1])
+        if insurance is not None and insurance.is_file():
+            self._exit(trainer, insurance)
+        self._save_and_exit(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
 
     def _save_and_exit(self, trainer: L.Trainer) -> None:
-        folder = next(
-            (Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath),
-            Path(trainer.default_root_dir) / "checkpoints",
-        )
-        trainer.save_checkpoint(folder / self.filename, weights_only=False)  # the full training state (said: no log line)
-        self._exit(trainer, folder / self.filename)
+        path = _checkpoint_folder(trainer) / self.filename
+        trainer.save_checkpoint(path, weights_only=False)  # the full training state (said: no log line)
+        self._exit(trainer, path)
 
     def _exit(self, trainer: L.Trainer, path: Path) -> None:
         """Raise :class:`Preempted` naming the checkpoint to resume from."""
@@ -201,3 +244,44 @@ class PreemptionCheckpoint(L.Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, (int, float)) or v.numel() == 1}
         raise Preempted(128 + signum, f"{name} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.path}",
                         self.path, metrics)
+
+
+class IntervalCheckpoint(L.Callback):
+    """Write ``filename`` (the full training state) every ``minutes`` of training, inside epochs.
+
+    ``last.ckpt`` is written at each epoch's end; a process killed without a signal (``kill -9``, out of
+    memory, a session or a machine that ends) loses the epoch in progress. This callback saves
+    after a training batch once ``minutes`` have passed since the fit started or the run's last full checkpoint
+    (``last.ckpt`` at an epoch's end, its own previous save), in the folder of the run's first ``ModelCheckpoint``: resuming from it
+    (``ckpt_path=last`` takes the run's newest checkpoint) continues the epoch where it stopped, as
+    from ``preempted.ckpt`` (the sampler leaves out the batches already trained on). It never saves after an
+    epoch's last batch (Lightning 2.6 resumes such a checkpoint as that epoch done, never validated: the
+    epoch's end writes ``last.ckpt`` instead) nor inside a gradient accumulation (those batches' gradients
+    are not in the state). With several processes, rank 0's clock decides for all.
+
+    Args:
+        minutes: training time between two saves (> 0).
+        filename: the checkpoint's file name, overwritten by each save (atomically with ``AtomicCheckpointIO``).
+    """
+
+    def __init__(self, minutes: float = 10.0, filename: str = "interval.ckpt") -> None:
+        if not (isinstance(minutes, (int, float)) and minutes > 0):
+            raise ValueError(f"callbacks.interval_checkpoint.minutes must be > 0, got {minutes!r}")
+        self.minutes, self.filename = float(minutes), filename
+        self._since: float | None = None
+        self.saves = 0  # how many this process wrote
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._since = time.monotonic()
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._since = time.monotonic()  # any full checkpoint (last.ckpt at an epoch's end, its own) holds this moment
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        due = self._since is not None and time.monotonic() - self._since >= 60.0 * self.minutes
+        due = bool(trainer.strategy.broadcast(due))  # one decision for every rank (each takes part in the save)
+        if (not due or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+                or (batch_idx + 1) % trainer.accumulate_grad_batches):
+            return
+        trainer.save_checkpoint(_checkpoint_folder(trainer) / self.filename, weights_only=False)
+        self._since, self.saves = time.monotonic(), self.saves + 1

@@ -402,9 +402,15 @@ class SpikingClassifier(L.LightningModule):
         loader = trainer.train_dataloader
         sampler = getattr(loader, "sampler", None)
         batches = trainer.num_training_batches
-        if not hasattr(sampler, "skip_next") or not batches or batches == float("inf"):
+        if not batches or batches == float("inf"):
             return
         steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
         done = (trainer.global_step % steps_per_epoch) * trainer.accumulate_grad_batches
-        if done:
+        if not done:
+            return
+        if hasattr(sampler, "skip_next"):
             sampler.skip_next(done * loader.batch_size)
+        else:  # (Lightning's own warning about this is silenced: spikelight's samplers resume)
+            rank_zero_warn(f"resumed inside an epoch, after {done} batches, but the training sampler "
+                           f"({type(sampler).__name__}) cannot leave them out: this epoch sees them again. "
+                           "spikelight's DataModules use EpochShuffleSampler, which can")

@@ -69,7 +69,12 @@ def finish_epoch_end_state(checkpoint: dict) -> bool:
 def reopen_epoch_stopped_early(checkpoint: dict) -> bool:
     """If ``checkpoint`` was written after ``max_steps`` stopped the run inside an epoch (the epoch counted
     processed, its last batch not reached, every batch begun finished), count that epoch unprocessed, so that a
-    resume trains the rest of it as one epoch. Returns whether it changed anything."""
+    resume trains the rest of it as one epoch. Returns whether it changed anything.
+
+    The same counts follow any stop inside an epoch that runs the epoch's end (``trainer.should_stop`` set by
+    EarlyStopping or ``max_time`` mid-epoch): those resume the same way. The stopped epoch's end hooks have run
+    once already: train.log has two lines for that epoch and metrics.csv two ``train/loss_epoch`` rows (the
+    first of its batches before the stop); ``time/epoch_s`` is logged for neither part (EpochTimeCallback)."""
     counts = _loop_counts(checkpoint)
     if counts is None:
         return False
