@@ -546,9 +546,11 @@ def test_an_epoch_ended_without_starting_in_this_process_gets_no_time():
         for first, last in ((7, True), (0, False)):
             progress.is_last_batch = last
             for cb in (timer, summary):
-                cb.on_train_epoch_start(trainer, module)
-                cb.on_train_batch_end(trainer, module, None, None, first)
-                cb.on_train_batch_end(trainer, module, None, None, first + 1)
+                if first == 0:  # (Lightning 2.6 calls no on_train_epoch_start for an epoch resumed inside it)
+                    cb.on_train_epoch_start(trainer, module)
+                for i in (first, first + 1):
+                    cb.on_train_batch_start(trainer, module, None, i)
+                    cb.on_train_batch_end(trainer, module, None, None, i)
                 cb.on_train_epoch_end(trainer, module)
             assert "time/epoch_s" not in logged and lines[-1].endswith(" s for the 2 batches trained here"), lines
     finally:

@@ -165,6 +165,11 @@ class _EpochClock:
     def start(self) -> None:
         self._start, self.batches, self._first_batch = time.perf_counter(), 0, -1
 
+    def batch_start(self) -> None:
+        """Lightning 2.6 calls no ``on_train_epoch_start`` for an epoch resumed inside it: start at its first batch."""
+        if self._start is None:
+            self.start()
+
     def batch_end(self, batch_idx: int) -> None:
         if not self.batches:
             self._first_batch = batch_idx
@@ -197,6 +202,9 @@ class EpochTimeCallback(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._clock.start()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        self._clock.batch_start()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         self._clock.batch_end(batch_idx)
@@ -240,6 +248,9 @@ class EpochSummary(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._clock.start()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        self._clock.batch_start()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         self._clock.batch_end(batch_idx)
