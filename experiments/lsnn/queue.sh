@@ -1,7 +1,7 @@
 #!/bin/bash
 # Run the experiments/lsnn runs of one lane one after the other (one lane per core), each to the end:
 # a run already finished (its results.json says "ok" and has a test accuracy) is skipped, a run cut off
-# (a session ended) continues from its last checkpoint, a run that diverged (a NaN / Inf loss or gradient)
+# (a session ended) continues from its newest checkpoint (interval.ckpt: at most 10 minutes old), a run that diverged (a NaN / Inf loss or gradient)
 # is left as it is (that is its result), the others start fresh.
 #   nohup experiments/lsnn/queue.sh a > experiments/lsnn/logs/lane_a.log 2>&1 &
 #   nohup experiments/lsnn/queue.sh b > experiments/lsnn/logs/lane_b.log 2>&1 &
@@ -50,9 +50,11 @@ for entry in "${runs[@]}"; do
   if grep -lsE '"error": "error: (gradient norm|training loss) is (nan|inf)' $dir/*/results.json | grep -q .; then
     echo "$(date -u +%FT%TZ) $name: diverged, skipped"; continue
   fi
+  # the run folder of the newest checkpoint (last.ckpt, or interval.ckpt / preempted.ckpt inside an epoch, since
+  # 2026-12-06 20:30 UTC): ckpt_path=<run folder> resumes from that folder's newest checkpoint
   resume=()
-  last=$(ls -td $dir/*/checkpoints/last.ckpt 2>/dev/null | head -1)
-  if [ -n "$last" ]; then resume=("ckpt_path=$last"); fi
+  newest=$(ls -td $dir/*/checkpoints/*.ckpt 2>/dev/null | head -1)
+  if [ -n "$newest" ]; then resume=("ckpt_path=$(dirname "$(dirname "$newest")")"); fi
   echo "$(date -u +%FT%TZ) $name: ${resume[*]:-fresh} $overrides"
   # shellcheck disable=SC2086
   .venv/bin/python train.py data=sfmnist data.order=pixel task_name="lsnn_$name" print_config=false \
