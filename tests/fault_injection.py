@@ -12,11 +12,28 @@ import lightning as L
 
 class SignalAt(L.Callback):
     """Send ``signal`` (a name: SIGKILL, SIGTERM, SIGUSR1) to this process at the
-    start of training batch ``step`` (global step), i.e. mid-epoch."""
+    start of training batch ``step`` (global step), i.e. mid-epoch; with ``at="validation"``,
+    at the start of the first validation (not the sanity check) at global step ``step``; with
+    ``at="train_epoch_end"``, in the epoch-end hooks at that step (before the ModelCheckpoints', which
+    Lightning runs last)."""
 
-    def __init__(self, step: int, signal: str = "SIGKILL") -> None:
-        self.step, self.signal = step, signal
+    def __init__(self, step: int, signal: str = "SIGKILL", at: str = "train_batch") -> None:
+        if at not in ("train_batch", "validation", "train_epoch_end"):
+            raise ValueError(f"SignalAt at must be train_batch, validation or train_epoch_end, got {at!r}")
+        self.step, self.signal, self.at = step, signal, at
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+    def _send(self, trainer: L.Trainer) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), getattr(signal, self.signal))
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self.at == "train_batch":
+            self._send(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at == "validation" and not trainer.sanity_checking:
+            self._send(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at == "train_epoch_end":
+            self._send(trainer)

@@ -237,30 +237,58 @@ def test_sigkill_mid_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch, on
     _assert_same_weights_as_never_stopped(tmp_path, common, run / "checkpoints" / "last.ckpt")
 
 
-def test_interval_checkpoint_keeps_the_epoch_a_kill_cuts_off(tmp_path, monkeypatch, one_thread):
-    """With ``interval_checkpoint`` (here after every batch: ``minutes=1e-9``) a run killed hard in epoch 2 resumes
-    inside that epoch (``ckpt_path=<run folder>``: its newest checkpoint), not from the end of epoch 1, and ends
-    with the weights of a run never stopped. The epoch resumed inside has no ``time/epoch_s`` (only its rest ran),
-    and the callback never saves after an epoch's last batch (Lightning would resume that as the epoch done)."""
+@pytest.mark.parametrize(("case", "extra", "kill", "saved_at", "timed"), [
+    ("mid_epoch", [], ["+callbacks.fault.step=14"], 14, [0, 2]),
+    # a validation after every 4th batch: none saved at batch 4 of epoch 2 (resumed, its validation would be skipped)
+    ("before_a_validation", ["+trainer.val_check_interval=4"], ["+callbacks.fault.step=14"], 13, [0, 2]),
+    # killed in epoch 1's closing validation: the checkpoint is of batch 9, never of the last batch (resumed,
+    # Lightning would count that epoch done, unvalidated)
+    ("in_the_epochs_validation", [], ["+callbacks.fault.step=10", "+callbacks.fault.at=validation"], 9, [1, 2]),
+    # no validation after epoch 1: killed in its end's hooks, before last.ckpt is written
+    ("at_an_epochs_end", ["trainer.check_val_every_n_epoch=2"], ["+callbacks.fault.step=10",
+                                                                  "+callbacks.fault.at=train_epoch_end"], 9, [1, 2]),
+])  # fmt: skip
+def test_interval_checkpoint_keeps_the_epoch_a_kill_cuts_off(tmp_path, monkeypatch, one_thread, case, extra, kill,
+                                                             saved_at, timed):  # fmt: skip
+    """With ``interval_checkpoint`` (here after every batch: ``minutes=1e-9``) a run killed hard inside an epoch
+    resumes inside it (``ckpt_path=<run folder>``: its newest checkpoint), not from the epoch before, and ends
+    with the weights of a run never stopped. The epoch resumed inside has no ``time/epoch_s`` (only its rest ran);
+    metrics.csv kept the rows written before the kill; interval.ckpt is gone once a later checkpoint supersedes it."""
     monkeypatch.setenv("SPIKELIGHT_TRUSTED_TARGETS", "tests")
     common = [*FAST, "trainer.deterministic=true", "seed=5", "test=false", "logger=csv", "data.batch_size=128",
               "trainer.max_epochs=3", "trainer.num_sanity_val_steps=0",
-              "callbacks=[last_checkpoint,interval_checkpoint,epoch_time]", "callbacks.interval_checkpoint.minutes=1e-9"]
+              "callbacks=[last_checkpoint,interval_checkpoint,epoch_time]", "callbacks.interval_checkpoint.minutes=1e-9",
+              *extra]  # fmt: skip
     run = tmp_path / "killed"
     (run / ".hydra").mkdir(parents=True)  # as Hydra makes it: a resume continues this run folder's metrics.csv
-    kill = ["+callbacks.fault._target_=tests.fault_injection.SignalAt", "+callbacks.fault.step=14"]  # mid-epoch 2
-    assert in_child(lambda: run_task(train, compose_cfg("train", preflight([*common, *kill], "train"), run))) == -signal.SIGKILL
+    fault = ["+callbacks.fault._target_=tests.fault_injection.SignalAt", *kill]
+    assert in_child(lambda: run_task(train, compose_cfg("train", preflight([*common, *fault], "train"), run))) == -signal.SIGKILL
     saved = run / "checkpoints" / "interval.ckpt"
-    assert _state(saved)["global_step"] == 14 and _state(run / "checkpoints" / "last.ckpt")["global_step"] == 10
+    assert _state(saved)["global_step"] == saved_at
     resume = preflight([f"ckpt_path={run}", "~callbacks.fault"], "train")
     assert f"ckpt_path='{saved}'" in resume, resume
     train(compose_cfg("train", resume, run))
-    assert _state(run / "checkpoints" / "last.ckpt")["global_step"] == 30
+    assert _state(run / "checkpoints" / "last.ckpt")["global_step"] == 30 and not saved.exists()
     _assert_same_weights_as_never_stopped(tmp_path, common, run / "checkpoints" / "last.ckpt")
-    assert _state(tmp_path / "full" / "checkpoints" / "interval.ckpt")["global_step"] == 29  # not 30: a last batch
-    with open(run / "csv" / "metrics.csv") as f:
-        timed = sorted(int(r["epoch"]) for r in csv.DictReader(f) if r.get("time/epoch_s"))
-    assert timed == [0, 2], timed  # epoch 1 resumed after 4 of its 10 batches: no whole-epoch time
+    rows, full = ([*csv.DictReader(open(r / "csv" / "metrics.csv"))] for r in (run, tmp_path / "full"))
+    assert sorted(int(r["epoch"]) for r in rows if r.get("time/epoch_s")) == timed
+    validated = sorted(int(r["epoch"]) for r in rows if r.get("val/acc"))
+    assert validated == sorted(int(r["epoch"]) for r in full if r.get("val/acc")) and validated, validated
+
+
+def test_interval_checkpoint_saves_nothing_with_several_processes(tmp_path):
+    """Under DDP the distributed sampler cannot leave out the batches already trained on: no interval save (a
+    resume from one would train some batches twice and others never)."""
+    from types import SimpleNamespace
+
+    from spikelight.train.faults import IntervalCheckpoint
+
+    cb = IntervalCheckpoint(minutes=1e-9)
+    trainer = SimpleNamespace(world_size=2, ckpt_path=None, checkpoint_callbacks=[], default_root_dir=str(tmp_path),
+                              save_checkpoint=lambda *a, **k: pytest.fail("saved under DDP"))  # fmt: skip
+    cb.on_train_start(trainer, None)
+    cb.on_train_batch_end(trainer, None, None, None, 0)
+    assert cb.saves == 0
 
 
 def _sigterm_run(tmp_path: Path, step: int, logger: str,

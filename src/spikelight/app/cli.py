@@ -206,6 +206,7 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
     from lightning.pytorch.callbacks import ModelSummary
 
     from spikelight.train.callbacks import ModelSummaryLine
+    from spikelight.train.faults import IntervalCheckpoint, PreemptionCheckpoint
 
     callbacks: list[Callback] = []
     for conf in (cfg.get("callbacks") or {}).values():
@@ -218,7 +219,9 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
     wanted = OmegaConf.select(cfg, "trainer.enable_model_summary", default=True) is not False
     if wanted and not any(isinstance(cb, ModelSummary) for cb in callbacks):
         callbacks.append(ModelSummaryLine())
-    return callbacks
+    # the checkpoints written inside an epoch hold the other callbacks' record of the batch they follow (as
+    # Lightning runs its ModelCheckpoints last); a stable sort keeps the rest in the config's order
+    return sorted(callbacks, key=lambda cb: isinstance(cb, (IntervalCheckpoint, PreemptionCheckpoint)))
 
 
 def build_trainer(cfg: DictConfig, loggers: list[Logger], **overrides: Any) -> L.Trainer:

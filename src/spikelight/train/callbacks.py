@@ -110,12 +110,14 @@ class SpikePlotCallback(L.Callback):
 
     def state_dict(self) -> dict:
         self._flush_steps()
-        return {"history": self.history, "steps": self.steps, "stride": self.stride}
+        return {"history": self.history, "steps": self.steps, "stride": self.stride, "partial": list(self._partial)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = list(state_dict.get("history", []))
         self.steps = [tuple(p) for p in state_dict.get("steps", [])]
         self.stride = int(state_dict.get("stride", 1))
+        total, count = state_dict.get("partial", (0.0, 0))  # steps not yet averaged into a point (inside an epoch)
+        self._partial = (float(total), int(count))
 
 
 class SynOpsCallback(L.Callback):

@@ -111,6 +111,21 @@ def _global_step(path: Path) -> int | None:
         return None
 
 
+def _between_steps(trainer: L.Trainer) -> bool:
+    """After the training batch that stepped the optimizer (not inside a gradient accumulation). Reads the
+    epoch's batches processed, which counts the current batch from its ``on_train_batch_end`` on."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    return progress.is_last_batch or progress.current.processed % trainer.accumulate_grad_batches == 0
+
+
+def _validates_next(trainer: L.Trainer) -> bool:
+    """Whether a validation runs right after the current training batch (Lightning's own test; its private
+    helpers missing: True, i.e. do not save here)."""
+    loop, fetcher = trainer.fit_loop.epoch_loop, getattr(trainer.fit_loop, "_data_fetcher", None)
+    check = getattr(loop, "_should_check_val_fx", None)
+    return not callable(check) or fetcher is None or bool(check(fetcher))
+
+
 class Preempted(SystemExit):
     """Raised after the pre-emption checkpoint is written; exit code ``128 + signal``.
     ``path``: the checkpoint; ``metrics``: the run's metrics when it stopped."""
@@ -128,8 +143,8 @@ class PreemptionCheckpoint(L.Callback):
 
     The signal handler only sets a flag; the checkpoint is written at the end
     of the current training batch (a consistent state; inside a gradient accumulation, after the
-    batch that steps the optimizer), as ``filename`` in the folder of the run's first ``ModelCheckpoint``
-    (else ``<run>/checkpoints``), or at the end of a validation inside the epoch.
+    batch that steps the optimizer; before a validation inside the epoch, at that validation's end),
+    as ``filename`` in the folder of the run's first ``ModelCheckpoint`` (else ``<run>/checkpoints``).
     When the signal comes in an epoch's last batch or its validation and a ``ModelCheckpoint`` will
     write a full checkpoint at that epoch's end (the default ``last.ckpt``), ``filename`` is written
     there first (should the process be killed during the epoch's end), then the epoch ends — its
@@ -192,15 +207,17 @@ class PreemptionCheckpoint(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if self.received is None or self._after_epoch_end:
             return
-        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        if not last and (batch_idx + 1) % trainer.accumulate_grad_batches:
+        if not _between_steps(trainer):
             return  # inside a gradient accumulation: its batches' gradients are in no checkpoint
+        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if not last and _validates_next(trainer):
+            return  # at that validation's end (a checkpoint before it resumes with it skipped)
         if not self._wait_for_epoch_end(trainer):
             self._save_and_exit(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.received is None or trainer.sanity_checking or self._after_epoch_end:
-            return
+        if self.received is None or trainer.sanity_checking or self._after_epoch_end or not _between_steps(trainer):
+            return  # (inside a gradient accumulation: after the batch that steps the optimizer)
         if not self._wait_for_epoch_end(trainer):
             self._save_and_exit(trainer)
 
@@ -250,14 +267,20 @@ class IntervalCheckpoint(L.Callback):
     """Write ``filename`` (the full training state) every ``minutes`` of training, inside epochs.
 
     ``last.ckpt`` is written at each epoch's end; a process killed without a signal (``kill -9``, out of
-    memory, a session or a machine that ends) loses the epoch in progress. This callback saves
-    after a training batch once ``minutes`` have passed since the fit started or the run's last full checkpoint
-    (``last.ckpt`` at an epoch's end, its own previous save), in the folder of the run's first ``ModelCheckpoint``: resuming from it
-    (``ckpt_path=last`` takes the run's newest checkpoint) continues the epoch where it stopped, as
-    from ``preempted.ckpt`` (the sampler leaves out the batches already trained on). It never saves after an
-    epoch's last batch (Lightning 2.6 resumes such a checkpoint as that epoch done, never validated: the
-    epoch's end writes ``last.ckpt`` instead) nor inside a gradient accumulation (those batches' gradients
-    are not in the state). With several processes, rank 0's clock decides for all.
+    memory, a session or a machine that ends) loses the epoch in progress. This callback saves after a
+    training batch once ``minutes`` have passed since the fit started or the run's last full checkpoint
+    (``last.ckpt`` at an epoch's end, its own previous save), in the folder of the run's first
+    ``ModelCheckpoint``: resuming from it (``ckpt_path=last`` takes the run's newest checkpoint) continues the
+    epoch where it stopped, as from ``preempted.ckpt`` (the sampler leaves out the batches already trained on).
+    It waits for the next batch rather than save at one that ends a gradient accumulation's middle (those
+    batches' gradients are in no state) or that a validation follows (resumed, Lightning 2.6 counts that
+    validation done, never run), and never saves after an epoch's last batch (resumed, that epoch counts done,
+    never validated: the epoch's end writes ``last.ckpt`` instead). A NaN / Inf the run has not yet reported
+    (on an accelerator the checks read back every 50 steps) stops the run before a save would keep it.
+    ``filename`` is removed once a later checkpoint has superseded it (an epoch's end, the fit's end, a start
+    from another checkpoint). List it after callbacks that record each batch (the spike plots' loss curve),
+    so that the batch it saves after is in their state. With several processes (DDP) it saves nothing: the
+    distributed sampler cannot yet leave out batches already trained on, so a resume would not be exact.
 
     Args:
         minutes: training time between two saves (> 0).
@@ -271,17 +294,37 @@ class IntervalCheckpoint(L.Callback):
         self._since: float | None = None
         self.saves = 0  # how many this process wrote
 
+    def _path(self, trainer: L.Trainer) -> Path:
+        return _checkpoint_folder(trainer) / self.filename
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._since = time.monotonic()
+        self._since = None if trainer.world_size > 1 else time.monotonic()
+        path, source = self._path(trainer), trainer.ckpt_path
+        if path.is_file() and not (source and Path(source).resolve() == path.resolve()):
+            path.unlink()  # of a trajectory this start leaves (a fresh start, or a resume from another file)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        self._since = time.monotonic()  # any full checkpoint (last.ckpt at an epoch's end, its own) holds this moment
+        if self._since is not None:
+            self._since = time.monotonic()  # any full checkpoint (last.ckpt at an epoch's end, its own) holds this moment
+
+    def _drop_if_superseded(self, trainer: L.Trainer) -> None:
+        path = self._path(trainer)
+        if path.is_file() and any(p.stat().st_mtime_ns > path.stat().st_mtime_ns for p in written_checkpoints(trainer)):
+            path.unlink()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._drop_if_superseded(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._drop_if_superseded(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        due = self._since is not None and time.monotonic() - self._since >= 60.0 * self.minutes
-        due = bool(trainer.strategy.broadcast(due))  # one decision for every rank (each takes part in the save)
-        if (not due or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-                or (batch_idx + 1) % trainer.accumulate_grad_batches):
+        if self._since is None or time.monotonic() - self._since < 60.0 * self.minutes:
             return
-        trainer.save_checkpoint(_checkpoint_folder(trainer) / self.filename, weights_only=False)
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or not _between_steps(trainer) or _validates_next(trainer):
+            return
+        check = getattr(pl_module, "_raise_if_nonfinite", None)
+        if callable(check):
+            check()
+        trainer.save_checkpoint(self._path(trainer), weights_only=False)
         self._since, self.saves = time.monotonic(), self.saves + 1
