@@ -284,7 +284,8 @@ def test_interval_checkpoint_saves_nothing_with_several_processes(tmp_path):
     from spikelight.train.faults import IntervalCheckpoint
 
     cb = IntervalCheckpoint(minutes=1e-9)
-    trainer = SimpleNamespace(world_size=2, ckpt_path=None, checkpoint_callbacks=[], default_root_dir=str(tmp_path),
+    trainer = SimpleNamespace(world_size=2, is_global_zero=True, ckpt_path=None, checkpoint_callbacks=[],
+                              default_root_dir=str(tmp_path),
                               save_checkpoint=lambda *a, **k: pytest.fail("saved under DDP"))  # fmt: skip
     cb.on_train_start(trainer, None)
     cb.on_train_batch_end(trainer, None, None, None, 0)

@@ -300,8 +300,8 @@ class IntervalCheckpoint(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._since = None if trainer.world_size > 1 else time.monotonic()
         path, source = self._path(trainer), trainer.ckpt_path
-        if path.is_file() and not (source and Path(source).resolve() == path.resolve()):
-            path.unlink()  # of a trajectory this start leaves (a fresh start, or a resume from another file)
+        if trainer.is_global_zero and not (source and Path(source).resolve() == path.resolve()):
+            path.unlink(missing_ok=True)  # of a trajectory this start leaves (a fresh start, a resume from another file)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if self._since is not None:
@@ -309,8 +309,11 @@ class IntervalCheckpoint(L.Callback):
 
     def _drop_if_superseded(self, trainer: L.Trainer) -> None:
         path = self._path(trainer)
-        if path.is_file() and any(p.stat().st_mtime_ns > path.stat().st_mtime_ns for p in written_checkpoints(trainer)):
-            path.unlink()
+        if not (trainer.is_global_zero and path.is_file()):
+            return
+        mtime = path.stat().st_mtime_ns
+        if any(p.stat().st_mtime_ns > mtime for p in written_checkpoints(trainer)):
+            path.unlink(missing_ok=True)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._drop_if_superseded(trainer)

@@ -11,7 +11,7 @@ it saved from then on were off (processed ahead of started).
 
 :func:`finish_epoch_end_state` rewrites the loop state of such a checkpoint, as it is loaded, to what it is:
 that many epochs finished, the next one not begun — the state Lightning itself reaches without ``max_steps``.
-Checkpoints written inside an epoch by pre-emption (``preempted.ckpt``) are left to Lightning as they are.
+Checkpoints written inside an epoch (``preempted.ckpt``, ``interval.ckpt``) are left to Lightning as they are.
 One written after ``max_steps`` stopped the run inside an epoch (the epoch loop ended early: that epoch is
 counted processed, its last batch not reached) was resumed by Lightning as an epoch ended — with a larger
 ``max_steps`` it trained the rest of that epoch and then counted the epoch once more, so ``max_epochs`` stopped
