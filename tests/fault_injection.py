@@ -15,15 +15,16 @@ class SignalAt(L.Callback):
     start of training batch ``step`` (global step), i.e. mid-epoch; with ``at="validation"``,
     at the start of the first validation (not the sanity check) at global step ``step``; with
     ``at="train_epoch_end"``, in the epoch-end hooks at that step (before the ModelCheckpoints', which
-    Lightning runs last)."""
+    Lightning runs last). With several processes (DDP) every process signals itself, or only the one of
+    ``rank``."""
 
-    def __init__(self, step: int, signal: str = "SIGKILL", at: str = "train_batch") -> None:
+    def __init__(self, step: int, signal: str = "SIGKILL", at: str = "train_batch", rank: int | None = None) -> None:
         if at not in ("train_batch", "validation", "train_epoch_end"):
             raise ValueError(f"SignalAt at must be train_batch, validation or train_epoch_end, got {at!r}")
-        self.step, self.signal, self.at = step, signal, at
+        self.step, self.signal, self.at, self.rank = step, signal, at, rank
 
     def _send(self, trainer: L.Trainer) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and self.rank in (None, trainer.global_rank):
             os.kill(os.getpid(), getattr(signal, self.signal))
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:

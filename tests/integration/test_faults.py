@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -276,20 +277,155 @@ def test_interval_checkpoint_keeps_the_epoch_a_kill_cuts_off(tmp_path, monkeypat
     assert validated == sorted(int(r["epoch"]) for r in full if r.get("val/acc")) and validated, validated
 
 
-def test_interval_checkpoint_saves_nothing_with_several_processes(tmp_path):
-    """Under DDP the distributed sampler cannot leave out the batches already trained on: no interval save (a
-    resume from one would train some batches twice and others never)."""
+def _in_two_ranks(tmp_path: Path, fn) -> list[str]:
+    """``fn(rank)`` in two forked processes joined in one gloo process group (world size 2); each returns a
+    string: the two strings, rank 0's first."""
+    import torch.distributed as dist
+
+    pids = []
+    for rank in (0, 1):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                torch.set_num_threads(1)
+                dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=rank, world_size=2)
+                (tmp_path / f"rank{rank}").write_text(fn(rank))
+                dist.destroy_process_group()
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    assert [os.waitpid(pid, 0)[1] for pid in pids] == [0, 0]
+    return [(tmp_path / f"rank{rank}").read_text() for rank in (0, 1)]
+
+
+def _mid_epoch_trainer(tmp_path: Path, saved: list[str], world_size: int = 1, rank: int = 0):
+    """What the checkpoint callbacks read of a trainer after batch 3 of an epoch of more (no validation next, no
+    gradient accumulation); ``saved`` collects the names of the checkpoints it is asked to write."""
     from types import SimpleNamespace
 
+    loop = SimpleNamespace(batch_progress=SimpleNamespace(is_last_batch=False, current=SimpleNamespace(processed=3)),
+                           _should_check_val_fx=lambda fetcher: False)  # fmt: skip
+    return SimpleNamespace(world_size=world_size, is_global_zero=rank == 0, global_rank=rank, global_step=3,
+                           current_epoch=0, accumulate_grad_batches=1, callback_metrics={}, ckpt_path=None,
+                           strategy=SimpleNamespace(root_device=torch.device("cpu")),
+                           fit_loop=SimpleNamespace(epoch_loop=loop, _data_fetcher=object()),
+                           checkpoint_callbacks=[], default_root_dir=str(tmp_path),
+                           save_checkpoint=lambda path, weights_only: saved.append(Path(path).name))  # fmt: skip
+
+
+def test_interval_checkpoint_keeps_no_nan_the_run_has_not_yet_reported(tmp_path):
+    """On an accelerator the finite checks are read back every 50 steps: a NaN still pending when the interval is
+    up stops the run (naming the last good checkpoint) instead of being saved into interval.ckpt."""
+    from types import SimpleNamespace
+
+    from spikelight.core.errors import NonFiniteLossError
     from spikelight.train.faults import IntervalCheckpoint
 
-    cb = IntervalCheckpoint(minutes=1e-9)
-    trainer = SimpleNamespace(world_size=2, is_global_zero=True, ckpt_path=None, checkpoint_callbacks=[],
-                              default_root_dir=str(tmp_path),
-                              save_checkpoint=lambda *a, **k: pytest.fail("saved under DDP"))  # fmt: skip
-    cb.on_train_start(trainer, None)
-    cb.on_train_batch_end(trainer, None, None, None, 0)
-    assert cb.saves == 0
+    def pending_nan() -> None:
+        raise NonFiniteLossError("loss is nan at epoch 0, step 2")
+
+    saved = []
+    interval = IntervalCheckpoint(minutes=1e-9)
+    interval.on_train_start(_mid_epoch_trainer(tmp_path, saved), None)
+    with pytest.raises(NonFiniteLossError):
+        interval.on_train_batch_end(_mid_epoch_trainer(tmp_path, saved), SimpleNamespace(_raise_if_nonfinite=pending_nan),
+                                    None, None, 2)  # fmt: skip
+    assert saved == []
+    interval.on_train_batch_end(_mid_epoch_trainer(tmp_path, saved), SimpleNamespace(_raise_if_nonfinite=lambda: None),
+                                None, None, 2)  # fmt: skip
+    assert saved == ["interval.ckpt"]
+
+
+def test_a_resume_inside_an_epoch_leaves_out_the_batches_trained_or_says_it_cannot():
+    """Resumed at global step 13 of epochs of 10 batches: EpochShuffleSampler leaves out 3 batches of 10 samples;
+    a sampler that cannot (a user's DataModule) trains them again, and the run says so."""
+    import warnings
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader
+
+    from spikelight.data.base import EpochShuffleSampler
+    from spikelight.train.module import SpikingClassifier
+
+    def resumed(loader: DataLoader):
+        trainer = SimpleNamespace(train_dataloader=loader, num_training_batches=10, accumulate_grad_batches=1,
+                                  global_step=13)  # fmt: skip
+        SpikingClassifier._skip_seen_batches(SimpleNamespace(trainer=trainer))
+
+    ours = DataLoader(range(100), batch_size=10, sampler=EpochShuffleSampler(100, seed=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resumed(ours)
+    assert ours.sampler.skip == 30 and len(list(ours)) == 7
+    with pytest.warns(UserWarning, match=r"after 3 batches, but the training sampler \(RandomSampler\) cannot leave"):
+        resumed(DataLoader(range(100), batch_size=10, shuffle=True))
+
+
+def test_the_processes_of_a_ddp_run_agree_on_every_checkpoint_decision(tmp_path):
+    """Lightning's save_checkpoint waits for every process: one that decided otherwise would go on training and
+    the run would hang. A signal that reached only rank 1 stops both; rank 0's interval that is up saves on both."""
+
+    from spikelight.train.faults import IntervalCheckpoint, Preempted, PreemptionCheckpoint
+
+    def decide(rank: int) -> str:
+        saved = []
+        trainer = _mid_epoch_trainer(tmp_path, saved, world_size=2, rank=rank)
+        interval = IntervalCheckpoint(minutes=1.0)
+        interval._since = time.monotonic() - (120.0 if rank == 0 else 0.0)  # its minute is up on rank 0 only
+        interval.on_train_batch_end(trainer, None, None, None, 2)
+        stop = PreemptionCheckpoint()
+        stop.received = signal.SIGTERM if rank == 1 else None  # the signal reached rank 1 only
+        with pytest.raises(Preempted) as stopped:
+            stop.on_train_batch_end(trainer, None, None, None, 2)
+        return f"{saved} {stopped.value.code}"
+
+    assert _in_two_ranks(tmp_path, decide) == [f"['interval.ckpt', 'preempted.ckpt'] {128 + signal.SIGTERM}"] * 2
+
+
+DDP = ["accelerator=ddp", "trainer.devices=2", *FAST[2:], "trainer.deterministic=true", "seed=7", "test=false",
+       "logger=csv", "data.batch_size=64", "trainer.max_epochs=2", "trainer.num_sanity_val_steps=0",
+       "callbacks=[last_checkpoint,interval_checkpoint,preemption]", "print_config=false"]  # fmt: skip
+
+
+def _ddp_run(tmp_path: Path, run: Path, *args: str) -> subprocess.CompletedProcess:
+    from ..conftest import run_cli
+
+    return run_cli("train.py", *args, f"hydra.run.dir={run}", timeout=600,
+                   env={"SPIKELIGHT_TRUSTED_TARGETS": "tests", "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("case", "extra", "fault", "code", "saved"), [
+    # SIGTERM reaches rank 1 alone (at the start of step 3): both processes save at step 4 and stop
+    ("sigterm_to_one_process", [], ["+callbacks.fault.step=3", "+callbacks.fault.signal=SIGTERM",
+                                    "+callbacks.fault.rank=1"], 128 + signal.SIGTERM, "preempted.ckpt"),
+    # both processes killed hard at the start of step 13 (epoch 1): the interval checkpoint of step 13 survives
+    ("sigkill_after_an_interval_save", ["callbacks.interval_checkpoint.minutes=1e-9"], ["+callbacks.fault.step=13"],
+     None, "interval.ckpt"),
+])  # fmt: skip
+def test_a_ddp_run_stopped_inside_an_epoch_resumes_to_the_same_weights(tmp_path, case, extra, fault, code, saved):
+    """Two CPU processes (gloo), 10 batches of 64 digits each per epoch: stopped inside an epoch, resumed from its
+    run folder, the run ends with the weights of one never stopped: each process trained exactly the rest of its
+    own share of that epoch (EpochShuffleSampler shards and skips; Lightning's wrapper of other samplers cannot)."""
+    run = tmp_path / "stopped"
+    first = _ddp_run(tmp_path, run, *DDP, *extra, "+callbacks.fault._target_=tests.fault_injection.SignalAt", *fault)
+    if code is not None:
+        assert first.returncode == code, first.stderr[-3000:]
+    else:
+        assert first.returncode != 0
+    ckpt = run / "checkpoints" / saved
+    assert _state(ckpt)["global_step"] == (4 if code else 13), first.stderr[-3000:]
+    resumed = _ddp_run(tmp_path, run, f"ckpt_path={run}", "~callbacks.fault")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "MEMBER: 2/2" in resumed.stdout + resumed.stderr  # it resumed as a DDP run
+    full = _ddp_run(tmp_path, tmp_path / "full", *DDP, *extra)
+    assert full.returncode == 0, full.stderr[-3000:]
+    w_full, w_res = (_state(r / "checkpoints" / "last.ckpt") for r in (tmp_path / "full", run))
+    assert w_res["global_step"] == w_full["global_step"] == 20
+    for k, v in w_full["state_dict"].items():
+        assert torch.equal(v, w_res["state_dict"][k]), k
 
 
 def _sigterm_run(tmp_path: Path, step: int, logger: str,

@@ -214,6 +214,26 @@ def test_ddp_processes_run_this_job_in_its_folder(tmp_path):
     assert subprocess_script._hydra_subprocess_cmd is distributed.ddp_job_command
 
 
+def test_a_ddp_process_takes_rank_zeros_resolved_arguments_as_they_are(tmp_path):
+    """Resumed with ``~callbacks.fault`` (the run had added it), rank 0 leaves the run's fault out; rank 1, started
+    with rank 0's arguments, must not merge the checkpoint's overrides again (it brought the fault back in rank 1
+    alone: rank 1 killed itself, rank 0 lost its peer)."""
+    import torch
+
+    from spikelight.app.ckpt import OVERRIDES
+    from spikelight.app.cli import preflight_or_exit
+
+    ckpt = tmp_path / "run" / "checkpoints" / "interval.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}, OVERRIDES: ["accelerator=ddp", "+callbacks.fault._target_=tests.fault_injection.SignalAt"]},
+               ckpt)
+    rank0 = preflight_or_exit(["train.py", f"ckpt_path={ckpt}", "~callbacks.fault"], "train")[1:]
+    assert not any("fault" in a for a in rank0) and "accelerator=ddp" in rank0, rank0
+    rank1 = [*rank0, "hydra.mode=RUN", f"hydra.job.name={distributed.PROCESS_JOB}1", "hydra.output_subdir=null"]
+    assert distributed.started_by_rank_zero(rank1) and not distributed.started_by_rank_zero(rank0)
+    assert preflight_or_exit(["train.py", *rank1], "train") == ["train.py", *rank1]
+
+
 def test_job_scope_restores_the_job_environment(monkeypatch):
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setenv("WANDB_MODE", "disabled")

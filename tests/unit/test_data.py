@@ -106,6 +106,34 @@ def test_epoch_shuffle_sampler_depends_on_seed_and_epoch_only():
     assert order(0, 1) != order(1, 1)  # and every seed
 
 
+@pytest.mark.parametrize(("n", "replicas"), [(10, 3), (12, 4), (2, 3)])
+def test_epoch_shuffle_sampler_shards_as_torchs_distributed_sampler_and_skips_within_its_shard(n, replicas):
+    """Under DDP each process takes torch's DistributedSampler share (drop_last=False: padded by repeating the
+    order's first samples) of the one (seed, epoch) order; a resume inside an epoch leaves out this process's
+    first samples only. Lightning keeps a DistributedSampler as it is (its wrapper of other samplers cannot skip)."""
+    from torch.utils.data import DistributedSampler
+
+    from spikelight.data.base import EpochShuffleSampler
+
+    whole = EpochShuffleSampler(n, seed=5)
+    whole.set_epoch(2)
+    order = list(whole)
+    positions = [list(DistributedSampler(range(n), num_replicas=replicas, rank=r, shuffle=False))
+                 for r in range(replicas)]  # fmt: skip
+    for rank in range(replicas):
+        s = EpochShuffleSampler(n, seed=5, num_replicas=replicas, rank=rank)
+        assert isinstance(s, DistributedSampler) and len(s) == -(-n // replicas)
+        s.set_epoch(2)
+        shard = list(s)
+        assert shard == [order[i] for i in positions[rank]] and len(shard) == len(s)
+        s.skip_next(1)
+        assert list(s) == shard[1:] and list(s) == shard  # once
+    shards = [list(EpochShuffleSampler(n, 5, num_replicas=replicas, rank=r)) for r in range(replicas)]
+    assert set().union(*shards) == set(range(n))  # every sample is in some process's share
+    with pytest.raises(ValueError, match="rank must be in"):
+        EpochShuffleSampler(n, num_replicas=2, rank=2)
+
+
 def test_data_seed_follows_the_run_seed(tmp_path):
     from ..conftest import compose_cfg
 

@@ -38,7 +38,7 @@ from spikelight.app.checks import check_accelerator, check_ranges, check_types, 
 from spikelight.app.ckpt import check_fits, load_checkpoint, newest_checkpoint, resolve_ckpt_path
 from spikelight.app.compat import upgrade_targets
 from spikelight.app.denormals import flush_denormals
-from spikelight.app.distributed import install_ddp_job_command, job_scope, launcher_overrides
+from spikelight.app.distributed import install_ddp_job_command, job_scope, launcher_overrides, started_by_rank_zero
 from spikelight.app.rundir import (
     clear_failed_mark,
     continue_metrics_csv,
@@ -48,6 +48,7 @@ from spikelight.app.rundir import (
 )
 from spikelight.app.trust import check_trusted
 from spikelight.core.errors import CheckpointError, ConfigError, SpikelightError
+from spikelight.core.files import atomic_open
 from spikelight.train.faults import Preempted
 from spikelight.train.module import SpikingClassifier
 
@@ -553,7 +554,8 @@ def _write_results(cfg: DictConfig, status: str, seconds: float, metrics: dict[s
     if rank_zero_only.rank != 0 or out is None or not out.is_dir():
         return
     body = {"status": status, "seconds": round(seconds, 3), "metrics": metrics, "error": error}
-    (out / RESULTS).write_text(json.dumps(body, indent=1) + "\n")
+    with atomic_open(out / RESULTS, "w") as f:  # read to tell a finished run (sweeps, experiments/lsnn/queue.sh)
+        f.write(json.dumps(body, indent=1) + "\n")
 
 
 def _failed(cfg: DictConfig, reason: str, seconds: float, metrics: dict[str, float] | None = None,
@@ -639,9 +641,12 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
 def preflight_or_exit(argv: list[str], config_name: str) -> list[str]:
     """:func:`spikelight.app.checks.preflight` for a script's ``sys.argv``, plus the run folder shared by the
     ranks of a ``torchrun`` / ``srun`` launch (:func:`~spikelight.app.distributed.launcher_overrides`);
-    one line and exit 2 on a bad argument."""
+    one line and exit 2 on a bad argument. A process Lightning's DDP launcher started gets rank 0's
+    arguments, already checked and resolved (:func:`~spikelight.app.distributed.started_by_rank_zero`)."""
     from spikelight.app.checks import preflight
 
+    if started_by_rank_zero(argv[1:]):
+        return argv
     try:
         args = preflight(argv[1:], config_name)
         return [argv[0], *args, *launcher_overrides(args)]

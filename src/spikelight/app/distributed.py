@@ -22,7 +22,10 @@ from contextlib import contextmanager
 
 from spikelight.core.errors import ConfigError
 
-__all__ = ["install_ddp_job_command", "job_scope", "launcher", "launcher_overrides", "JOB_ENV"]
+__all__ = ["install_ddp_job_command", "job_scope", "launcher", "launcher_overrides", "started_by_rank_zero", "JOB_ENV"]
+
+# the job name of the processes Lightning's launcher starts (:func:`ddp_job_command`)
+PROCESS_JOB = "train_ddp_process_"
 
 # set by Lightning's process launcher and by wandb's offline mode; must not outlive a job
 JOB_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "WANDB_MODE")
@@ -75,8 +78,16 @@ def ddp_job_command(local_rank: int) -> tuple[list[str], str]:
     own_hydra = [o for o in hc.overrides.hydra if o.split("=", 1)[0].lstrip("+~") not in skip]
     command = [*_script_command(), *hc.overrides.task, *own_hydra,
                f"hydra.run.dir={_quote(str(hc.runtime.output_dir))}", "hydra.mode=RUN",
-               f"hydra.job.name=train_ddp_process_{local_rank}", "hydra.output_subdir=null"]
+               f"hydra.job.name={PROCESS_JOB}{local_rank}", "hydra.output_subdir=null"]
     return command, get_original_cwd()
+
+
+def started_by_rank_zero(args: list[str]) -> bool:
+    """Whether ``args`` (a command line without the script) is a :func:`ddp_job_command`: rank 0 checked
+    and resolved them (the resumed run's overrides merged, those the command line left out with ``~`` gone), so
+    they are taken as they are. Checking them again would merge the run's overrides a second time, bringing back
+    what ``~`` had left out, in this process only."""
+    return any(a.startswith(f"hydra.job.name={PROCESS_JOB}") for a in args)
 
 
 def install_ddp_job_command() -> None:

@@ -12,8 +12,11 @@
 from __future__ import annotations
 
 import csv
+import io
 import shutil
 from pathlib import Path
+
+from spikelight.core.files import atomic_open
 
 __all__ = [
     "FAILED", "finish_failed_run", "clear_failed_mark", "continue_metrics_csv", "logger_step", "is_bookkeeping",
@@ -77,7 +80,8 @@ def finish_failed_run(run_dir: Path | None, reason: str, sweep_dir: Path | None 
     last = newest_checkpoint(run_dir)
     if last is not None:
         note += f"resume: {resume_command(last)}\n"
-    (run_dir / FAILED).write_text(note)
+    with atomic_open(run_dir / FAILED, "w") as f:
+        f.write(note)
     return "marked"
 
 
@@ -100,13 +104,17 @@ def logger_step(checkpoint: dict) -> int:
 def continue_metrics_csv(metrics_csv: Path, step: int) -> int:
     """Keep the rows of an earlier run that a resume from a checkpoint at logger step ``step``
     (:func:`logger_step`) continues: rows logged at or before ``step``, minus test results (the resumed
-    run tests again). Returns the number of rows kept."""
+    run tests again) and minus a last row without its line end (the earlier process was killed while
+    appending it: its last value may be cut short). Returns the number of rows kept."""
     if not metrics_csv.is_file():
         return 0
     with open(metrics_csv, newline="") as f:
-        reader = csv.DictReader(f)
-        fields = list(reader.fieldnames or [])
-        rows = list(reader)
+        text = f.read()
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    fields = list(reader.fieldnames or [])
+    rows = list(reader)
 
     def keep(row: dict) -> bool:
         try:
@@ -116,7 +124,7 @@ def continue_metrics_csv(metrics_csv: Path, step: int) -> int:
         return at <= step and not any(row.get(k) for k in fields if k.startswith("test/"))
 
     kept = [r for r in rows if keep(r)]
-    with open(metrics_csv, "w", newline="") as f:
+    with atomic_open(metrics_csv, "w", newline="") as f:  # a kill while rewriting leaves the old file whole
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(kept)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, random_split
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset, random_split
 from torchvision.transforms import v2
 
 from spikelight.core.errors import ConfigError, DatasetNotFoundError
@@ -31,38 +32,81 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return ((seed * 1_000_003 + epoch) * 10_000_019 + index) % (2**63 - 1)
 
 
-class EpochShuffleSampler(Sampler):
-    """Random order that depends only on ``(seed, epoch)``, not on the global RNG.
+class EpochShuffleSampler(DistributedSampler):
+    """Random order that depends only on ``(seed, epoch)``, not on the global RNG; under DDP, this process's shard
+    of it.
 
     Lightning calls ``set_epoch`` at every epoch start (as for DistributedSampler),
     so a run resumed from a checkpoint sees exactly the batches an uninterrupted
-    run would have seen. With ``with_epoch`` it yields ``(epoch, index)`` keys so
+    run would have seen; :meth:`skip_next` leaves out those a mid-epoch checkpoint
+    already trained on. With ``with_epoch`` it yields ``(epoch, index)`` keys so
     the dataset can seed each sample's augmentation from (seed, epoch, index),
     whichever worker process loads it.
+
+    With several processes (``num_replicas``, by default torch.distributed's world size when it is
+    initialised, else 1) every process draws the same order, padded to a multiple of ``num_replicas`` by
+    repeating its first samples, and takes the positions ``rank, rank + num_replicas, ...`` of it: torch's
+    ``DistributedSampler`` rule (``drop_last=False``), so each has ``ceil(n / num_replicas)`` samples. Being a
+    ``DistributedSampler`` it is kept as is by Lightning, whose wrapper for other samplers could not leave out
+    batches on a resume. ``num_replicas`` and ``rank`` not given are read when iterating, so a loader built
+    before the process group exists still shards.
     """
 
-    def __init__(self, n: int, seed: int = 0, with_epoch: bool = False) -> None:
+    def __init__(self, n: int, seed: int = 0, with_epoch: bool = False, num_replicas: int | None = None,
+                 rank: int | None = None) -> None:
+        # (not DistributedSampler.__init__: it needs a dataset and the process group at once)
+        if num_replicas is not None and not (isinstance(num_replicas, int) and num_replicas >= 1):
+            raise ValueError(f"EpochShuffleSampler num_replicas must be an integer >= 1, got {num_replicas!r}")
+        if rank is not None and not (isinstance(rank, int) and 0 <= rank < (num_replicas or rank + 1)):
+            raise ValueError(f"EpochShuffleSampler rank must be in [0, num_replicas), got {rank!r}")
         self.n, self.seed, self.epoch, self.with_epoch = n, seed, 0, with_epoch
+        self._replicas, self._rank = num_replicas, rank
+        self.shuffle, self.drop_last = True, False
         self.skip = 0
+
+    @property
+    def num_replicas(self) -> int:  # type: ignore[override]
+        if self._replicas is not None:
+            return self._replicas
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+    @property
+    def rank(self) -> int:  # type: ignore[override]
+        if self._rank is not None:
+            return self._rank
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+    @property
+    def num_samples(self) -> int:  # type: ignore[override]
+        return -(-self.n // self.num_replicas)
+
+    @property
+    def total_size(self) -> int:  # type: ignore[override]
+        return self.num_samples * self.num_replicas
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def skip_next(self, samples: int) -> None:
-        """Leave out the first ``samples`` of the next epoch's order (once): a run resumed
+        """Leave out the first ``samples`` of this process's share of the next epoch (once): a run resumed
         from a mid-epoch checkpoint sees the rest of that epoch, as if never stopped."""
         self.skip = samples
 
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.n, generator=gen).tolist()
+        replicas = self.num_replicas
+        if replicas > 1:
+            pad = self.total_size - self.n
+            order += (order * (pad // max(self.n, 1) + 1))[:pad]
+            order = order[self.rank :: replicas]
         order, self.skip = order[self.skip :], 0
         if self.with_epoch:
             return iter([(self.epoch, i) for i in order])
         return iter(order)
 
     def __len__(self) -> int:
-        return self.n
+        return self.num_samples
 
 
 class ImageDataset(Dataset):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from spikelight.core.errors import ConfigError, DatasetCorruptError
+from spikelight.core.files import atomic_open
 from spikelight.data.base import sample_seed
 
 __all__ = ["Binning", "EventDataset", "EventSource", "pad_time", "require_tonic", "CACHE_FORMAT"]
@@ -240,9 +240,8 @@ class EventSource:
             flat = x.reshape(-1)
             index = flat.nonzero().squeeze(1)
             entry = {"shape": list(x.shape), "index": index.to(torch.int32), "value": flat[index].clone(), "label": label}
-            tmp = path.with_name(f"{path.stem}.{os.getpid()}.part")
-            torch.save(entry, tmp)
-            os.replace(tmp, path)
+            with atomic_open(path, "wb", durable=False) as f:  # a cache: rebuilt if lost, never read half-written
+                torch.save(entry, f)
         return x, label
 
 

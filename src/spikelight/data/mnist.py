@@ -11,6 +11,7 @@ from torch.utils.data import TensorDataset
 from torchvision import datasets
 
 from spikelight.core.errors import DatasetCorruptError
+from spikelight.core.files import atomic_open
 from spikelight.data.base import ClassificationDataModule, DatasetNotFoundError
 
 __all__ = ["MNISTDataModule", "FashionMNISTDataModule", "MNIST_FILES", "ensure_raw_files"]
@@ -25,17 +26,14 @@ MNIST_FILES = (
 
 def _place(src: Path, dst: Path) -> None:
     """Copy ``src`` to plain file ``dst``, decompressing if ``src`` is gzipped."""
-    tmp = dst.with_suffix(".part")
     opener = gzip.open if src.suffix == ".gz" else open
     try:
-        with opener(src, "rb") as fin, open(tmp, "wb") as fout:
+        with opener(src, "rb") as fin, atomic_open(dst, "wb", durable=False) as fout:
             shutil.copyfileobj(fin, fout)
     except (EOFError, OSError, gzip.BadGzipFile) as err:  # truncated / not gzip / unreadable
-        tmp.unlink(missing_ok=True)
         raise DatasetCorruptError(
             f"{src} is truncated or corrupt ({type(err).__name__}); replace it with an intact copy (or delete it to download again)"
         ) from None
-    tmp.replace(dst)
 
 
 def ensure_raw_files(raw_dir: Path, sources: tuple[Path, ...] = (), dataset: str = "data") -> list[str]:

@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
@@ -27,14 +26,18 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from spikelight.core.files import atomic_open
 
 __all__ = ["AtomicCheckpointIO", "PreemptionCheckpoint", "Preempted", "IntervalCheckpoint"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` whose local writes are atomic (temp file, fsync, ``os.replace``)."""
+    """``TorchCheckpointIO`` whose local writes are atomic and durable (:func:`spikelight.core.files.atomic_open`):
+    a process killed while saving leaves the previous checkpoint whole."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if "://" in str(path):  # remote storage: Lightning's fsspec writer
@@ -42,32 +45,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: the rename stays atomic
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist a rename (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        with atomic_open(path, "wb") as f:
+            torch.save(checkpoint, f)
 
 
 def _writes_at_this_epochs_end(cb: object, trainer: L.Trainer) -> bool:
@@ -118,6 +97,17 @@ def _between_steps(trainer: L.Trainer) -> bool:
     return progress.is_last_batch or progress.current.processed % trainer.accumulate_grad_batches == 0
 
 
+def _largest_over_ranks(trainer: L.Trainer, value: int) -> int:
+    """The largest ``value`` over the processes of a DDP run (one all-reduce of one number); ``value`` itself with one
+    process. The checkpoint callbacks below decide through it, so that every process saves at the same batch:
+    Lightning's ``save_checkpoint`` waits for all of them (a process that went on training would never come)."""
+    if trainer.world_size <= 1 or not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=trainer.strategy.root_device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def _validates_next(trainer: L.Trainer) -> bool:
     """Whether a validation runs right after the current training batch (Lightning's own test; its private
     helpers missing: True, i.e. do not save here)."""
@@ -152,7 +142,9 @@ class PreemptionCheckpoint(L.Callback):
     (or before testing), naming that epoch-end checkpoint (``filename`` is removed): resumed from a
     checkpoint of the last batch, Lightning 2.6 counts that epoch done without validating it or
     saving its checkpoints, which is what a run without such a callback gets (its batches are all trained,
-    that epoch is not validated).
+    that epoch is not validated). The processes of a DDP run agree on the signal at each of these points
+    (one all-reduce of a number), so all save and stop at the same batch, whichever of them got it when;
+    each resumes with its own share of the rest of the epoch.
 
     Args:
         signals: names of the signals to handle.
@@ -193,6 +185,14 @@ class PreemptionCheckpoint(L.Callback):
                 signal.signal(s, h)
         self._previous = {}
 
+    def _agreed(self, trainer: L.Trainer) -> int | None:
+        """The signal any process of the run received (each process of a DDP run gets it at its own moment:
+        SLURM, torchrun and ``kill`` signal every process); all then stop at the same batch."""
+        signum = _largest_over_ranks(trainer, self.received or 0)
+        if signum and self.received is None:
+            self.received = signum
+        return signum or None  # (not self.received: a signal handled after the all-reduce counts at the next call)
+
     def _wait_for_epoch_end(self, trainer: L.Trainer) -> bool:
         """At an epoch's last batch (or its validation) with a checkpoint coming at the epoch's end: save
         ``filename`` now, and stop after the epoch has ended."""
@@ -205,7 +205,7 @@ class PreemptionCheckpoint(L.Callback):
         return True
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if self.received is None or self._after_epoch_end:
+        if self._agreed(trainer) is None or self._after_epoch_end:
             return
         if not _between_steps(trainer):
             return  # inside a gradient accumulation: its batches' gradients are in no checkpoint
@@ -216,33 +216,38 @@ class PreemptionCheckpoint(L.Callback):
             self._save_and_exit(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.received is None or trainer.sanity_checking or self._after_epoch_end or not _between_steps(trainer):
+        if self._agreed(trainer) is None or trainer.sanity_checking or self._after_epoch_end or not _between_steps(trainer):
             return  # (inside a gradient accumulation: after the batch that steps the optimizer)
         if not self._wait_for_epoch_end(trainer):
             self._save_and_exit(trainer)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.received is not None:  # arrived in the last epoch's end
+        if self._agreed(trainer) is not None:  # arrived in the last epoch's end
             self._exit_after_epoch_end(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
-        if self.received is not None:  # ... of the run's last epoch: stop before testing
+        if self._agreed(trainer) is not None:  # ... of the run's last epoch: stop before testing
             self._exit_after_epoch_end(trainer)
 
     def _exit_after_epoch_end(self, trainer: L.Trainer) -> None:
         """Stop, naming the newest checkpoint of this step written at the epoch's end (``last.ckpt``) and
         removing ``filename`` of the last batch; else naming that one (a signal after the epoch's validation
-        with no such checkpoint: saved now)."""
+        with no such checkpoint: saved now). Rank 0, which writes the files, decides for every process."""
         insurance, self._after_epoch_end = self.path, False
-        written = [p for p in written_checkpoints(trainer)
-                   if p != insurance and _global_step(p) == trainer.global_step]
-        if written:
-            if insurance is not None:
-                insurance.unlink(missing_ok=True)
-            self._exit(trainer, written[-1])
-        if insurance is not None and insurance.is_file():
-            self._exit(trainer, insurance)
+        named = None
+        if trainer.is_global_zero:
+            written = [p for p in written_checkpoints(trainer)
+                       if p != insurance and _global_step(p) == trainer.global_step]
+            if written:
+                if insurance is not None:
+                    insurance.unlink(missing_ok=True)
+                named = written[-1]
+            elif insurance is not None and insurance.is_file():
+                named = insurance
+        named = trainer.strategy.broadcast(named, src=0)  # (one process: itself)
+        if named is not None:
+            self._exit(trainer, named)
         self._save_and_exit(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -279,8 +284,9 @@ class IntervalCheckpoint(L.Callback):
     (on an accelerator the checks read back every 50 steps) stops the run before a save would keep it.
     ``filename`` is removed once a later checkpoint has superseded it (an epoch's end, the fit's end, a start
     from another checkpoint). List it after callbacks that record each batch (the spike plots' loss curve),
-    so that the batch it saves after is in their state. With several processes (DDP) it saves nothing: the
-    distributed sampler cannot yet leave out batches already trained on, so a resume would not be exact.
+    so that the batch it saves after is in their state. With several processes (DDP) all save at the same batch,
+    the first after any one's ``minutes`` are up (one all-reduce of a number per batch), and each resumes with
+    its own share of the rest of the epoch (:class:`spikelight.data.base.EpochShuffleSampler`).
 
     Args:
         minutes: training time between two saves (> 0).
@@ -298,7 +304,7 @@ class IntervalCheckpoint(L.Callback):
         return _checkpoint_folder(trainer) / self.filename
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._since = None if trainer.world_size > 1 else time.monotonic()
+        self._since = time.monotonic()
         path, source = self._path(trainer), trainer.ckpt_path
         if trainer.is_global_zero and not (source and Path(source).resolve() == path.resolve()):
             path.unlink(missing_ok=True)  # of a trajectory this start leaves (a fresh start, a resume from another file)
@@ -322,7 +328,8 @@ class IntervalCheckpoint(L.Callback):
         self._drop_if_superseded(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if self._since is None or time.monotonic() - self._since < 60.0 * self.minutes:
+        due = self._since is not None and time.monotonic() - self._since >= 60.0 * self.minutes
+        if not _largest_over_ranks(trainer, int(due)):  # (under DDP: when rank 0's or another's time is up)
             return
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or not _between_steps(trainer) or _validates_next(trainer):
             return

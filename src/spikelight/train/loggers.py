@@ -13,6 +13,8 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from matplotlib.figure import Figure
 
+from spikelight.core.files import atomic_open
+
 __all__ = ["CSVLogger", "log_figure"]
 
 
@@ -31,7 +33,23 @@ def log_figure(trainer: L.Trainer, name: str, fig: Figure, out_dir: Path) -> Pat
     return path
 
 
-class _AppendingWriter(ExperimentWriter):
+class _Writer(ExperimentWriter):
+    """Lightning's writer, rewriting ``metrics.csv`` atomically when a new column appears (Lightning rewrites the
+    file in place: a process killed in that instant lost every row; :mod:`spikelight.core.files`)."""
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        if "://" in str(self.metrics_file_path):  # remote storage: Lightning's fsspec writer
+            super()._rewrite_with_new_header(fieldnames)
+            return
+        with open(self.metrics_file_path, newline="") as f:
+            metrics = list(csv.DictReader(f))
+        with atomic_open(self.metrics_file_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(metrics)
+
+
+class _AppendingWriter(_Writer):
     """Keeps an existing ``metrics.csv`` (and its columns) instead of deleting it."""
 
     def _check_log_dir_exists(self) -> None:
@@ -43,7 +61,8 @@ class _AppendingWriter(ExperimentWriter):
 class CSVLogger(_CSVLogger):
     """``lightning.pytorch.loggers.CSVLogger`` plus ``append``: when true, rows
     are added to an existing ``metrics.csv`` (a run resumed in its own folder)
-    instead of Lightning's default of deleting the file."""
+    instead of Lightning's default of deleting the file. A new column rewrites the
+    file atomically."""
 
     def __init__(self, *args, append: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -52,7 +71,7 @@ class CSVLogger(_CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None and self.append:
+        if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return super().experiment
+            self._experiment = (_AppendingWriter if self.append else _Writer)(log_dir=self.log_dir)
+        return self._experiment

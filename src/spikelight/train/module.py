@@ -413,5 +413,4 @@ class SpikingClassifier(L.LightningModule):
         else:  # (Lightning's own warning about this is silenced: spikelight's samplers resume)
             rank_zero_warn(f"resumed inside an epoch, after {done} batches, but the training sampler "
                            f"({type(sampler).__name__}) cannot leave them out: this epoch sees them again. "
-                           "spikelight's DataModules use EpochShuffleSampler, which can on one process (not yet "
-                           "inside DDP's distributed sampler)")
+                           "spikelight's DataModules use EpochShuffleSampler, which can (also under DDP)")

@@ -23,13 +23,13 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from spikelight.core.files import replaced_atomically
 from spikelight.dynamics.spec import StepArgs
 
 __all__ = [
@@ -136,19 +136,12 @@ def _cpu_id() -> str:
 
 def _build(cc: str, out: Path) -> None:
     """Compile to a temporary name, then rename: processes racing (DDP ranks) each get a whole file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
-    try:
+    with replaced_atomically(out, durable=False) as tmp:
         for arch in (ARCH_FLAGS, []):  # a compiler without -march=native still builds
-            cmd = [*cc.split(), *FLAGS, *arch, str(SOURCE), "-o", tmp]
+            cmd = [*cc.split(), *FLAGS, *arch, str(SOURCE), "-o", str(tmp)]
             if subprocess.run(cmd, capture_output=True, timeout=600).returncode == 0:  # ~30 s of CPU; more when loaded
-                os.replace(tmp, out)
                 return
         raise OSError(f"{cc} could not compile {SOURCE.name}")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def library() -> ctypes.CDLL | None:

@@ -1,0 +1,75 @@
+"""Files replaced whole or not at all.
+
+A file written in place is, for an instant, part old and part new: a process killed then (a session's end, an
+out-of-memory kill) or a reader arriving then (another DDP rank, a second run sharing a cache) finds half a
+file. Here the new contents go to a temporary file beside the target, which one ``os.replace`` then puts in
+its place: at every instant the path holds the old file or the new one, whole.
+
+Used for checkpoints (:class:`spikelight.train.faults.AtomicCheckpointIO`), ``metrics.csv`` rewrites
+(:mod:`spikelight.train.loggers`, :func:`spikelight.app.rundir.continue_metrics_csv`), ``results.json``, the
+event-data cache and the compiled C library.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["replaced_atomically", "atomic_open"]
+
+
+@contextmanager
+def replaced_atomically(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder to write the new file to (by any means: a compiler, ``open``);
+    when the block ends without an exception it replaces ``path`` in one rename. On every exit the temporary file
+    is gone: an exception leaves ``path`` as it was.
+
+    ``durable``: also ``fsync`` the new file before the rename and the folder after it, so that the replacement
+    survives a power loss, not just a killed process (checkpoints, logs); false for caches that can be rebuilt.
+    The parent folder is created if missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # same folder (the rename stays on one file system); pid + random: processes and threads never share one
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"nothing was written to {tmp} for {path}")
+        if durable:
+            _fsync(tmp)
+        os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_open(
+    path: str | os.PathLike[str], mode: str = "w", *, durable: bool = True, **open_kwargs: Any
+) -> Iterator[IO[Any]]:
+    """``open(path, mode)`` for writing a whole new file, which replaces ``path`` only once the block ends without an
+    exception (:func:`replaced_atomically`). ``mode``: ``"w"`` or ``"wb"`` (appending cannot be atomic);
+    ``open_kwargs`` go to ``open`` (``newline=""`` for csv, ``encoding``)."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes a whole new file: mode must be 'w' or 'wb', not {mode!r}")
+    with replaced_atomically(path, durable=durable) as tmp, open(tmp, mode, **open_kwargs) as f:
+        yield f
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file or a folder) to the disk; a no-op where the system cannot open or sync it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
