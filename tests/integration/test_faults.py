@@ -490,6 +490,7 @@ def test_sigterm_saves_a_checkpoint_and_ckpt_path_last_resumes_it(tmp_path, monk
     # the fault callback would stop it again: the one thing this resume leaves out
     train(compose_cfg("train", preflight(["ckpt_path=last", f"paths.log_dir={logs}", "~callbacks.fault"], "train"), run))
     assert _state(run / "checkpoints" / "last.ckpt")["global_step"] == 20 and not (run / FAILED).exists()
+    assert not saved.exists()  # superseded by the epoch's end: resuming from it would go back in time
     assert (run / "config_resolved.yaml").read_text() == first_config  # kept; the resume's is beside it
     assert "batch_size: 128" in (run / ".hydra" / "resume-1" / "config_resolved.yaml").read_text()
     # and the rest of epoch 1 was the batches it had not seen: the same weights as never stopping
@@ -519,6 +520,25 @@ def test_sigterm_in_an_epochs_last_batch_lets_the_epoch_end_first(tmp_path, monk
         assert sorted(int(r["epoch"]) for r in csv.DictReader(f) if r.get("val/acc")) == [0, 1]
     assert _state(last)["global_step"] == 20
     _assert_same_weights_as_never_stopped(tmp_path, common, last)
+
+
+def test_the_lightning_internals_the_checkpoint_callbacks_read_are_there():
+    """The pre-emption and interval checkpoints read private parts of Lightning (2.6); missing in another version,
+    they fall back the safe way, which means quietly: no interval save ever (a validation is assumed next), no
+    wait for an epoch's end. This fails instead, on the version installed (pyproject allows lightning>=2.4,<2.7)."""
+    import inspect
+
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    loop = trainer.fit_loop.epoch_loop
+    assert hasattr(trainer.fit_loop, "_data_fetcher") and list(inspect.signature(loop._should_check_val_fx).parameters) == ["data_fetcher"]
+    assert hasattr(loop.batch_progress, "is_last_batch") and loop.batch_progress.current.processed == 0
+    cb = ModelCheckpoint()
+    assert cb._every_n_epochs == 1
+    for name in ("_should_save_on_train_epoch_end", "_should_skip_saving_checkpoint"):
+        assert list(inspect.signature(getattr(cb, name)).parameters) == ["trainer"], name
 
 
 def test_a_signal_waits_for_the_epochs_end_only_where_a_checkpoint_comes_at_that_end(tmp_path):

@@ -75,6 +75,16 @@ def written_checkpoints(trainer: L.Trainer | None) -> list[Path]:
     return sorted((p for p in paths if p.is_file()), key=lambda p: p.stat().st_mtime_ns)
 
 
+def _drop_if_superseded(trainer: L.Trainer, path: Path) -> None:
+    """Remove ``path`` (a mid-epoch checkpoint of this run: interval, pre-emption) once a full checkpoint the run's
+    ModelCheckpoints wrote is newer: resuming from it would go back in time. Rank 0 only (it writes the files)."""
+    if not (trainer.is_global_zero and path.is_file()):
+        return
+    mtime = path.stat().st_mtime_ns
+    if any(p.stat().st_mtime_ns > mtime for p in written_checkpoints(trainer)):
+        path.unlink(missing_ok=True)
+
+
 def _checkpoint_folder(trainer: L.Trainer) -> Path:
     """The folder of the run's first ``ModelCheckpoint`` (else ``<default_root_dir>/checkpoints``)."""
     return next(
@@ -224,11 +234,13 @@ class PreemptionCheckpoint(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._agreed(trainer) is not None:  # arrived in the last epoch's end
             self._exit_after_epoch_end(trainer)
+        _drop_if_superseded(trainer, _checkpoint_folder(trainer) / self.filename)  # an earlier stop's, resumed
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
         if self._agreed(trainer) is not None:  # ... of the run's last epoch: stop before testing
             self._exit_after_epoch_end(trainer)
+        _drop_if_superseded(trainer, _checkpoint_folder(trainer) / self.filename)
 
     def _exit_after_epoch_end(self, trainer: L.Trainer) -> None:
         """Stop, naming the newest checkpoint of this step written at the epoch's end (``last.ckpt``) and
@@ -313,19 +325,11 @@ class IntervalCheckpoint(L.Callback):
         if self._since is not None:
             self._since = time.monotonic()  # any full checkpoint (last.ckpt at an epoch's end, its own) holds this moment
 
-    def _drop_if_superseded(self, trainer: L.Trainer) -> None:
-        path = self._path(trainer)
-        if not (trainer.is_global_zero and path.is_file()):
-            return
-        mtime = path.stat().st_mtime_ns
-        if any(p.stat().st_mtime_ns > mtime for p in written_checkpoints(trainer)):
-            path.unlink(missing_ok=True)
-
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._drop_if_superseded(trainer)
+        _drop_if_superseded(trainer, self._path(trainer))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._drop_if_superseded(trainer)
+        _drop_if_superseded(trainer, self._path(trainer))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         due = self._since is not None and time.monotonic() - self._since >= 60.0 * self.minutes
