@@ -38,3 +38,16 @@ class SignalAt(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.at == "train_epoch_end":
             self._send(trainer)
+
+
+class SameWeightsOnEveryProcess(L.Callback):
+    """At the end of training, fail (raise) unless every process of a DDP run holds the same weights: what data
+    parallelism promises, and what a checkpoint written by rank 0 alone assumes."""
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import torch
+
+        flat = torch.cat([p.detach().double().flatten() for p in pl_module.parameters()])
+        gathered = trainer.strategy.all_gather(flat)
+        if gathered.dim() == 2 and not all(torch.equal(gathered[0], g) for g in gathered[1:]):
+            raise RuntimeError(f"the weights differ between processes (rank {trainer.global_rank})")

@@ -277,9 +277,13 @@ def test_interval_checkpoint_keeps_the_epoch_a_kill_cuts_off(tmp_path, monkeypat
     assert validated == sorted(int(r["epoch"]) for r in full if r.get("val/acc")) and validated, validated
 
 
-def _in_two_ranks(tmp_path: Path, fn) -> list[str]:
+def _in_two_ranks(tmp_path: Path, fn, timeout: float = 120.0) -> list[str]:
     """``fn(rank)`` in two forked processes joined in one gloo process group (world size 2); each returns a
-    string: the two strings, rank 0's first."""
+    string: the two strings, rank 0's first. A child's traceback fails the test; so does a hang (processes that
+    disagree on their collectives) past ``timeout`` seconds."""
+    import datetime
+    import traceback
+
     import torch.distributed as dist
 
     pids = []
@@ -289,14 +293,29 @@ def _in_two_ranks(tmp_path: Path, fn) -> list[str]:
             code = 1
             try:
                 torch.set_num_threads(1)
-                dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=rank, world_size=2)
+                dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=rank, world_size=2,
+                                        timeout=datetime.timedelta(seconds=timeout / 2))  # fmt: skip
                 (tmp_path / f"rank{rank}").write_text(fn(rank))
                 dist.destroy_process_group()
                 code = 0
+            except BaseException:  # noqa: BLE001 - reported by the parent
+                (tmp_path / f"rank{rank}.error").write_text(traceback.format_exc())
             finally:
                 os._exit(code)
         pids.append(pid)
-    assert [os.waitpid(pid, 0)[1] for pid in pids] == [0, 0]
+    deadline, status = time.monotonic() + timeout, {}
+    while len(status) < 2 and time.monotonic() < deadline:
+        for pid in pids:
+            if pid not in status and (done := os.waitpid(pid, os.WNOHANG))[0]:
+                status[pid] = done[1]
+        time.sleep(0.05)
+    for pid in pids:
+        if pid not in status:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    errors = "".join(f.read_text() for f in sorted(tmp_path.glob("rank*.error")))
+    assert len(status) == 2, f"the two processes hung (past {timeout} s)\n{errors}"
+    assert list(status.values()) == [0, 0], errors
     return [(tmp_path / f"rank{rank}").read_text() for rank in (0, 1)]
 
 
@@ -305,8 +324,8 @@ def _mid_epoch_trainer(tmp_path: Path, saved: list[str], world_size: int = 1, ra
     gradient accumulation); ``saved`` collects the names of the checkpoints it is asked to write."""
     from types import SimpleNamespace
 
-    loop = SimpleNamespace(batch_progress=SimpleNamespace(is_last_batch=False, current=SimpleNamespace(processed=3)),
-                           _should_check_val_fx=lambda fetcher: False)  # fmt: skip
+    progress = SimpleNamespace(is_last_batch=False, current=SimpleNamespace(processed=3), total=SimpleNamespace(processed=3))
+    loop = SimpleNamespace(batch_progress=progress, _should_check_val_fx=lambda fetcher: False)
     return SimpleNamespace(world_size=world_size, is_global_zero=rank == 0, global_rank=rank, global_step=3,
                            current_epoch=0, accumulate_grad_batches=1, callback_metrics={}, ckpt_path=None,
                            strategy=SimpleNamespace(root_device=torch.device("cpu")),
@@ -328,13 +347,15 @@ def test_interval_checkpoint_keeps_no_nan_the_run_has_not_yet_reported(tmp_path)
 
     saved = []
     interval = IntervalCheckpoint(minutes=1e-9)
-    interval.on_train_start(_mid_epoch_trainer(tmp_path, saved), None)
+    trainer = _mid_epoch_trainer(tmp_path, saved)
+    trainer.callbacks = [interval]
+    interval.on_train_start(trainer, None)
     with pytest.raises(NonFiniteLossError):
-        interval.on_train_batch_end(_mid_epoch_trainer(tmp_path, saved), SimpleNamespace(_raise_if_nonfinite=pending_nan),
-                                    None, None, 2)  # fmt: skip
+        interval.on_train_batch_end(trainer, SimpleNamespace(_raise_if_nonfinite=pending_nan), None, None, 2)
     assert saved == []
-    interval.on_train_batch_end(_mid_epoch_trainer(tmp_path, saved), SimpleNamespace(_raise_if_nonfinite=lambda: None),
-                                None, None, 2)  # fmt: skip
+    trainer = _mid_epoch_trainer(tmp_path, saved)
+    trainer.callbacks = [interval]
+    interval.on_train_batch_end(trainer, SimpleNamespace(_raise_if_nonfinite=lambda: None), None, None, 2)
     assert saved == ["interval.ckpt"]
 
 
@@ -349,39 +370,68 @@ def test_a_resume_inside_an_epoch_leaves_out_the_batches_trained_or_says_it_cann
     from spikelight.data.base import EpochShuffleSampler
     from spikelight.train.module import SpikingClassifier
 
-    def resumed(loader: DataLoader):
-        trainer = SimpleNamespace(train_dataloader=loader, num_training_batches=10, accumulate_grad_batches=1,
-                                  global_step=13)  # fmt: skip
-        SpikingClassifier._skip_seen_batches(SimpleNamespace(trainer=trainer))
+    def resumed(loader: DataLoader, step: int = 13, accumulate: int = 1, processes: int = 1, before: int = 1):
+        trainer = SimpleNamespace(train_dataloader=loader, num_training_batches=10, accumulate_grad_batches=accumulate,
+                                  global_step=step, world_size=processes)  # fmt: skip
+        SpikingClassifier._skip_seen_batches(SimpleNamespace(trainer=trainer, _resume_world_size=before))
 
     ours = DataLoader(range(100), batch_size=10, sampler=EpochShuffleSampler(100, seed=1))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         resumed(ours)
     assert ours.sampler.skip == 30 and len(list(ours)) == 7
+    resumed(ours, step=6, accumulate=2)  # 5 optimizer steps per epoch: 1 step of 2 batches into epoch 1
+    assert ours.sampler.skip == 20
+    ours.sampler.skip = 0
+    with pytest.warns(UserWarning, match=r"after 3 batches, with 2 processes where the checkpoint's run had 1"):
+        resumed(ours, processes=2)  # the shares changed: nothing can be left out exactly
+    assert ours.sampler.skip == 0
     with pytest.warns(UserWarning, match=r"after 3 batches, but the training sampler \(RandomSampler\) cannot leave"):
         resumed(DataLoader(range(100), batch_size=10, shuffle=True))
 
 
 def test_the_processes_of_a_ddp_run_agree_on_every_checkpoint_decision(tmp_path):
     """Lightning's save_checkpoint waits for every process: one that decided otherwise would go on training and
-    the run would hang. A signal that reached only rank 1 stops both; rank 0's interval that is up saves on both."""
+    the run would hang. After a batch: a signal that reached only rank 1 stops both, rank 0's interval that is up
+    saves on both, in one all-reduce for the two callbacks. At an epoch's start: SIGUSR1 on rank 0 and SIGTERM on
+    rank 1 stop both with one exit code, rank 0 deciding which file to name. The sampler shards by the process
+    group when nobody says how."""
+    import torch.distributed as dist
 
+    from spikelight.data.base import EpochShuffleSampler
     from spikelight.train.faults import IntervalCheckpoint, Preempted, PreemptionCheckpoint
 
     def decide(rank: int) -> str:
-        saved = []
+        saved, reductions = [], []
+        real = dist.all_reduce
+        dist.all_reduce = lambda *a, **k: reductions.append(1) or real(*a, **k)  # (this forked process only)
         trainer = _mid_epoch_trainer(tmp_path, saved, world_size=2, rank=rank)
-        interval = IntervalCheckpoint(minutes=1.0)
-        interval._since = time.monotonic() - (120.0 if rank == 0 else 0.0)  # its minute is up on rank 0 only
-        interval.on_train_batch_end(trainer, None, None, None, 2)
-        stop = PreemptionCheckpoint()
-        stop.received = signal.SIGTERM if rank == 1 else None  # the signal reached rank 1 only
-        with pytest.raises(Preempted) as stopped:
-            stop.on_train_batch_end(trainer, None, None, None, 2)
-        return f"{saved} {stopped.value.code}"
 
-    assert _in_two_ranks(tmp_path, decide) == [f"['interval.ckpt', 'preempted.ckpt'] {128 + signal.SIGTERM}"] * 2
+        def broadcast(obj, src=0):
+            box = [obj]
+            dist.broadcast_object_list(box, src=src)
+            return box[0]
+
+        trainer.strategy.broadcast = broadcast
+        interval, stop = IntervalCheckpoint(minutes=1.0), PreemptionCheckpoint()
+        trainer.callbacks = [stop, interval]
+        interval._since = time.monotonic() - (120.0 if rank == 0 else 0.0)  # its minute is up on rank 0 only
+        stop.received = signal.SIGTERM if rank == 1 else None  # the signal reached rank 1 only
+        interval.on_train_batch_end(trainer, None, None, None, 2)
+        with pytest.raises(Preempted) as after_batch:
+            stop.on_train_batch_end(trainer, None, None, None, 2)
+        at_batch_end = len(reductions)
+        at_start = PreemptionCheckpoint()
+        at_start.received = signal.SIGUSR1 if rank == 0 else signal.SIGTERM
+        with pytest.raises(Preempted) as at_epoch_start:
+            at_start.on_train_epoch_start(trainer, None)
+        sampler = EpochShuffleSampler(10)
+        return (f"{saved} {after_batch.value.code} {at_epoch_start.value.code} {at_batch_end} "
+                f"{sampler.num_replicas} {sampler.rank} {len(list(sampler))}")
+
+    saves = "['interval.ckpt', 'preempted.ckpt', 'preempted.ckpt']"
+    code = 128 + signal.SIGTERM
+    assert _in_two_ranks(tmp_path, decide) == [f"{saves} {code} {code} 1 2 {rank} 5" for rank in (0, 1)]
 
 
 DDP = ["accelerator=ddp", "trainer.devices=2", *FAST[2:], "trainer.deterministic=true", "seed=7", "test=false",
@@ -394,6 +444,19 @@ def _ddp_run(tmp_path: Path, run: Path, *args: str) -> subprocess.CompletedProce
 
     return run_cli("train.py", *args, f"hydra.run.dir={run}", timeout=600,
                    env={"SPIKELIGHT_TRUSTED_TARGETS": "tests", "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+def test_an_online_learning_rule_keeps_every_ddp_process_on_the_same_weights(tmp_path):
+    """e-prop computes its gradients itself: DDP does not average them (it hooks autograd's), so each process
+    stepped on its own shard's gradient and the weights drifted apart. Two CPU processes, 28-step digit rows."""
+    common = ["accelerator=ddp", "trainer.devices=2", "model=lsnn", "neuron=sfa", "learning=eprop", "data=sdigits",
+              "data.pixels_per_step=28", "trainer.max_epochs=1", "trainer.limit_train_batches=4",
+              "trainer.limit_val_batches=1", "test=false", "logger=none", "callbacks=none", "print_config=false",
+              "+callbacks.same._target_=tests.fault_injection.SameWeightsOnEveryProcess"]  # fmt: skip
+    proc = _ddp_run(tmp_path, tmp_path / "run", *common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MEMBER: 2/2" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow

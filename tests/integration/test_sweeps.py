@@ -208,13 +208,17 @@ def test_ddp_processes_run_this_job_in_its_folder(tmp_path):
     assert f"hydra.run.dir='{tmp_path / 'sweep' / '3'}'" in command and "hydra.mode=RUN" in command
     assert "hydra.verbose=true" in command and not any(c.startswith("hydra.sweep.dir") for c in command)
     assert "hydra.output_subdir=null" in command and cwd == os.getcwd()
+    # what marks it as started by rank 0 (its arguments taken as they are): the job name and the launcher's LOCAL_RANK
+    assert distributed.started_by_rank_zero(command, {"LOCAL_RANK": "1"})
+    assert not distributed.started_by_rank_zero(command, {"LOCAL_RANK": "0"})
+    assert not distributed.started_by_rank_zero(command, {"LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "2"})
     distributed.install_ddp_job_command()
     from lightning.pytorch.strategies.launchers import subprocess_script
 
     assert subprocess_script._hydra_subprocess_cmd is distributed.ddp_job_command
 
 
-def test_a_ddp_process_takes_rank_zeros_resolved_arguments_as_they_are(tmp_path):
+def test_a_ddp_process_takes_rank_zeros_resolved_arguments_as_they_are(tmp_path, monkeypatch):
     """Resumed with ``~callbacks.fault`` (the run had added it), rank 0 leaves the run's fault out; rank 1, started
     with rank 0's arguments, must not merge the checkpoint's overrides again (it brought the fault back in rank 1
     alone: rank 1 killed itself, rank 0 lost its peer)."""
@@ -230,8 +234,12 @@ def test_a_ddp_process_takes_rank_zeros_resolved_arguments_as_they_are(tmp_path)
     rank0 = preflight_or_exit(["train.py", f"ckpt_path={ckpt}", "~callbacks.fault"], "train")[1:]
     assert not any("fault" in a for a in rank0) and "accelerator=ddp" in rank0, rank0
     rank1 = [*rank0, "hydra.mode=RUN", f"hydra.job.name={distributed.PROCESS_JOB}1", "hydra.output_subdir=null"]
+    monkeypatch.setenv("LOCAL_RANK", "1")  # as Lightning's launcher starts it
     assert distributed.started_by_rank_zero(rank1) and not distributed.started_by_rank_zero(rank0)
     assert preflight_or_exit(["train.py", *rank1], "train") == ["train.py", *rank1]
+    monkeypatch.delenv("LOCAL_RANK")  # typed by a user, the job name alone skips no check
+    with pytest.raises(SystemExit):
+        preflight_or_exit(["train.py", *rank1], "train")
 
 
 def test_job_scope_restores_the_job_environment(monkeypatch):

@@ -132,6 +132,28 @@ def test_epoch_shuffle_sampler_shards_as_torchs_distributed_sampler_and_skips_wi
     assert set().union(*shards) == set(range(n))  # every sample is in some process's share
     with pytest.raises(ValueError, match="rank must be in"):
         EpochShuffleSampler(n, num_replicas=2, rank=2)
+    with pytest.raises(ValueError, match="num_replicas and rank together"):
+        EpochShuffleSampler(n, rank=1)
+
+
+def test_the_training_share_comes_from_the_trainer():
+    """The DataModule shards by the Trainer's data-parallel processes; trainer.use_distributed_sampler=false gives
+    every process the whole order, as Lightning's own switch does."""
+    from types import SimpleNamespace
+
+    dm = DigitsDataModule(batch_size=64)
+    dm.setup()
+
+    def share(kwargs, use=True):
+        dm.trainer = SimpleNamespace(distributed_sampler_kwargs=kwargs,
+                                     _accelerator_connector=SimpleNamespace(use_distributed_sampler=use))
+        sampler = dm.train_dataloader().sampler
+        return sampler.num_replicas, sampler.rank, len(sampler)
+
+    n = len(dm.train_set)
+    assert share({"num_replicas": 2, "rank": 1}) == (2, 1, -(-n // 2))
+    assert share({"num_replicas": 2, "rank": 1}, use=False) == (1, 0, n)
+    assert share(None) == (1, 0, n)
 
 
 def test_data_seed_follows_the_run_seed(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from spikelight.app.rundir import continue_metrics_csv
-from spikelight.core.files import atomic_open, replaced_atomically
+from spikelight.core.files import atomic_open, remove_leftovers, replaced_atomically
 from spikelight.train.faults import AtomicCheckpointIO
 from spikelight.train.loggers import CSVLogger
 
@@ -112,3 +112,42 @@ def test_a_resume_drops_the_row_a_killed_process_was_appending(tmp_path):
     assert path.read_bytes().decode() == "epoch,step,val/acc\r\n0,9,0.5\r\n1,19,0.6\r\n"
     path.write_text("epoch,step,val/acc\r\n0,9,0.5\r\n", newline="")  # whole rows are all kept
     assert continue_metrics_csv(path, step=29) == 1
+
+
+def test_a_failed_fsync_keeps_the_old_file(tmp_path, monkeypatch):
+    """A delayed write error (network file systems report it at fsync) must not put an unsafe file in place."""
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"global_step": 1}, path)
+
+    def eio(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("spikelight.core.files.os.fsync", eio)
+    with pytest.raises(OSError, match="Input/output error"):
+        AtomicCheckpointIO().save_checkpoint({"global_step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"global_step": 1} and _leftovers(tmp_path) == []
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text("old")
+    path.chmod(0o664)
+    with atomic_open(path) as f:
+        f.write("new")
+    assert path.stat().st_mode & 0o777 == 0o664
+
+
+def test_the_temporary_files_of_killed_processes_are_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = tmp_path / f".last.ckpt.{int(dead.stdout)}.ab12cd34.tmp"
+    mine = tmp_path / f".interval.ckpt.{os.getpid()}.ab12cd34.tmp"  # being written by this process
+    other = tmp_path / ".notes.tmp"  # not one of ours
+    for f in (gone, mine, other):
+        f.write_bytes(b"x")
+    assert remove_leftovers(tmp_path) == [gone]
+    assert not gone.exists() and mine.exists() and other.exists()

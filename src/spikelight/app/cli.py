@@ -48,7 +48,7 @@ from spikelight.app.rundir import (
 )
 from spikelight.app.trust import check_trusted
 from spikelight.core.errors import CheckpointError, ConfigError, SpikelightError
-from spikelight.core.files import atomic_open
+from spikelight.core.files import atomic_open, remove_leftovers
 from spikelight.train.faults import Preempted
 from spikelight.train.module import SpikingClassifier
 
@@ -381,6 +381,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt:
         ckpt = resolve_ckpt_path(str(ckpt), runs_dir(cfg))  # ckpt_path=last / a run folder (API use; the CLI resolved it)
     same_folder, loaded = _prepare_resume(ckpt, out) if ckpt else (False, None)
+    if same_folder and out is not None and rank_zero_only.rank == 0:  # what the stopped process was writing
+        for folder in (out, out / "csv", out / "checkpoints"):
+            remove_leftovers(folder)
     datamodule = build_datamodule(cfg)
     fill_in_features(cfg, datamodule)
     # a resume inside its run folder keeps the run's config files: its own go to .hydra/resume-<n>/
@@ -617,6 +620,10 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
         _failed(cfg, f"stopped: {err.message}", time.perf_counter() - start, err.metrics, "stopped")
         resume = resume_command(err.path) if err.path is not None else "python train.py ckpt_path=last"
         _stop_line(f"stopped: {err.message}; resume: {resume}")
+        if started_by_rank_zero(sys.argv[1:]):
+            # a process Lightning's launcher started: rank 0 gives the exit code (the launcher's watcher SIGKILLs
+            # every process, rank 0 too, as soon as one of those it started exits non-zero)
+            sys.exit(0)
         raise
     except SystemExit as err:  # Lightning exits 1 after a Ctrl-C it handled (a second Ctrl-C: no checkpoint now)
         _failed(cfg, "interrupted" if err.code else "stopped", time.perf_counter() - start)

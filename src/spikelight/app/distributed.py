@@ -82,12 +82,16 @@ def ddp_job_command(local_rank: int) -> tuple[list[str], str]:
     return command, get_original_cwd()
 
 
-def started_by_rank_zero(args: list[str]) -> bool:
-    """Whether ``args`` (a command line without the script) is a :func:`ddp_job_command`: rank 0 checked
-    and resolved them (the resumed run's overrides merged, those the command line left out with ``~`` gone), so
-    they are taken as they are. Checking them again would merge the run's overrides a second time, bringing back
-    what ``~`` had left out, in this process only."""
-    return any(a.startswith(f"hydra.job.name={PROCESS_JOB}") for a in args)
+def started_by_rank_zero(args: list[str], env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is one Lightning's DDP launcher started, running a :func:`ddp_job_command` (``args``:
+    its command line without the script; ``env``: its environment, where the launcher set ``LOCAL_RANK`` >= 1):
+    rank 0 checked and resolved those arguments (the resumed run's overrides merged, those the command line left
+    out with ``~`` gone), so they are taken as they are. Checking them again would merge the run's overrides a
+    second time, bringing back what ``~`` had left out, in this process only."""
+    env = os.environ if env is None else env
+    rank = env.get("LOCAL_RANK", "0")
+    return (rank.isdigit() and int(rank) >= 1 and launcher(env) is None
+            and any(a.startswith(f"hydra.job.name={PROCESS_JOB}") for a in args))
 
 
 def install_ddp_job_command() -> None:

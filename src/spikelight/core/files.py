@@ -12,14 +12,18 @@ event-data cache and the compiled C library.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["replaced_atomically", "atomic_open"]
+__all__ = ["replaced_atomically", "atomic_open", "remove_leftovers"]
+
+SUFFIX = ".tmp"  # of the temporary files: .<name>.<pid>.<random>.tmp
 
 
 @contextmanager
@@ -28,22 +32,30 @@ def replaced_atomically(path: str | os.PathLike[str], *, durable: bool = True) -
     when the block ends without an exception it replaces ``path`` in one rename. On every exit the temporary file
     is gone: an exception leaves ``path`` as it was.
 
-    ``durable``: also ``fsync`` the new file before the rename and the folder after it, so that the replacement
-    survives a power loss, not just a killed process (checkpoints, logs); false for caches that can be rebuilt.
-    The parent folder is created if missing."""
+    ``durable``: also ``fsync`` the new file before the rename (an error there, e.g. a network file system's
+    delayed write error, is raised and the old file kept) and the folder after it, where the system allows, so
+    that the replacement survives a power loss, not just a killed process (checkpoints, logs); false for caches
+    that can be rebuilt. The parent folder is created if missing; a file replaced keeps its permission bits.
+    A process killed inside the block leaves its temporary file: :func:`remove_leftovers` clears them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # same folder (the rename stays on one file system); pid + random: processes and threads never share one
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{SUFFIX}")
     try:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written to {tmp} for {path}")
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         if durable:
-            _fsync(tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
         if durable:
-            _fsync(path.parent)
+            _fsync_folder(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -61,8 +73,34 @@ def atomic_open(
         yield f
 
 
-def _fsync(path: Path) -> None:
-    """Flush ``path`` (a file or a folder) to the disk; a no-op where the system cannot open or sync it."""
+def remove_leftovers(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files that processes killed while writing left in ``folder`` (those of processes no
+    longer running on this machine); returns them."""
+    removed = []
+    for tmp in Path(folder).glob(f".*{SUFFIX}"):
+        parts = tmp.name[: -len(SUFFIX)].rsplit(".", 2)  # ".<name>", "<pid>", "<hex>"
+        if len(parts) != 3 or not parts[1].isdigit() or _running(int(parts[1])):
+            continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: running
+        return True
+    return True
+
+
+def _fsync_folder(path: Path) -> None:
+    """Persist a rename in ``path``; a no-op where the system cannot open or sync a folder."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

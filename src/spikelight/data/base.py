@@ -48,8 +48,10 @@ class EpochShuffleSampler(DistributedSampler):
     repeating its first samples, and takes the positions ``rank, rank + num_replicas, ...`` of it: torch's
     ``DistributedSampler`` rule (``drop_last=False``), so each has ``ceil(n / num_replicas)`` samples. Being a
     ``DistributedSampler`` it is kept as is by Lightning, whose wrapper for other samplers could not leave out
-    batches on a resume. ``num_replicas`` and ``rank`` not given are read when iterating, so a loader built
-    before the process group exists still shards.
+    batches on a resume. spikelight's DataModules give them from the Trainer (its data-parallel processes;
+    ``trainer.use_distributed_sampler=false``: 1 and 0, every process the whole order); not given, they are
+    torch.distributed's world size and rank, read when iterating (a loader built before the process group exists
+    still shards).
     """
 
     def __init__(self, n: int, seed: int = 0, with_epoch: bool = False, num_replicas: int | None = None,
@@ -57,7 +59,9 @@ class EpochShuffleSampler(DistributedSampler):
         # (not DistributedSampler.__init__: it needs a dataset and the process group at once)
         if num_replicas is not None and not (isinstance(num_replicas, int) and num_replicas >= 1):
             raise ValueError(f"EpochShuffleSampler num_replicas must be an integer >= 1, got {num_replicas!r}")
-        if rank is not None and not (isinstance(rank, int) and 0 <= rank < (num_replicas or rank + 1)):
+        if (rank is None) != (num_replicas is None):
+            raise ValueError("EpochShuffleSampler takes num_replicas and rank together (or neither: torch.distributed's)")
+        if rank is not None and not (isinstance(rank, int) and 0 <= rank < num_replicas):
             raise ValueError(f"EpochShuffleSampler rank must be in [0, num_replicas), got {rank!r}")
         self.n, self.seed, self.epoch, self.with_epoch = n, seed, 0, with_epoch
         self._replicas, self._rank = num_replicas, rank
@@ -329,7 +333,7 @@ class ClassificationDataModule(L.LightningDataModule):
         return DataLoader(
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=EpochShuffleSampler(len(ds), self.seed, with_epoch=random) if train else None,
+            sampler=EpochShuffleSampler(len(ds), self.seed, with_epoch=random, **self._shard()) if train else None,
             # own generator: creating an iterator must not draw from the global RNG
             # (the Poisson encoder's), or resumed runs would see different spikes
             generator=torch.Generator().manual_seed(self.seed),
@@ -339,6 +343,18 @@ class ClassificationDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _shard(self) -> dict[str, int]:
+        """``num_replicas`` and ``rank`` of this process's share of the training set, from the Trainer: its
+        data-parallel processes, or 1 and 0 where ``use_distributed_sampler`` is off; {} without a Trainer."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        kwargs = trainer.distributed_sampler_kwargs or {}
+        connector = getattr(trainer, "_accelerator_connector", None)
+        if "num_replicas" not in kwargs or not getattr(connector, "use_distributed_sampler", True):
+            return {"num_replicas": 1, "rank": 0}
+        return {"num_replicas": int(kwargs["num_replicas"]), "rank": int(kwargs["rank"])}
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

@@ -107,15 +107,33 @@ def _between_steps(trainer: L.Trainer) -> bool:
     return progress.is_last_batch or progress.current.processed % trainer.accumulate_grad_batches == 0
 
 
-def _largest_over_ranks(trainer: L.Trainer, value: int) -> int:
-    """The largest ``value`` over the processes of a DDP run (one all-reduce of one number); ``value`` itself with one
-    process. The checkpoint callbacks below decide through it, so that every process saves at the same batch:
-    Lightning's ``save_checkpoint`` waits for all of them (a process that went on training would never come)."""
+def _largest_over_ranks(trainer: L.Trainer, *values: int) -> tuple[int, ...]:
+    """The largest of each of ``values`` over the processes of a DDP run (one all-reduce); the values themselves
+    with one process. The checkpoint callbacks below decide through it, so that every process saves at the same
+    batch: Lightning's ``save_checkpoint`` waits for all of them (a process that went on training would never come)."""
     if trainer.world_size <= 1 or not (dist.is_available() and dist.is_initialized()):
-        return value
-    t = torch.tensor([value], dtype=torch.int64, device=trainer.strategy.root_device)
+        return values
+    t = torch.tensor(values, dtype=torch.int64, device=trainer.strategy.root_device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
+    return tuple(int(v) for v in t.tolist())
+
+
+def _batch_vote(trainer: L.Trainer) -> tuple[int, bool]:
+    """After a training batch: (the signal any process received, 0 if none; whether any process's interval
+    checkpoint is due), for every :class:`PreemptionCheckpoint` and :class:`IntervalCheckpoint` of the run, in one
+    all-reduce per batch that the first of them to ask makes and the others read (Lightning 2.6 makes one of its
+    own per batch under DDP, for its SIGTERM flag)."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    key = (trainer.global_step, progress.total.processed)
+    cached = getattr(trainer, "_spikelight_batch_vote", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    callbacks = getattr(trainer, "callbacks", [])
+    signum = max((cb.received or 0 for cb in callbacks if isinstance(cb, PreemptionCheckpoint)), default=0)
+    due = any(cb._due() for cb in callbacks if isinstance(cb, IntervalCheckpoint))
+    signum, due = _largest_over_ranks(trainer, signum, int(due))
+    trainer._spikelight_batch_vote = (key, (signum, bool(due)))
+    return signum, bool(due)
 
 
 def _validates_next(trainer: L.Trainer) -> bool:
@@ -198,8 +216,12 @@ class PreemptionCheckpoint(L.Callback):
     def _agreed(self, trainer: L.Trainer) -> int | None:
         """The signal any process of the run received (each process of a DDP run gets it at its own moment:
         SLURM, torchrun and ``kill`` signal every process); all then stop at the same batch."""
-        signum = _largest_over_ranks(trainer, self.received or 0)
-        if signum and self.received is None:
+        (signum,) = _largest_over_ranks(trainer, self.received or 0)
+        return self._take(signum)
+
+    def _take(self, signum: int) -> int | None:
+        """The agreed signal (0: none) becomes every process's own, so all exit with the same code."""
+        if signum:
             self.received = signum
         return signum or None  # (not self.received: a signal handled after the all-reduce counts at the next call)
 
@@ -215,7 +237,7 @@ class PreemptionCheckpoint(L.Callback):
         return True
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if self._agreed(trainer) is None or self._after_epoch_end:
+        if self._take(_batch_vote(trainer)[0]) is None or self._after_epoch_end:
             return
         if not _between_steps(trainer):
             return  # inside a gradient accumulation: its batches' gradients are in no checkpoint
@@ -297,7 +319,7 @@ class IntervalCheckpoint(L.Callback):
     ``filename`` is removed once a later checkpoint has superseded it (an epoch's end, the fit's end, a start
     from another checkpoint). List it after callbacks that record each batch (the spike plots' loss curve),
     so that the batch it saves after is in their state. With several processes (DDP) all save at the same batch,
-    the first after any one's ``minutes`` are up (one all-reduce of a number per batch), and each resumes with
+    the first after any one's ``minutes`` are up (one all-reduce per batch, shared with the pre-emption), and each resumes with
     its own share of the rest of the epoch (:class:`spikelight.data.base.EpochShuffleSampler`).
 
     Args:
@@ -331,9 +353,11 @@ class IntervalCheckpoint(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _drop_if_superseded(trainer, self._path(trainer))
 
+    def _due(self) -> bool:
+        return self._since is not None and time.monotonic() - self._since >= 60.0 * self.minutes
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        due = self._since is not None and time.monotonic() - self._since >= 60.0 * self.minutes
-        if not _largest_over_ranks(trainer, int(due)):  # (under DDP: when rank 0's or another's time is up)
+        if not _batch_vote(trainer)[1]:  # (under DDP: when any process's time is up)
             return
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or not _between_steps(trainer) or _validates_next(trainer):
             return

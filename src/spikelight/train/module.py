@@ -220,6 +220,10 @@ class SpikingClassifier(L.LightningModule):
         opt = self.optimizers()
         opt.zero_grad()
         self.learning.apply(self.model, result.grads)
+        if self.trainer.world_size > 1:  # DDP averages autograd's gradients only; these are the rule's own
+            for p in self.parameters():
+                if p.grad is not None:
+                    p.grad.copy_(self.trainer.strategy.reduce(p.grad, reduce_op="mean"))
         if self.manual_gradient_clip_val:
             self.configure_gradient_clipping(opt, self.manual_gradient_clip_val, "norm")
         self.learning.before_step(self.model)
@@ -248,7 +252,11 @@ class SpikingClassifier(L.LightningModule):
 
     def _check_finite(self, loss: Tensor, step: int, what: str = "loss") -> None:
         """Raise :class:`NonFiniteLossError` naming the first step whose training loss
-        (``what="loss"``) or gradient norm (``what="grad"``) was NaN/Inf."""
+        (``what="loss"``) or gradient norm (``what="grad"``) was NaN/Inf. With several processes (DDP) only the
+        gradient is checked: it is averaged over the processes (a NaN loss of one makes every process's gradient
+        NaN), so all stop at the same step, where one stopping alone would leave the others waiting for it."""
+        if what == "loss" and self._trainer is not None and self.trainer.world_size > 1:
+            return
         if not self._defer_finite_check(loss):
             if not torch.isfinite(loss):
                 self._raise_nonfinite(float(loss.detach()), step, what)
@@ -373,10 +381,15 @@ class SpikingClassifier(L.LightningModule):
         checkpoint["val_acc_best"] = self.val_acc_best
         if self.run_overrides is not None:
             checkpoint["overrides"] = list(self.run_overrides)
+        # this process's device only: rank 0 writes the checkpoint, and its states of the other GPUs (which it never
+        # draws on) are not theirs; every process has the same seed and draws as much, so rank 0's current-device
+        # state is every process's own (as the CPU state is)
         checkpoint["rng_state"] = {
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "cuda": [],  # (older checkpoints: every device's state, from rank 0)
+            "cuda_device": torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
         }
+        checkpoint["world_size"] = self.trainer.world_size if self._trainer is not None else 1
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # before Lightning restores its loops: an epoch-end checkpoint resumes at the next epoch, one stopped inside
@@ -384,13 +397,16 @@ class SpikingClassifier(L.LightningModule):
         mend_loop_state(checkpoint)
         self.val_acc_best = float(checkpoint.get("val_acc_best", 0.0))
         self._resume_rng = checkpoint.get("rng_state")
+        self._resume_world_size = int(checkpoint.get("world_size", 1))
 
     def on_train_start(self) -> None:
         # after the sanity check (which draws random numbers too), before the first batch
         rng = getattr(self, "_resume_rng", None)
         if rng:
             torch.set_rng_state(rng["torch"])
-            if rng["cuda"] and torch.cuda.is_available():
+            if rng.get("cuda_device") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state(rng["cuda_device"])  # this process's current device
+            elif rng.get("cuda") and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
             self._resume_rng = None
             self._skip_seen_batches()
@@ -407,6 +423,12 @@ class SpikingClassifier(L.LightningModule):
         steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
         done = (trainer.global_step % steps_per_epoch) * trainer.accumulate_grad_batches
         if not done:
+            return
+        before = getattr(self, "_resume_world_size", trainer.world_size)
+        if before != trainer.world_size:
+            rank_zero_warn(f"resumed inside an epoch, after {done} batches, with {trainer.world_size} processes where the "
+                           f"checkpoint's run had {before}: the processes' shares of that epoch are not the ones trained on, so "
+                           "nothing is left out (the epoch's remaining steps take the first batches of each new share)")
             return
         if hasattr(sampler, "skip_next"):
             sampler.skip_next(done * loader.batch_size)
