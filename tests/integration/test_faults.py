@@ -474,8 +474,9 @@ def test_a_ddp_run_stopped_inside_an_epoch_resumes_to_the_same_weights(tmp_path,
     own share of that epoch (EpochShuffleSampler shards and skips; Lightning's wrapper of other samplers cannot)."""
     run = tmp_path / "stopped"
     first = _ddp_run(tmp_path, run, *DDP, *extra, "+callbacks.fault._target_=tests.fault_injection.SignalAt", *fault)
-    if code is not None:
+    if code is not None:  # rank 0's code (the other process exits 0: Lightning's watcher would SIGKILL rank 0)
         assert first.returncode == code, first.stderr[-3000:]
+        assert first.stderr.count("stopped: SIGTERM at epoch 0, step 4") == 1, first.stderr[-3000:]  # one line
     else:
         assert first.returncode != 0
     ckpt = run / "checkpoints" / saved

@@ -571,7 +571,10 @@ def _failed(cfg: DictConfig, reason: str, seconds: float, metrics: dict[str, flo
 
 
 def _stop_line(line: str) -> None:
-    """``line`` on stderr, and into the run's log file (``train.log``): the console already has it."""
+    """``line`` on stderr, and into the run's log file (``train.log``): the console already has it. Rank 0's
+    only (every process of a DDP run stops with the same line)."""
+    if rank_zero_only.rank != 0:
+        return
     print(line, file=sys.stderr, flush=True)
     for handler in log.handlers:
         if isinstance(handler, logging.FileHandler):
