@@ -51,3 +51,17 @@ class SameWeightsOnEveryProcess(L.Callback):
         gathered = trainer.strategy.all_gather(flat)
         if gathered.dim() == 2 and not all(torch.equal(gathered[0], g) for g in gathered[1:]):
             raise RuntimeError(f"the weights differ between processes (rank {trainer.global_rank})")
+
+
+class SlowExitOnRankZero(L.Callback):
+    """Rank 0 takes ``seconds`` to handle a stop (as a slow logger's finish can): long enough for Lightning's
+    process watcher (it looks every 5 s) to see the other processes' exit codes before rank 0 is done."""
+
+    def __init__(self, seconds: float = 7.0) -> None:
+        self.seconds = seconds
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        import time
+
+        if trainer.global_rank == 0:
+            time.sleep(self.seconds)

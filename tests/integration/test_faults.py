@@ -370,10 +370,10 @@ def test_a_resume_inside_an_epoch_leaves_out_the_batches_trained_or_says_it_cann
     from spikelight.data.base import EpochShuffleSampler
     from spikelight.train.module import SpikingClassifier
 
-    def resumed(loader: DataLoader, step: int = 13, accumulate: int = 1, processes: int = 1, before: int = 1):
+    def resumed(loader: DataLoader, step: int = 13, accumulate: int = 1, shards: int | None = 1):
         trainer = SimpleNamespace(train_dataloader=loader, num_training_batches=10, accumulate_grad_batches=accumulate,
-                                  global_step=step, world_size=processes)  # fmt: skip
-        SpikingClassifier._skip_seen_batches(SimpleNamespace(trainer=trainer, _resume_world_size=before))
+                                  global_step=step)  # fmt: skip
+        SpikingClassifier._skip_seen_batches(SimpleNamespace(trainer=trainer, _resume_shards=shards))
 
     ours = DataLoader(range(100), batch_size=10, sampler=EpochShuffleSampler(100, seed=1))
     with warnings.catch_warnings():
@@ -383,9 +383,11 @@ def test_a_resume_inside_an_epoch_leaves_out_the_batches_trained_or_says_it_cann
     resumed(ours, step=6, accumulate=2)  # 5 optimizer steps per epoch: 1 step of 2 batches into epoch 1
     assert ours.sampler.skip == 20
     ours.sampler.skip = 0
-    with pytest.warns(UserWarning, match=r"after 3 batches, with 2 processes where the checkpoint's run had 1"):
-        resumed(ours, processes=2)  # the shares changed: nothing can be left out exactly
+    with pytest.raises(ConfigError, match=r"shared among 2 process\(es\); this run shares it among 1, so the rest"):
+        resumed(ours, shards=2)  # written by a run of 2 processes: its shares are not this run's
     assert ours.sampler.skip == 0
+    resumed(ours, shards=None)  # a checkpoint from before the count was stored: as before
+    assert ours.sampler.skip == 30
     with pytest.warns(UserWarning, match=r"after 3 batches, but the training sampler \(RandomSampler\) cannot leave"):
         resumed(DataLoader(range(100), batch_size=10, shuffle=True))
 
@@ -462,8 +464,11 @@ def test_an_online_learning_rule_keeps_every_ddp_process_on_the_same_weights(tmp
 @pytest.mark.slow
 @pytest.mark.parametrize(("case", "extra", "fault", "code", "saved"), [
     # SIGTERM reaches rank 1 alone (at the start of step 3): both processes save at step 4 and stop
+    # (rank 0 slow to finish: Lightning's watcher would SIGKILL it, exit 137, if the other process exited non-zero)
     ("sigterm_to_one_process", [], ["+callbacks.fault.step=3", "+callbacks.fault.signal=SIGTERM",
-                                    "+callbacks.fault.rank=1"], 128 + signal.SIGTERM, "preempted.ckpt"),
+                                    "+callbacks.fault.rank=1",
+                                    "+callbacks.slow._target_=tests.fault_injection.SlowExitOnRankZero"],
+     128 + signal.SIGTERM, "preempted.ckpt"),
     # both processes killed hard at the start of step 13 (epoch 1): the interval checkpoint of step 13 survives
     ("sigkill_after_an_interval_save", ["callbacks.interval_checkpoint.minutes=1e-9"], ["+callbacks.fault.step=13"],
      None, "interval.ckpt"),
@@ -481,7 +486,7 @@ def test_a_ddp_run_stopped_inside_an_epoch_resumes_to_the_same_weights(tmp_path,
         assert first.returncode != 0
     ckpt = run / "checkpoints" / saved
     assert _state(ckpt)["global_step"] == (4 if code else 13), first.stderr[-3000:]
-    resumed = _ddp_run(tmp_path, run, f"ckpt_path={run}", "~callbacks.fault")
+    resumed = _ddp_run(tmp_path, run, f"ckpt_path={run}", "~callbacks.fault", *(["~callbacks.slow"] if code else []))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "MEMBER: 2/2" in resumed.stdout + resumed.stderr  # it resumed as a DDP run
     full = _ddp_run(tmp_path, tmp_path / "full", *DDP, *extra)

@@ -139,15 +139,26 @@ def test_a_replaced_file_keeps_its_permissions(tmp_path):
 
 
 def test_the_temporary_files_of_killed_processes_are_removed(tmp_path):
+    """At a resume: the files of this machine's processes that are gone (and this process's own: a restarted
+    container reuses process ids) go; a live process's, another machine's and files not ours stay."""
     import os
     import subprocess
     import sys
 
+    from spikelight.core.files import _HOST
+
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    gone = tmp_path / f".last.ckpt.{int(dead.stdout)}.ab12cd34.tmp"
-    mine = tmp_path / f".interval.ckpt.{os.getpid()}.ab12cd34.tmp"  # being written by this process
-    other = tmp_path / ".notes.tmp"  # not one of ours
-    for f in (gone, mine, other):
-        f.write_bytes(b"x")
-    assert remove_leftovers(tmp_path) == [gone]
-    assert not gone.exists() and mine.exists() and other.exists()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        gone = tmp_path / f".last.ckpt.{_HOST}.{int(dead.stdout)}.ab12cd34.tmp"
+        mine = tmp_path / f".interval.ckpt.{_HOST}.{os.getpid()}.ab12cd34.tmp"
+        writing = tmp_path / f".results.json.{_HOST}.{live.pid}.ab12cd34.tmp"
+        elsewhere = tmp_path / f".last.ckpt.other-node.{int(dead.stdout)}.ab12cd34.tmp"
+        other = tmp_path / ".notes.tmp"  # not one of ours
+        for f in (gone, mine, writing, elsewhere, other):
+            f.write_bytes(b"x")
+        assert sorted(remove_leftovers(tmp_path)) == sorted([gone, mine])
+        assert writing.exists() and elsewhere.exists() and other.exists()
+    finally:
+        live.kill()
+        live.wait()

@@ -47,7 +47,7 @@ from spikelight.app.rundir import (
     resume_command,
 )
 from spikelight.app.trust import check_trusted
-from spikelight.core.errors import CheckpointError, ConfigError, SpikelightError
+from spikelight.core.errors import CheckpointError, ConfigError, NonFiniteLossError, SpikelightError
 from spikelight.core.files import atomic_open, remove_leftovers
 from spikelight.train.faults import Preempted
 from spikelight.train.module import SpikingClassifier
@@ -613,6 +613,8 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
     except USER_ERRORS as err:
         msg = _one_line(err)
         _failed(cfg, f"error: {msg}" if msg else f"{type(err).__name__}: {err}", time.perf_counter() - start)
+        if isinstance(err, NonFiniteLossError) and started_by_rank_zero(sys.argv[1:]):
+            sys.exit(0)  # every process stops at this step (the checks see the averaged gradient): rank 0 reports it
         if msg is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {msg}", file=sys.stderr)
@@ -625,7 +627,7 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
         _stop_line(f"stopped: {err.message}; resume: {resume}")
         if started_by_rank_zero(sys.argv[1:]):
             # a process Lightning's launcher started: rank 0 gives the exit code (the launcher's watcher SIGKILLs
-            # every process, rank 0 too, as soon as one of those it started exits non-zero)
+            # every process, rank 0 too, as soon as one of those it started exits non-zero); so for a NaN stop
             sys.exit(0)
         raise
     except SystemExit as err:  # Lightning exits 1 after a Ctrl-C it handled (a second Ctrl-C: no checkpoint now)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
+import socket
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +25,9 @@ from typing import IO, Any
 
 __all__ = ["replaced_atomically", "atomic_open", "remove_leftovers"]
 
-SUFFIX = ".tmp"  # of the temporary files: .<name>.<pid>.<random>.tmp
+SUFFIX = ".tmp"  # of the temporary files: .<name>.<host>.<pid>.<random>.tmp
+# the machine (a folder shared by several only removes its own machine's leftovers)
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "host"
 
 
 @contextmanager
@@ -37,17 +41,24 @@ def replaced_atomically(path: str | os.PathLike[str], *, durable: bool = True) -
     that the replacement survives a power loss, not just a killed process (checkpoints, logs); false for caches
     that can be rebuilt. The parent folder is created if missing; a file replaced keeps its permission bits.
     A process killed inside the block leaves its temporary file: :func:`remove_leftovers` clears them."""
+    with _replaced(path, durable=durable, sync_file=durable) as tmp:
+        yield tmp
+
+
+@contextmanager
+def _replaced(path: str | os.PathLike[str], *, durable: bool, sync_file: bool) -> Iterator[Path]:
+    """:func:`replaced_atomically`; ``sync_file``: fsync the new file here (else its writer did)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # same folder (the rename stays on one file system); pid + random: processes and threads never share one
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{SUFFIX}")
+    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}{SUFFIX}")
     try:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written to {tmp} for {path}")
         with contextlib.suppress(OSError):
             os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-        if durable:
+        if sync_file:
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -69,17 +80,23 @@ def atomic_open(
     ``open_kwargs`` go to ``open`` (``newline=""`` for csv, ``encoding``)."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes a whole new file: mode must be 'w' or 'wb', not {mode!r}")
-    with replaced_atomically(path, durable=durable) as tmp, open(tmp, mode, **open_kwargs) as f:
+    with _replaced(path, durable=durable, sync_file=False) as tmp, open(tmp, mode, **open_kwargs) as f:
         yield f
+        if durable:  # through the writer's own descriptor, before it closes
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def remove_leftovers(folder: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temporary files that processes killed while writing left in ``folder`` (those of processes no
-    longer running on this machine); returns them."""
+    """Remove the temporary files that processes killed while writing left in ``folder``: those written on this
+    machine by a process no longer running, or by this process (call it before this process writes there: a
+    process restarted in a container often has the killed one's process id); returns them."""
     removed = []
     for tmp in Path(folder).glob(f".*{SUFFIX}"):
-        parts = tmp.name[: -len(SUFFIX)].rsplit(".", 2)  # ".<name>", "<pid>", "<hex>"
-        if len(parts) != 3 or not parts[1].isdigit() or _running(int(parts[1])):
+        parts = tmp.name[: -len(SUFFIX)].rsplit(".", 3)  # ".<name>", "<host>", "<pid>", "<hex>"
+        if len(parts) != 4 or parts[1] != _HOST or not parts[2].isdigit():
+            continue
+        if (pid := int(parts[2])) != os.getpid() and _running(pid):
             continue
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -88,8 +105,6 @@ def remove_leftovers(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 def _running(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

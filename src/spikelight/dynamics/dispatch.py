@@ -211,15 +211,18 @@ def triton_works(spec: KernelSpec, surrogate: Surrogate, x: Tensor, recurrent: b
     if known is not None:
         return known
     H, dev = x.shape[-1], x.device
+    # its own generator: the probe runs once per process, sometimes after a resume restored the random state
+    # (its draws from the global one would shift every later draw, the Poisson spikes among them)
+    gen = torch.Generator(device=dev).manual_seed(0)
     try:
         with torch.enable_grad():
-            ff = torch.randn(2, 2, H, device=dev, requires_grad=True)
+            ff = torch.randn(2, 2, H, device=dev, generator=gen).requires_grad_()
             alif = isinstance(spec, ALIFSpec)
             zero = torch.zeros(2, H, device=dev)
             state = (zero, zero, zero, zero) if alif else (zero,)
             beta = torch.ones(H, device=dev) if alif else None
             if recurrent:
-                w = torch.randn(H, H, device=dev, requires_grad=True)
+                w = torch.randn(H, H, device=dev, generator=gen).requires_grad_()
                 s, h, _, _ = run_recurrent("triton", ff, w, spec, surrogate, state, zero, beta=beta)
             else:
                 s, h, _, _ = run_neuron("triton", spec, surrogate, ff, state, beta=beta)

@@ -118,22 +118,30 @@ def _largest_over_ranks(trainer: L.Trainer, *values: int) -> tuple[int, ...]:
     return tuple(int(v) for v in t.tolist())
 
 
-def _batch_vote(trainer: L.Trainer) -> tuple[int, bool]:
-    """After a training batch: (the signal any process received, 0 if none; whether any process's interval
-    checkpoint is due), for every :class:`PreemptionCheckpoint` and :class:`IntervalCheckpoint` of the run, in one
-    all-reduce per batch that the first of them to ask makes and the others read (Lightning 2.6 makes one of its
-    own per batch under DDP, for its SIGTERM flag)."""
+_VOTE = "_spikelight_batch_vote"  # the trainer's attribute holding this batch's vote
+
+
+def _batch_vote(trainer: L.Trainer, asking: L.Callback) -> int:
+    """After a training batch, what ``asking`` is to act on, agreed by every process: for a
+    :class:`PreemptionCheckpoint`, the signal any process's received (0: none); for an :class:`IntervalCheckpoint`,
+    1 when any process's time is up. One all-reduce per batch holds every such callback's value (one slot each, in
+    the run's callback order): the first of them to ask makes it, the others read it (Lightning 2.6 makes one of
+    its own per batch under DDP, for its SIGTERM flag)."""
     progress = trainer.fit_loop.epoch_loop.batch_progress
     key = (trainer.global_step, progress.total.processed)
-    cached = getattr(trainer, "_spikelight_batch_vote", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    callbacks = getattr(trainer, "callbacks", [])
-    signum = max((cb.received or 0 for cb in callbacks if isinstance(cb, PreemptionCheckpoint)), default=0)
-    due = any(cb._due() for cb in callbacks if isinstance(cb, IntervalCheckpoint))
-    signum, due = _largest_over_ranks(trainer, signum, int(due))
-    trainer._spikelight_batch_vote = (key, (signum, bool(due)))
-    return signum, bool(due)
+    voters = [cb for cb in getattr(trainer, "callbacks", []) if isinstance(cb, (PreemptionCheckpoint, IntervalCheckpoint))]
+    cached = getattr(trainer, _VOTE, None)
+    if cached is None or cached[0] != key:
+        mine = [(cb.received or 0) if isinstance(cb, PreemptionCheckpoint) else int(cb._due()) for cb in voters]
+        cached = (key, dict(zip(map(id, voters), _largest_over_ranks(trainer, *mine))))
+        setattr(trainer, _VOTE, cached)
+    return cached[1].get(id(asking), 0)
+
+
+def _forget_votes(trainer: L.Trainer) -> None:
+    """At a fit's start: a vote of an earlier fit on this trainer is not this one's (its counters may repeat)."""
+    if hasattr(trainer, _VOTE):
+        delattr(trainer, _VOTE)
 
 
 def _validates_next(trainer: L.Trainer) -> bool:
@@ -187,11 +195,13 @@ class PreemptionCheckpoint(L.Callback):
         self.path: Path | None = None
         self._previous: dict[int, Any] = {}
         self._after_epoch_end = False  # a signal in an epoch's last batch waits for the epoch's end
+        self._ctrl_c = False  # pressed once (whatever signal the processes agreed on since)
 
     def _handler(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT:
-            if self.received == signal.SIGINT:  # Ctrl-C twice: stop now (Lightning's own shutdown)
+            if self._ctrl_c:  # Ctrl-C twice: stop now (Lightning's own shutdown)
                 raise KeyboardInterrupt
+            self._ctrl_c = True
             import sys
 
             print("\n[spikelight] Ctrl-C: stopping at the end of this batch with a checkpoint "
@@ -199,6 +209,7 @@ class PreemptionCheckpoint(L.Callback):
         self.received = signum
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _forget_votes(trainer)
         # after Lightning's own signal setup (which would replace these handlers)
         import threading
 
@@ -237,7 +248,7 @@ class PreemptionCheckpoint(L.Callback):
         return True
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if self._take(_batch_vote(trainer)[0]) is None or self._after_epoch_end:
+        if self._take(_batch_vote(trainer, self)) is None or self._after_epoch_end:
             return
         if not _between_steps(trainer):
             return  # inside a gradient accumulation: its batches' gradients are in no checkpoint
@@ -338,6 +349,7 @@ class IntervalCheckpoint(L.Callback):
         return _checkpoint_folder(trainer) / self.filename
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _forget_votes(trainer)
         self._since = time.monotonic()
         path, source = self._path(trainer), trainer.ckpt_path
         if trainer.is_global_zero and not (source and Path(source).resolve() == path.resolve()):
@@ -357,7 +369,7 @@ class IntervalCheckpoint(L.Callback):
         return self._since is not None and time.monotonic() - self._since >= 60.0 * self.minutes
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if not _batch_vote(trainer)[1]:  # (under DDP: when any process's time is up)
+        if not _batch_vote(trainer, self):  # (under DDP: when any process's time is up)
             return
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or not _between_steps(trainer) or _validates_next(trainer):
             return

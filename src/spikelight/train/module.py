@@ -221,9 +221,7 @@ class SpikingClassifier(L.LightningModule):
         opt.zero_grad()
         self.learning.apply(self.model, result.grads)
         if self.trainer.world_size > 1:  # DDP averages autograd's gradients only; these are the rule's own
-            for p in self.parameters():
-                if p.grad is not None:
-                    p.grad.copy_(self.trainer.strategy.reduce(p.grad, reduce_op="mean"))
+            self._average_gradients_over_processes()
         if self.manual_gradient_clip_val:
             self.configure_gradient_clipping(opt, self.manual_gradient_clip_val, "norm")
         self.learning.before_step(self.model)
@@ -233,6 +231,19 @@ class SpikingClassifier(L.LightningModule):
         if scheduler is not None and self.scheduler_interval == "step":
             scheduler.step()
         return self._log_step("train", result.out, y, result.loss, self.train_acc)
+
+    def _average_gradients_over_processes(self) -> None:
+        """The mean of every gradient over the processes of a DDP run, in one all-reduce."""
+        import torch.distributed as dist
+
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads or not (dist.is_available() and dist.is_initialized()):
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.trainer.world_size
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
 
     def on_train_epoch_end(self) -> None:
         self._raise_if_nonfinite()
@@ -389,7 +400,9 @@ class SpikingClassifier(L.LightningModule):
             "cuda": [],  # (older checkpoints: every device's state, from rank 0)
             "cuda_device": torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
         }
-        checkpoint["world_size"] = self.trainer.world_size if self._trainer is not None else 1
+        # the processes the training set was shared among: a resume inside an epoch continues each one's share
+        sampler = getattr(self.trainer.train_dataloader, "sampler", None) if self._trainer is not None else None
+        checkpoint["train_shards"] = int(getattr(sampler, "num_replicas", 1))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # before Lightning restores its loops: an epoch-end checkpoint resumes at the next epoch, one stopped inside
@@ -397,7 +410,7 @@ class SpikingClassifier(L.LightningModule):
         mend_loop_state(checkpoint)
         self.val_acc_best = float(checkpoint.get("val_acc_best", 0.0))
         self._resume_rng = checkpoint.get("rng_state")
-        self._resume_world_size = int(checkpoint.get("world_size", 1))
+        self._resume_shards = checkpoint.get("train_shards")  # (None: a checkpoint from before it was stored)
 
     def on_train_start(self) -> None:
         # after the sanity check (which draws random numbers too), before the first batch
@@ -406,8 +419,11 @@ class SpikingClassifier(L.LightningModule):
             torch.set_rng_state(rng["torch"])
             if rng.get("cuda_device") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state(rng["cuda_device"])  # this process's current device
-            elif rng.get("cuda") and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
+            elif rng.get("cuda") and torch.cuda.is_available():  # an older checkpoint: every device's, from rank 0
+                if self.trainer.world_size > 1:
+                    torch.cuda.set_rng_state(rng["cuda"][0])  # rank 0's own device (its other devices' never drawn on)
+                else:
+                    torch.cuda.set_rng_state_all(rng["cuda"])
             self._resume_rng = None
             self._skip_seen_batches()
 
@@ -424,12 +440,13 @@ class SpikingClassifier(L.LightningModule):
         done = (trainer.global_step % steps_per_epoch) * trainer.accumulate_grad_batches
         if not done:
             return
-        before = getattr(self, "_resume_world_size", trainer.world_size)
-        if before != trainer.world_size:
-            rank_zero_warn(f"resumed inside an epoch, after {done} batches, with {trainer.world_size} processes where the "
-                           f"checkpoint's run had {before}: the processes' shares of that epoch are not the ones trained on, so "
-                           "nothing is left out (the epoch's remaining steps take the first batches of each new share)")
-            return
+        before, now = getattr(self, "_resume_shards", None), getattr(sampler, "num_replicas", None)
+        if before is not None and now is not None and int(before) != int(now):
+            raise ConfigError(
+                f"this checkpoint was written inside an epoch by a run whose training set was shared among {before} "
+                f"process(es); this run shares it among {now}, so the rest of that epoch cannot be continued: resume "
+                f"with trainer.devices (x trainer.num_nodes) giving {before} process(es), or from the checkpoint of an "
+                "epoch's end (last.ckpt / epoch_*.ckpt written at it)")
         if hasattr(sampler, "skip_next"):
             sampler.skip_next(done * loader.batch_size)
         else:  # (Lightning's own warning about this is silenced: spikelight's samplers resume)
