@@ -21,7 +21,6 @@ lane_a=(
   "sfa_bptt_s2|model=lsnn neuron=sfa $FULL seed=2 $E"
   "sfa_tbptt50_s2|model=lsnn neuron=sfa model.tbptt_steps=50 seed=2 $E"
   "sfa_eprop_s0|model=lsnn neuron=sfa learning=eprop seed=0 $E"
-  "lif_bptt_s0|model=lsnn neuron=lif $FULL seed=0 $E"
   "sfa_bptt_lr3e3_s0|model=lsnn neuron=sfa $FULL optimizer.lr=0.003 seed=0 $E"
 )
 # (2026-12-06, fifth session: the lanes re-ordered to even them out (e-prop ~6.5 s a step: ~8 h for 20 epochs) and
@@ -36,6 +35,8 @@ lane_b=(
   "lstm_s0|model=lstm model.hidden=110 seed=0 trainer.gradient_clip_val=1.0 $E"
   "lif_tbptt50_s0|model=lsnn neuron=lif model.tbptt_steps=50 seed=0 $E"
   "bellec_lif_s0|experiment=lsnn_smnist data=sfmnist neuron.adaptive_fraction=0 seed=0 $E"
+  # (2026-12-07 01:25 UTC, ninth session: lif_bptt_s0 moved here from lane a to even the lanes: ~5 h each left)
+  "lif_bptt_s0|model=lsnn neuron=lif $FULL seed=0 $E"
 )
 case "${1:-}" in a) runs=("${lane_a[@]}") ;; b) runs=("${lane_b[@]}") ;; *) echo "usage: $0 a|b"; exit 2 ;; esac
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 WANDB_MODE=disabled
