@@ -22,6 +22,9 @@ lane_a=(
   "sfa_tbptt50_s2|model=lsnn neuron=sfa model.tbptt_steps=50 seed=2 $E"
   "sfa_eprop_s0|model=lsnn neuron=sfa learning=eprop seed=0 $E"
   "sfa_bptt_lr3e3_s0|model=lsnn neuron=sfa $FULL optimizer.lr=0.003 seed=0 $E"
+  # (2026-12-07, ninth session: lstm_s0 collapsed twice at a constant 1e-3; the same LSTM with the learning rate
+  # decayed to 0 over the 20 epochs (scheduler=cosine), chosen before it ran, as a second, stated recipe)
+  "lstm_cosine_s0|model=lstm model.hidden=110 seed=0 trainer.gradient_clip_val=1.0 scheduler=cosine $E"
 )
 # (2026-12-06, fifth session: the lanes re-ordered to even them out (e-prop ~6.5 s a step: ~8 h for 20 epochs) and
 # to put what issue 19 asks for first; added lif_tbptt50_s0 = the LIF-RSNN at the design card's defaults and

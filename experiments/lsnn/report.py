@@ -29,7 +29,8 @@ OUT = Path(__file__).resolve().parent
 #: units, the same 50.8 K parameters as model=lsnn)
 COMPARISONS = [
     ("LSNN vs LIF-RSNN vs LSTM", "model=lsnn's defaults (50-step truncated BPTT), equal parameter count; "
-     "lif_bptt_s0 is the LIF-RSNN under full BPTT", ["sfa_tbptt50_s0", "lif_tbptt50_s0", "lstm_s0", "lif_bptt_s0"]),
+     "lif_bptt_s0 is the LIF-RSNN under full BPTT; lstm_cosine_s0 is the LSTM with its learning rate decayed to 0 "
+     "over the 20 epochs (cosine)", ["sfa_tbptt50_s0", "lif_tbptt50_s0", "lstm_s0", "lstm_cosine_s0", "lif_bptt_s0"]),
     ("Bellec et al.'s settings", "experiment=lsnn_smnist (LSNN-official's neuron and recipe: 80-channel "
      "threshold-crossing input, 840 steps, full BPTT without clipping, Adam 1e-2 decayed ×0.8 every 2,500 steps, "
      "firing-rate regulariser): 100 adaptive + 120 LIF neurons vs 220 LIF", ["bellec_s0", "bellec_lif_s0"]),
