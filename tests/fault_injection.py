@@ -65,3 +65,22 @@ class SlowExitOnRankZero(L.Callback):
 
         if trainer.global_rank == 0:
             time.sleep(self.seconds)
+
+
+class SaveFailsOnRankZero(L.Callback):
+    """The first checkpoint save fails on rank 0 alone, as a full disk does (only rank 0 writes): rank 0 raises
+    ``OSError(ENOSPC)``; every other process writes its pid to ``pid_file`` + its rank and then waits, as it would
+    in Lightning's barrier after the save under NCCL (until its 30-minute timeout; gloo notices a dead peer)."""
+
+    def __init__(self, pid_file: str, wait_s: float = 600.0) -> None:
+        self.pid_file, self.wait_s = pid_file, wait_s
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        import errno
+        import time
+
+        if trainer.global_rank == 0:
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        with open(f"{self.pid_file}{trainer.global_rank}", "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(self.wait_s)

@@ -9,6 +9,7 @@ cheaper than a subprocess per case.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -495,6 +496,25 @@ def test_a_ddp_run_stopped_inside_an_epoch_resumes_to_the_same_weights(tmp_path,
     assert w_res["global_step"] == w_full["global_step"] == 20
     for k, v in w_full["state_dict"].items():
         assert torch.equal(v, w_res["state_dict"][k]), k
+
+
+@pytest.mark.slow
+def test_a_checkpoint_write_failing_on_rank_zero_alone_does_not_leave_the_other_process_waiting(tmp_path):
+    """Rank 0 cannot write its checkpoint (a full disk); rank 1 waits for it, as in Lightning's barrier after a save
+    under NCCL (30 minutes). The run fails in one line with rank 0's error, and rank 1 is killed after
+    STOP_GRACE_S (30 s) instead of holding its GPU — and this test's pipes — for the wait."""
+    run, pid_file = tmp_path / "run", tmp_path / "pid_rank"
+    start = time.monotonic()
+    proc = _ddp_run(tmp_path, run, *DDP, "trainer.max_epochs=1", "+callbacks.fault.wait_s=300",
+                    "+callbacks.fault._target_=tests.fault_injection.SaveFailsOnRankZero", f"+callbacks.fault.pid_file={pid_file}")
+    elapsed = time.monotonic() - start
+    assert proc.returncode != 0 and "No space left on device (injected)" in proc.stderr, proc.stderr[-3000:]
+    assert elapsed < 240, elapsed  # not rank 1's 300 s (~80 s: starting two processes, an epoch, the 30 s grace)
+    pid = int(Path(f"{pid_file}1").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "failed" and "No space left on device" in results["error"], results
 
 
 def _sigterm_run(tmp_path: Path, step: int, logger: str,

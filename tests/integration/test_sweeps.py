@@ -8,7 +8,11 @@ import json
 import math
 import os
 import re
+import signal
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -249,6 +253,50 @@ def test_job_scope_restores_the_job_environment(monkeypatch):
         os.environ["LOCAL_RANK"] = "0"  # what Lightning's launcher sets for the main process
         os.environ["WANDB_MODE"] = "dryrun"  # what an offline WandbLogger sets
     assert "LOCAL_RANK" not in os.environ and os.environ["WANDB_MODE"] == "disabled"
+
+
+def _sleeper(seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+
+
+def test_a_job_failed_in_rank_zero_kills_the_processes_left_waiting_for_it(monkeypatch):
+    """Rank 0 of Lightning's launcher failed alone (its checkpoint write, say): the process still waiting for it
+    (in a collective that NCCL would hold for 30 minutes) is killed after the grace; one that exits by itself
+    within the grace (a stop every process agreed on) is not; the watcher, stopped first, kills no one else
+    (here its 'main process' is a stand-in, which must outlive it)."""
+    monkeypatch.setattr(distributed, "STOP_GRACE_S", 3.0)
+    waiting, exiting, main = _sleeper(120), _sleeper(1), _sleeper(120)
+    try:
+        distributed._watch_started([waiting, exiting], main_pid=main.pid)
+        watcher = distributed._started[0][1]
+        start = time.monotonic()
+        with pytest.raises(OSError, match="No space"), distributed.job_scope():
+            raise OSError(28, "No space left on device")
+        assert 2.5 < time.monotonic() - start < 30
+        assert waiting.returncode == -signal.SIGKILL and exiting.returncode == 0
+        watcher.join(timeout=10)
+        assert not watcher.is_alive() and distributed._started == []
+        with pytest.raises(subprocess.TimeoutExpired):  # not killed (a kill is not instant: wait a second for it)
+            main.wait(timeout=1)
+    finally:
+        for p in (waiting, exiting, main):
+            p.kill()
+            p.wait()
+
+
+def test_a_job_that_ends_well_leaves_the_processes_it_started_alone():
+    proc, main = _sleeper(120), _sleeper(120)
+    try:
+        distributed._watch_started([proc], main_pid=main.pid)
+        with distributed.job_scope():
+            pass
+        assert proc.poll() is None and distributed._started == []
+        proc.kill()  # then one of them fails: the watcher (every 5 s), still on, kills the main process as Lightning's
+        assert main.wait(timeout=20) == -signal.SIGKILL
+    finally:
+        for p in (proc, main):
+            p.kill()
+            p.wait()
 
 
 @pytest.mark.parametrize(("env", "rank_dir"), [

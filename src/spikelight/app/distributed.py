@@ -8,6 +8,10 @@
   the environment it started with (Lightning's ``LOCAL_RANK``, ``WORLD_SIZE``, ...
   and wandb's ``WANDB_MODE``) and no leftover process group, so job 2 starts its
   own processes instead of waiting for job 1's, which have exited.
+- A job that fails in rank 0 alone (a full disk while it writes a checkpoint, which
+  only rank 0 does; a logger's error) leaves the processes Lightning started waiting
+  for it in a collective (NCCL: 30 minutes): :func:`job_scope` gives them
+  :data:`STOP_GRACE_S` to exit by themselves, then kills them.
 - ``torchrun`` / ``srun`` start every rank themselves; each rank runs ``train.py``.
   :func:`launcher_overrides` gives them one shared run folder (Hydra would name
   one per process) and keeps ranks other than 0 from writing Hydra's files.
@@ -16,7 +20,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -34,11 +41,17 @@ JOB_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE"
 @contextmanager
 def job_scope() -> Iterator[None]:
     """Run one job: afterwards restore :data:`JOB_ENV` as it was and destroy the
-    ``torch.distributed`` process group the job created (Lightning keeps it until exit)."""
+    ``torch.distributed`` process group the job created (Lightning keeps it until exit).
+    A job that failed here (rank 0 of Lightning's launcher) stops the processes it started
+    (:func:`_stop_started`) rather than leave them waiting for it."""
     saved = {k: os.environ.get(k) for k in JOB_ENV}
     try:
         yield
+    except BaseException:
+        _stop_started()
+        raise
     finally:
+        _started.clear()
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
@@ -95,14 +108,76 @@ def started_by_rank_zero(args: list[str], env: Mapping[str, str] | None = None) 
 
 
 def install_ddp_job_command() -> None:
-    """Make Lightning's DDP process launcher start :func:`ddp_job_command` (idempotent).
-    Outside a sweep the command is the same as Lightning's, with the job's own overrides."""
+    """Make Lightning's DDP process launcher start :func:`ddp_job_command` (idempotent), and watch the processes
+    it starts with :func:`_watch_started`. Outside a sweep the command is the same as Lightning's, with the job's
+    own overrides."""
     from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
     from lightning.pytorch.strategies.launchers import subprocess_script as pytorch_launcher
 
     for module in (fabric_launcher, pytorch_launcher):
         if getattr(module, "_hydra_subprocess_cmd", None) is not ddp_job_command:
             module._hydra_subprocess_cmd = ddp_job_command
+        if getattr(module, "_launch_process_observer", None) is not _watch_started:
+            module._launch_process_observer = _watch_started
+
+
+# --- the processes Lightning's launcher started for the running job --------------------
+#: seconds they have to exit by themselves once rank 0 failed: a stop every process agreed on (pre-emption, a
+#: NaN) ends each of them within a few seconds; a failure of rank 0 alone (a full disk while it writes a
+#: checkpoint, a logger's error) leaves them waiting in a collective — NCCL's for its 30-minute timeout
+STOP_GRACE_S = 30.0
+
+#: (the processes, their watcher) of the running job, rank 0 of Lightning's launcher only
+_started: list[tuple[list[subprocess.Popen], _Watcher]] = []
+
+
+class _Watcher(threading.Thread):
+    """Lightning's watcher of the processes its launcher started (``_ChildProcessObserver``: every 5 s, when one
+    has exited non-zero, SIGKILL the others and this process, so that none is left waiting in a collective),
+    which :meth:`stop` ends for good: it would take the processes :func:`_stop_started` kills for a failure and
+    SIGKILL rank 0 in the middle of its own error handling."""
+
+    def __init__(self, procs: list[subprocess.Popen], main_pid: int, period_s: float = 5.0) -> None:
+        from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
+
+        super().__init__(daemon=True, name="spikelight-process-watcher")
+        self._lightning = _ChildProcessObserver(main_pid=main_pid, child_processes=procs)
+        self._period_s, self._lock, self._stopped = period_s, threading.Lock(), threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self._period_s):
+            with self._lock:  # stop() waits for a look in progress to end
+                if self._stopped.is_set() or self._lightning._run():
+                    return
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped.set()
+
+
+def _watch_started(child_processes: list[subprocess.Popen], main_pid: int | None = None) -> None:
+    """Lightning's ``_launch_process_observer`` (what its launcher calls once it started the processes), with a
+    watcher :func:`_stop_started` can stop; ``main_pid`` (tests): the process the watcher kills, else this one."""
+    watcher = _Watcher(child_processes, os.getpid() if main_pid is None else main_pid)
+    watcher.start()
+    _started.append((child_processes, watcher))
+
+
+def _stop_started(grace_s: float | None = None) -> None:
+    """After the running job failed in this process: stop the watcher of the processes Lightning's launcher
+    started, give them ``grace_s`` (:data:`STOP_GRACE_S`) to exit by themselves, then SIGKILL those still running
+    (as Lightning does after a Ctrl-C), so that none waits for this process in a collective."""
+    deadline = time.monotonic() + (STOP_GRACE_S if grace_s is None else grace_s)
+    for _, watcher in _started:
+        watcher.stop()
+    for procs, _ in _started:
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    _started.clear()
 
 
 # --- processes started by torchrun / srun ------------------------------------------
