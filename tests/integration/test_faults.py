@@ -397,8 +397,10 @@ def test_the_processes_of_a_ddp_run_agree_on_every_checkpoint_decision(tmp_path)
     """Lightning's save_checkpoint waits for every process: one that decided otherwise would go on training and
     the run would hang. After a batch: a signal that reached only rank 1 stops both, rank 0's interval that is up
     saves on both, in one all-reduce for the two callbacks. At an epoch's start: SIGUSR1 on rank 0 and SIGTERM on
-    rank 1 stop both with one exit code, rank 0 deciding which file to name. The sampler shards by the process
-    group when nobody says how."""
+    rank 1 stop both with one exit code, rank 0 deciding which file to name (at the training's end: the last.ckpt
+    it wrote). The sampler shards by the process group when nobody says how."""
+    from types import SimpleNamespace
+
     import torch.distributed as dist
 
     from spikelight.data.base import EpochShuffleSampler
@@ -428,13 +430,23 @@ def test_the_processes_of_a_ddp_run_agree_on_every_checkpoint_decision(tmp_path)
         at_start.received = signal.SIGUSR1 if rank == 0 else signal.SIGTERM
         with pytest.raises(Preempted) as at_epoch_start:
             at_start.on_train_epoch_start(trainer, None)
+        # at the training's end, last.ckpt of this step written: rank 0 names it for both (no save; rank 1 alone
+        # cannot see which checkpoints the run wrote, and saving would wait for rank 0 in Lightning's barrier)
+        trainer.checkpoint_callbacks = [SimpleNamespace(save_weights_only=False, best_model_path="",
+                                                        last_model_path=str(last))]  # fmt: skip
+        at_end = PreemptionCheckpoint()
+        at_end.received = signal.SIGTERM if rank == 1 else None
+        with pytest.raises(Preempted) as at_train_end:
+            at_end.on_train_end(trainer, None)
         sampler = EpochShuffleSampler(10)
         return (f"{saved} {after_batch.value.code} {at_epoch_start.value.code} {at_batch_end} "
-                f"{sampler.num_replicas} {sampler.rank} {len(list(sampler))}")
+                f"{sampler.num_replicas} {sampler.rank} {len(list(sampler))} {Path(at_train_end.value.path).name}")
 
+    last = tmp_path / "last.ckpt"
+    torch.save({"global_step": 3}, last)
     saves = "['interval.ckpt', 'preempted.ckpt', 'preempted.ckpt']"
     code = 128 + signal.SIGTERM
-    assert _in_two_ranks(tmp_path, decide) == [f"{saves} {code} {code} 1 2 {rank} 5" for rank in (0, 1)]
+    assert _in_two_ranks(tmp_path, decide) == [f"{saves} {code} {code} 1 2 {rank} 5 last.ckpt" for rank in (0, 1)]
 
 
 DDP = ["accelerator=ddp", "trainer.devices=2", *FAST[2:], "trainer.deterministic=true", "seed=7", "test=false",
