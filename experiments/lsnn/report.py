@@ -212,22 +212,32 @@ def comparisons(runs: list[dict], tested: dict) -> list[str]:
     return lines
 
 
+def _plot_run(ax, r: dict, colour, label: str) -> None:
+    """One run's validation accuracy per epoch (full BPTT dashed); × after the last epoch of a diverged run: the
+    epoch it stopped in."""
+    x, y = [e + 1 for e in r["epochs"]], [100 * v for v in r["val"]]
+    full_bptt = "bptt_" in r["name"] and "tbptt" not in r["name"]
+    ax.plot(x, y, "--" if full_bptt else "-", marker=".", color=colour, label=label)
+    if r["status"].startswith("diverged"):
+        ax.plot([x[-1] + 1], [y[-1]], marker="x", markersize=9, color=colour, linestyle="none")
+
+
+def _colours(runs: list[dict], plt) -> dict[str, tuple]:
+    """One colour per run (up to 20 distinct), the same in both figures."""
+    cmap = plt.get_cmap("tab20")
+    return {r["name"]: cmap(i % 20) for i, r in enumerate(runs)}
+
+
 def comparison_figure(runs: list[dict], plt) -> None:
     """experiments/lsnn/comparisons.png: one panel per comparison, validation accuracy per epoch, a run keeps its
     colour in every panel; × marks the epoch a diverged run stopped in."""
     by_name = {r["name"]: r for r in runs}
-    colours = {r["name"]: f"C{i % 10}" for i, r in enumerate(runs)}
+    colours = _colours(runs, plt)
     fig, axes = plt.subplots(2, 2, figsize=(13, 9), sharey=True)
     for ax, (title, _, names) in zip(axes.flat, COMPARISONS):
         for name in names:
-            r = by_name.get(name)
-            if r is None:
-                continue
-            x, y = [e + 1 for e in r["epochs"]], [100 * v for v in r["val"]]
-            dashed = "--" if "bptt_s" in name and "tbptt" not in name else "-"
-            ax.plot(x, y, dashed, marker=".", color=colours[name], label=name)
-            if r["status"].startswith("diverged"):
-                ax.plot([x[-1] + 1], [y[-1]], marker="x", markersize=9, color=colours[name], linestyle="none")
+            if name in by_name:
+                _plot_run(ax, by_name[name], colours[name], name)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
@@ -235,7 +245,7 @@ def comparison_figure(runs: list[dict], plt) -> None:
         ax.legend(fontsize=7)
     for ax in axes[:, 0]:
         ax.set_ylabel("validation accuracy (%)")
-    fig.suptitle("Sequential Fashion-MNIST, pixel by pixel (784 steps); × = diverged in that epoch")
+    fig.suptitle("Sequential Fashion-MNIST, pixel by pixel (784 steps); full BPTT dashed; × = diverged in that epoch")
     fig.tight_layout()
     fig.savefig(OUT / "comparisons.png", dpi=110)
 
@@ -253,19 +263,16 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(10, 5))
+    colours = _colours(runs, plt)
     for r in runs:
-        x, y = [e + 1 for e in r["epochs"]], [100 * v for v in r["val"]]
-        diverged = r["status"].startswith("diverged")
-        (line,) = ax.plot(x, y, marker=".", label=r["name"] + (" (diverged ×)" if diverged else ""))
-        if diverged:  # the epoch it stopped in: an × after its last validation
-            ax.plot([x[-1] + 1], [y[-1]], marker="x", markersize=9, color=line.get_color(), linestyle="none")
+        _plot_run(ax, r, colours[r["name"]], r["name"] + (" (diverged ×)" if r["status"].startswith("diverged") else ""))
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("Sequential Fashion-MNIST, pixel by pixel (784 steps)")
+    ax.set_title("Sequential Fashion-MNIST, pixel by pixel (784 steps); full BPTT dashed")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(OUT / "curves.png", dpi=120)
     comparison_figure(runs, plt)
