@@ -4,6 +4,7 @@ processes per sweep job, torchrun / srun run folders, same seed → same metrics
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
 import os
@@ -217,9 +218,13 @@ def test_ddp_processes_run_this_job_in_its_folder(tmp_path):
     assert not distributed.started_by_rank_zero(command, {"LOCAL_RANK": "0"})
     assert not distributed.started_by_rank_zero(command, {"LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "2"})
     distributed.install_ddp_job_command()
+    from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
     from lightning.pytorch.strategies.launchers import subprocess_script
 
     assert subprocess_script._hydra_subprocess_cmd is distributed.ddp_job_command
+    # Lightning's launcher calls its module's _launch_process_observer (a renamed one would leave ours unused)
+    assert "_launch_process_observer(self.procs)" in inspect.getsource(subprocess_script._SubprocessScriptLauncher)
+    assert subprocess_script._launch_process_observer is fabric_launcher._launch_process_observer is distributed._watch_started
 
 
 def test_a_ddp_process_takes_rank_zeros_resolved_arguments_as_they_are(tmp_path, monkeypatch):
@@ -259,21 +264,22 @@ def _sleeper(seconds: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
 
 
-def test_a_job_failed_in_rank_zero_kills_the_processes_left_waiting_for_it(monkeypatch):
+def test_a_job_failed_in_rank_zero_kills_the_processes_left_waiting_for_it(monkeypatch, capsys):
     """Rank 0 of Lightning's launcher failed alone (its checkpoint write, say): the process still waiting for it
-    (in a collective that NCCL would hold for 30 minutes) is killed after the grace; one that exits by itself
-    within the grace (a stop every process agreed on) is not; the watcher, stopped first, kills no one else
-    (here its 'main process' is a stand-in, which must outlive it)."""
+    (in a collective that NCCL would hold for 30 minutes) is killed after the grace, said in one line; one that
+    exits by itself within the grace is not; the watcher, stopped first, kills no one else (here its 'main
+    process' is a stand-in, which must outlive it)."""
     monkeypatch.setattr(distributed, "STOP_GRACE_S", 3.0)
-    waiting, exiting, main = _sleeper(120), _sleeper(1), _sleeper(120)
+    exiting, waiting, main = _sleeper(0.5), _sleeper(120), _sleeper(120)
     try:
-        distributed._watch_started([waiting, exiting], main_pid=main.pid)
+        distributed._watch_started([exiting, waiting], main_pid=main.pid)
         watcher = distributed._started[0][1]
         start = time.monotonic()
         with pytest.raises(OSError, match="No space"), distributed.job_scope():
             raise OSError(28, "No space left on device")
         assert 2.5 < time.monotonic() - start < 30
         assert waiting.returncode == -signal.SIGKILL and exiting.returncode == 0
+        assert "waiting up to 3 s for the 2 other processes" in capsys.readouterr().err
         watcher.join(timeout=10)
         assert not watcher.is_alive() and distributed._started == []
         with pytest.raises(subprocess.TimeoutExpired):  # not killed (a kill is not instant: wait a second for it)
@@ -282,6 +288,72 @@ def test_a_job_failed_in_rank_zero_kills_the_processes_left_waiting_for_it(monke
         for p in (waiting, exiting, main):
             p.kill()
             p.wait()
+
+
+def test_a_ctrl_c_while_rank_zero_waits_for_the_others_kills_them_at_once(monkeypatch):
+    """The wait after a failure is interrupted (a Ctrl-C: the user saw the run hang): the processes are killed
+    then, not left waiting (nothing else would kill them: the watcher is stopped)."""
+    monkeypatch.setattr(distributed, "STOP_GRACE_S", 60.0)
+    waiting, main = _sleeper(120), _sleeper(120)
+
+    def ctrl_c(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, ctrl_c)
+    try:
+        distributed._watch_started([waiting], main_pid=main.pid)
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt), distributed.job_scope():
+            raise RuntimeError("a logger failed on rank 0")
+        assert time.monotonic() - start < 30 and waiting.wait(timeout=10) == -signal.SIGKILL
+        assert main.poll() is None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        for p in (waiting, main):
+            p.kill()
+            p.wait()
+
+
+def test_a_stop_every_process_agreed_on_leaves_the_others_to_exit_by_themselves(monkeypatch):
+    """A pre-emption or a NaN stops every process at the same step; the others exit 0 by themselves (rank 0 neither
+    waits for nor kills them, and its watcher stays on)."""
+    from spikelight.core.errors import NonFiniteLossError
+    from spikelight.train.faults import Preempted
+
+    monkeypatch.setattr(distributed, "STOP_GRACE_S", 0.0)
+    for stop in (Preempted(143, "SIGTERM at epoch 0, step 4: saved x"), NonFiniteLossError("loss is nan")):
+        proc, main = _sleeper(120), _sleeper(120)
+        try:
+            distributed._watch_started([proc], main_pid=main.pid)
+            watcher = distributed._started[0][1]
+            with pytest.raises(type(stop)), distributed.job_scope():
+                raise stop
+            time.sleep(0.5)
+            assert proc.poll() is None and watcher.is_alive() and not watcher._stopped.is_set()
+        finally:
+            watcher.stop()
+            for p in (proc, main):
+                p.kill()
+                p.wait()
+
+
+@pytest.mark.parametrize(("env", "reports"), [
+    ({}, False),  # one process
+    ({"LOCAL_RANK": "1"}, False),  # (without the job name Lightning's launcher gives)
+    ({"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, True),
+    ({"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, False),
+    ({"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_JOB_NAME": "job"}, True),
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_JOB_NAME": "job"}, False),
+])  # fmt: skip
+def test_the_ranks_other_than_zero_leave_an_agreed_stop_to_rank_zero(env, reports):
+    """After a pre-emption or a NaN every process stops; those other than rank 0 exit 0 (torchrun, srun
+    --kill-on-bad-exit and Lightning's watcher end the whole run when one exits non-zero, rank 0 in the middle
+    of its report)."""
+    assert distributed.reports_to_rank_zero(["model=lsnn"], env) is reports
+    started = ["model=lsnn", f"hydra.job.name={distributed.PROCESS_JOB}1"]
+    assert distributed.reports_to_rank_zero(started, {"LOCAL_RANK": "1"})
 
 
 def test_a_job_that_ends_well_leaves_the_processes_it_started_alone():

@@ -38,7 +38,13 @@ from spikelight.app.checks import check_accelerator, check_ranges, check_types, 
 from spikelight.app.ckpt import check_fits, load_checkpoint, newest_checkpoint, resolve_ckpt_path
 from spikelight.app.compat import upgrade_targets
 from spikelight.app.denormals import flush_denormals
-from spikelight.app.distributed import install_ddp_job_command, job_scope, launcher_overrides, started_by_rank_zero
+from spikelight.app.distributed import (
+    install_ddp_job_command,
+    job_scope,
+    launcher_overrides,
+    reports_to_rank_zero,
+    started_by_rank_zero,
+)
 from spikelight.app.rundir import (
     clear_failed_mark,
     continue_metrics_csv,
@@ -613,7 +619,7 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
     except USER_ERRORS as err:
         msg = _one_line(err)
         _failed(cfg, f"error: {msg}" if msg else f"{type(err).__name__}: {err}", time.perf_counter() - start)
-        if isinstance(err, NonFiniteLossError) and started_by_rank_zero(sys.argv[1:]):
+        if isinstance(err, NonFiniteLossError) and reports_to_rank_zero(sys.argv[1:]):
             sys.exit(0)  # every process stops at this step (the checks see the averaged gradient): rank 0 reports it
         if msg is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -625,9 +631,9 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
         _failed(cfg, f"stopped: {err.message}", time.perf_counter() - start, err.metrics, "stopped")
         resume = resume_command(err.path) if err.path is not None else "python train.py ckpt_path=last"
         _stop_line(f"stopped: {err.message}; resume: {resume}")
-        if started_by_rank_zero(sys.argv[1:]):
-            # a process Lightning's launcher started: rank 0 gives the exit code (the launcher's watcher SIGKILLs
-            # every process, rank 0 too, as soon as one of those it started exits non-zero); so for a NaN stop
+        if reports_to_rank_zero(sys.argv[1:]):
+            # not rank 0: rank 0 gives the exit code (Lightning's watcher SIGKILLs every process, rank 0 too, as soon
+            # as one of those it started exits non-zero; srun --kill-on-bad-exit ends the others); so for a NaN stop
             sys.exit(0)
         raise
     except SystemExit as err:  # Lightning exits 1 after a Ctrl-C it handled (a second Ctrl-C: no checkpoint now)

@@ -29,7 +29,8 @@ from contextlib import contextmanager
 
 from spikelight.core.errors import ConfigError
 
-__all__ = ["install_ddp_job_command", "job_scope", "launcher", "launcher_overrides", "started_by_rank_zero", "JOB_ENV"]
+__all__ = ["agreed_stop", "install_ddp_job_command", "job_scope", "launcher", "launcher_overrides", "reports_to_rank_zero",
+           "started_by_rank_zero", "JOB_ENV"]
 
 # the job name of the processes Lightning's launcher starts (:func:`ddp_job_command`)
 PROCESS_JOB = "train_ddp_process_"
@@ -42,13 +43,15 @@ JOB_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE"
 def job_scope() -> Iterator[None]:
     """Run one job: afterwards restore :data:`JOB_ENV` as it was and destroy the
     ``torch.distributed`` process group the job created (Lightning keeps it until exit).
-    A job that failed here (rank 0 of Lightning's launcher) stops the processes it started
-    (:func:`_stop_started`) rather than leave them waiting for it."""
+    A job that failed in this process (rank 0 of Lightning's launcher) other than by a stop every
+    process agreed on (a pre-emption, a NaN: they exit by themselves) stops the processes it
+    started (:func:`_stop_started`) rather than leave them waiting for it."""
     saved = {k: os.environ.get(k) for k in JOB_ENV}
     try:
         yield
-    except BaseException:
-        _stop_started()
+    except BaseException as err:
+        if not agreed_stop(err):
+            _stop_started()
         raise
     finally:
         _started.clear()
@@ -95,6 +98,15 @@ def ddp_job_command(local_rank: int) -> tuple[list[str], str]:
     return command, get_original_cwd()
 
 
+def reports_to_rank_zero(args: list[str], env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is one of a DDP run's other than rank 0, which after a stop every process agreed on
+    (:func:`agreed_stop`) exits 0 and leaves the report to rank 0: one started by Lightning's launcher (whose
+    watcher SIGKILLs every process, rank 0 too, when one it started exits non-zero) or a rank ≥ 1 of torchrun /
+    srun (whose ``--kill-on-bad-exit`` ends the others, rank 0 in the middle of its report, when one fails)."""
+    env = os.environ if env is None else env
+    return started_by_rank_zero(args, env) or (launcher(env) is not None and _rank(env) != 0)
+
+
 def started_by_rank_zero(args: list[str], env: Mapping[str, str] | None = None) -> bool:
     """Whether this process is one Lightning's DDP launcher started, running a :func:`ddp_job_command` (``args``:
     its command line without the script; ``env``: its environment, where the launcher set ``LOCAL_RANK`` >= 1):
@@ -135,7 +147,9 @@ class _Watcher(threading.Thread):
     """Lightning's watcher of the processes its launcher started (``_ChildProcessObserver``: every 5 s, when one
     has exited non-zero, SIGKILL the others and this process, so that none is left waiting in a collective),
     which :meth:`stop` ends for good: it would take the processes :func:`_stop_started` kills for a failure and
-    SIGKILL rank 0 in the middle of its own error handling."""
+    SIGKILL rank 0 in the middle of its own error handling. (It is stopped once the failure reaches
+    :func:`job_scope`: one of them exiting non-zero before that, while Lightning runs its exception hooks, still
+    has every process killed, as Lightning's own watcher does.)"""
 
     def __init__(self, procs: list[subprocess.Popen], main_pid: int, period_s: float = 5.0) -> None:
         from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
@@ -163,21 +177,47 @@ def _watch_started(child_processes: list[subprocess.Popen], main_pid: int | None
     _started.append((child_processes, watcher))
 
 
+def agreed_stop(err: BaseException) -> bool:
+    """Whether ``err`` is a stop every process of a DDP run makes at the same step: a pre-emption
+    (:class:`~spikelight.train.faults.Preempted`, agreed after each batch) or a NaN / Inf (the checks read the
+    gradient averaged over the processes). The processes other than rank 0 then exit 0 and leave the report
+    (exit code, stop line, ``results.json``) to rank 0."""
+    from spikelight.core.errors import NonFiniteLossError
+    from spikelight.train.faults import Preempted
+
+    return isinstance(err, (Preempted, NonFiniteLossError))
+
+
 def _stop_started(grace_s: float | None = None) -> None:
     """After the running job failed in this process: stop the watcher of the processes Lightning's launcher
     started, give them ``grace_s`` (:data:`STOP_GRACE_S`) to exit by themselves, then SIGKILL those still running
-    (as Lightning does after a Ctrl-C), so that none waits for this process in a collective."""
-    deadline = time.monotonic() + (STOP_GRACE_S if grace_s is None else grace_s)
+    (as Lightning does after a Ctrl-C), so that none waits for this process in a collective. Interrupted (a
+    Ctrl-C while waiting), it kills them at once."""
+    running = [proc for procs, _ in _started for proc in procs if proc.poll() is None]
     for _, watcher in _started:
         watcher.stop()
-    for procs, _ in _started:
-        for proc in procs:
+    _started.clear()
+    if not running:
+        return
+    grace_s = STOP_GRACE_S if grace_s is None else grace_s
+    print(f"[spikelight] this process failed: waiting up to {grace_s:g} s for the {len(running)} other processes of "
+          "the run to exit, then stopping them", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + grace_s
+    try:
+        for proc in running:
             try:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                pass
+    finally:
+        for proc in running:
+            if proc.poll() is None:
                 proc.kill()
-                proc.wait()
-    _started.clear()
+        for proc in running:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # (uninterruptible: left to the system)
+                pass
 
 
 # --- processes started by torchrun / srun ------------------------------------------
