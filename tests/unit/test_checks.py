@@ -305,6 +305,23 @@ def test_ckpt_path_last_looks_in_its_own_tasks_runs(tmp_path):
     assert any("mytask" in a for a in out) and not any(f"{tmp_path}/train/" in a for a in out), out
 
 
+def test_ckpt_path_last_looks_in_the_task_its_experiment_names(tmp_path):
+    """experiment=demo_digits sets task_name=demo_digits: ckpt_path=last resumes the demo's newest run, not
+    another task's newer one (it took logs/train/runs' finished run, merged the demo's overrides into it and
+    overwrote its results: the command line's config never composed, a list inside the list of overrides)."""
+    from spikelight.app.checks import preflight
+
+    for task, stamp in (("demo_digits", "2026-01-01_00-00-00-000001"), ("train", "2026-01-02_00-00-00-000001")):
+        ck = tmp_path / task / "runs" / stamp / "checkpoints"
+        ck.mkdir(parents=True)
+        (ck / "last.ckpt").write_bytes(b"x")  # the train task's is newer
+    try:
+        out = preflight(["experiment=demo_digits", "ckpt_path=last", f"paths.log_dir={tmp_path}"], "train")
+    except Exception as err:  # the fake file is not a checkpoint: the path it chose is in the message
+        out = [str(err)]
+    assert any(f"{tmp_path}/demo_digits/runs/" in a for a in out) and not any(f"{tmp_path}/train/" in a for a in out), out
+
+
 def test_a_slow_run_says_early_what_an_epoch_takes(monkeypatch, caplog):
     """Measured, not guessed: batches 2-3 of the first epoch give the seconds per batch (issue 23:
     e-prop on sfmnist showed 0.00 it/s and nothing else)."""

@@ -177,15 +177,16 @@ def _runs_dir(overrides: list, config_name: str, conf_dir: Path, cfg: Any = None
         return next((o.value() for o in overrides if o.key_or_group == key and not o.is_sweep_override()), None)
 
     log_dir, task = given("paths.log_dir"), given("task_name") if config_name == "train" else "train"
-    for lines in ([] if cfg is not None else [_compose_lines(overrides)], []):
+    # the config given, else the command line's, else (it does not compose yet) the defaults'
+    for lines in ([None] if cfg is not None else [_compose_lines(overrides), []]):
         if isinstance(log_dir, str) and log_dir and isinstance(task, str) and task:
             break
         try:
-            cfg = cfg if cfg is not None else _compose(config_name, lines, conf_dir)
-            log_dir = log_dir if isinstance(log_dir, str) and log_dir else str(cfg.paths.log_dir)
-            task = task if isinstance(task, str) and task else str(cfg.task_name)
-        except Exception:  # noqa: BLE001 - a config that does not compose (yet): the defaults', else logs/train
-            cfg = None
+            composed = cfg if lines is None else _compose(config_name, lines, conf_dir)
+            log_dir = log_dir if isinstance(log_dir, str) and log_dir else str(composed.paths.log_dir)
+            task = task if isinstance(task, str) and task else str(composed.task_name)
+        except Exception:  # noqa: BLE001 - the next candidate, else logs/train
+            continue
     log_dir = log_dir if isinstance(log_dir, str) and log_dir else "logs"
     task = task if isinstance(task, str) and task else "train"
     return str(Path(log_dir) / task / "runs")
