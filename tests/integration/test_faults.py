@@ -1033,3 +1033,34 @@ def test_range_checks_accept_every_shipped_config():
             check_ranges({path.parent.name: node})
     with pytest.raises(ConfigError, match=r"model.blocks\[1\].dropout=1.5 is out of range"):
         check_ranges({"model": {"blocks": [{"dropout": 0.1}, {"dropout": 1.5}]}})
+
+
+def test_resuming_a_run_that_has_finished_is_refused_before_it_writes_over_its_results(tmp_path):
+    """ckpt_path=last takes the task's newest run, finished or not: resumed, a finished run trained nothing and
+    tested again over its results.json (found by helper-18: a demo stopped, then `python train.py ckpt_path=last`
+    re-tested an older finished run of the train task). Refused in one line naming the fix, not with a larger
+    max_epochs or max_steps; max_steps counts too."""
+    from omegaconf import OmegaConf
+
+    from spikelight.app.checks import _check_not_finished
+    from spikelight.core.errors import ConfigError
+
+    from ..conftest import run_cli
+
+    common = [*TINY[:-1], "callbacks=[last_checkpoint]", f"paths.log_dir={tmp_path}", "task_name=fin"]
+    first = run_cli("train.py", *common)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run,) = (tmp_path / "fin" / "runs").iterdir()
+    results = (run / "results.json").read_text()
+    again = run_cli("train.py", *common, "ckpt_path=last")
+    assert again.returncode == 2, again.stderr[-3000:]
+    line = again.stderr.strip().splitlines()[-1]
+    assert "is of a run that has finished (1 of trainer.max_epochs=1 epochs trained)" in line, line
+    assert "raise trainer.max_epochs" in line and "python eval.py ckpt_path=" in line
+    assert (run / "results.json").read_text() == results and len(list((tmp_path / "fin" / "runs").iterdir())) == 1
+    last = str(run / "checkpoints" / "last.ckpt")  # 1 epoch, 2 steps
+    trainer = {"max_epochs": 5, "max_steps": 2}
+    with pytest.raises(ConfigError, match=r"\(2 of trainer.max_steps=2 steps trained\).*raise trainer.max_steps"):
+        _check_not_finished(OmegaConf.create({"ckpt_path": last, "trainer": trainer}))
+    for more in ({**trainer, "max_steps": 3}, {"max_epochs": 2, "max_steps": -1}, {"max_epochs": -1, "max_steps": -1}):
+        _check_not_finished(OmegaConf.create({"ckpt_path": last, "trainer": more}))  # trains on: not refused

@@ -153,6 +153,8 @@ def preflight(argv: list[str], config_name: str, conf_dir: Path = CONF) -> list[
         overrides = OverridesParser.create().parse_overrides(
             [o.input_line for o in overrides if o.input_line in argv] + reused)
     cfg = _compose_and_check(overrides, name, conf_dir) if composable else None
+    if resuming and cfg is not None:
+        _check_not_finished(cfg)
     if cfg is not None and "ckpt_path" in cfg.keys() and _missing(cfg, "ckpt_path"):
         raise ConfigError(f"{name}.py needs the checkpoint to test: ckpt_path=<file.ckpt | run folder | last>, "
                           f"e.g. python {name}.py ckpt_path=last")
@@ -161,6 +163,40 @@ def preflight(argv: list[str], config_name: str, conf_dir: Path = CONF) -> list[
     if name != "train":
         return argv
     return _with_resume_dir(argv, args.multirun, overrides)
+
+
+def _check_not_finished(cfg: Any) -> None:
+    """Refuse, in one line, to resume a run that trained all of ``trainer.max_epochs`` (or ``max_steps``): it
+    would train nothing, then test again and write over that run's results (``ckpt_path=last`` takes the newest
+    run of the task, finished or not). An unreadable checkpoint is left to the run to report."""
+    import copy
+
+    from spikelight.app.ckpt import load_checkpoint
+    from spikelight.train.resume import mend_loop_state
+
+    path = cfg.get("ckpt_path")
+    trainer = cfg.get("trainer") or {}
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
+    if not isinstance(path, str) or not path:
+        return
+    try:
+        ckpt = load_checkpoint(path)
+    except Exception:  # noqa: BLE001 - CheckpointError: train.py says it in one line
+        return
+    state = {"loops": copy.deepcopy(ckpt.get("loops") or {})}
+    mend_loop_state(state)  # as the resume will read it: an epoch-end checkpoint counts its epoch finished
+    finished = state["loops"].get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("completed")
+    step = ckpt.get("global_step", 0)
+    if isinstance(max_epochs, int) and max_epochs > 0 and isinstance(finished, int) and finished >= max_epochs:
+        done = f"{finished} of trainer.max_epochs={max_epochs} epochs trained"
+        more = "raise trainer.max_epochs"
+    elif isinstance(max_steps, int) and max_steps > 0 and isinstance(step, int) and step >= max_steps:
+        done = f"{step} of trainer.max_steps={max_steps} steps trained"
+        more = "raise trainer.max_steps"
+    else:
+        return
+    raise ConfigError(f"ckpt_path={path} is of a run that has finished ({done}): resuming would train nothing and "
+                      f"test over its results; {more} to train it on, or test it: python eval.py ckpt_path={_quote(path)}")
 
 
 def _missing(cfg: Any, key: str) -> bool:
