@@ -145,6 +145,7 @@ def test_eval_reloads_checkpoint_with_weights_only(tmp_path):
     log = (run_dir / "train.log").read_text()
     assert f"overrides: print_config=false accelerator=cpu data=digits T=8 trainer.max_epochs=2; run folder: {run_dir}" in log
     assert "model FCLIF: 7.8 K parameters" in log and "FLOPs" not in proc.stdout + log
+    assert re.search(r"per test sample: [\d,]+ SOPs, SNN ≈ [\d,.]+ nJ vs equivalent ANN [\d,.]+ nJ", log)  # (was console only)
     epochs = re.findall(r"epoch (\d)/2: train loss [\d.]+ acc [\d.]+ \| val loss [\d.]+ acc [\d.]+ \(best [\d.]+\) "
                         r"\| firing neuron [\d.]+ / step \| [\d.]+ s", log)
     assert epochs == ["1", "2"], log

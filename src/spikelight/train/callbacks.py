@@ -145,10 +145,9 @@ class SynOpsCallback(L.Callback):
             },
             sync_dist=True,
         )
-        pl_module.print(
-            f"[spikelight] per test sample: {c.sops_per_sample:,.0f} SOPs, SNN ≈ {c.snn_energy_nj:,.1f} nJ vs "
-            f"equivalent ANN {c.ann_energy_nj:,.1f} nJ (AC {E_AC_PJ} pJ, MAC {E_MAC_PJ} pJ)"
-        )
+        if trainer.is_global_zero:  # (the console and train.log, as the epoch lines)
+            log.info(f"[spikelight] per test sample: {c.sops_per_sample:,.0f} SOPs, SNN ≈ {c.snn_energy_nj:,.1f} nJ "
+                     f"vs equivalent ANN {c.ann_energy_nj:,.1f} nJ (AC {E_AC_PJ} pJ, MAC {E_MAC_PJ} pJ)")
 
 
 class _EpochClock:
