@@ -157,6 +157,7 @@ def test_eval_reloads_checkpoint_with_weights_only(tmp_path):
     acc = [float(r["test/acc"]) for r in _metrics(tmp_path / "eval") if r.get("test/acc")]
     assert acc and acc[0] > 0.5
     assert f"outputs in {tmp_path / 'eval'}" in ev.stdout and (tmp_path / "eval" / "eval.log").stat().st_size > 0
+    assert f"overrides: print_config=false accelerator=cpu ckpt_path={ckpt} data=digits" in (tmp_path / "eval" / "eval.log").read_text()
     missing = run_cli("eval.py", *FAST, f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'e2'}")
     assert "does not exist" in _error_line(missing)
 

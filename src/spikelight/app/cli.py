@@ -252,15 +252,15 @@ def _save_config(cfg: DictConfig, output_dir: Path | None, subdir: str | None = 
     folder = output_dir / subdir if subdir else output_dir
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config_resolved.yaml").write_text(yaml)
-    overrides = _task_overrides()
-    shown = " ".join(overrides) if overrides else "none"
+    typed = _task_overrides(keep_all=True)  # (ckpt_path too: eval.py's one override)
+    shown = " ".join(typed) if typed else "none"
     log.info(f"[spikelight] overrides: {shown}; run folder: {output_dir} "
              f"(full config: {(folder / 'config_resolved.yaml').relative_to(output_dir)})")
 
 
-def _task_overrides() -> list[str] | None:
-    """The run's command-line overrides (Hydra's ``overrides.task``) without ``ckpt_path``;
-    None outside a Hydra run (a config composed by hand)."""
+def _task_overrides(keep_all: bool = False) -> list[str] | None:
+    """The run's command-line overrides (Hydra's ``overrides.task``) without ``ckpt_path`` (with it:
+    ``keep_all``); None outside a Hydra run (a config composed by hand)."""
     from hydra.core.hydra_config import HydraConfig
 
     from spikelight.app.ckpt import NOT_REUSED
@@ -268,7 +268,7 @@ def _task_overrides() -> list[str] | None:
     if not HydraConfig.initialized():
         return None
     lines = [str(x) for x in HydraConfig.get().overrides.task]
-    return [x for x in lines if x.lstrip("+~").split("=")[0].split("@")[0] not in NOT_REUSED]
+    return [x for x in lines if keep_all or x.lstrip("+~").split("=")[0].split("@")[0] not in NOT_REUSED]
 
 
 def _resume_subdir(out: Path) -> str:
